@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { serve, type ServerType } from '@hono/node-server';
+import { pino } from 'pino';
+import { analyzeDocument } from '../demo/analyze-document.ts';
+import { createWaitless, DEFAULT_TENANT, type Waitless } from '../engine.ts';
+import { createHttpApp } from '../http/app.ts';
+import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
+import { ApiKeyStore } from '../store/api-keys.ts';
+
+const USAGE = `waitless — long-running AI jobs behind a 202 Accepted API
+
+Usage:
+  waitless dev      [--port 3000] [--jobs ./jobs.ts] [--data ./.waitless]
+      API + worker in one process on embedded PGlite, open on 127.0.0.1, with the demo job.
+  waitless serve    [--port 3000] [--host 0.0.0.0] [--jobs ./jobs.ts] [--demo] [--no-worker]
+      The job service on PostgreSQL (DATABASE_URL); every request needs an API key.
+  waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10]
+      Only run jobs (no HTTP), on PostgreSQL (DATABASE_URL).
+  waitless migrate  Apply database migrations and exit.
+  waitless keys create --tenant NAME [--label TEXT] | keys list | keys revoke ID
+
+Options:
+  --port N          HTTP port (or PORT). Default: 3000.
+  --jobs MODULE     A module whose exports are defineJob() definitions.
+  --database URL    Overrides DATABASE_URL (a postgres:// URL, a PGlite folder, or memory://).
+  --schema NAME     Schema for Waitless tables. Default: waitless.
+  --concurrency N   Jobs one worker runs at once. Default: 10.
+`;
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    port: { type: 'string' },
+    host: { type: 'string' },
+    jobs: { type: 'string' },
+    data: { type: 'string' },
+    database: { type: 'string' },
+    schema: { type: 'string' },
+    concurrency: { type: 'string' },
+    demo: { type: 'boolean' },
+    'no-worker': { type: 'boolean' },
+    tenant: { type: 'string' },
+    label: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+
+const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
+
+function fail(message: string): never {
+  process.stderr.write(`waitless: ${message}\n`);
+  process.exit(2);
+}
+
+function intOption(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) fail(`--${name} must be a whole number, got "${value}"`);
+  return n;
+}
+
+async function loadJobs(modulePath: string | undefined, withDemo: boolean): Promise<AnyJobDefinition[]> {
+  const jobs: AnyJobDefinition[] = withDemo ? [analyzeDocument] : [];
+  if (modulePath) {
+    const module = (await import(pathToFileURL(resolve(modulePath)).href)) as Record<string, unknown>;
+    const found = Object.values(module).filter(isJobDefinition);
+    if (found.length === 0) fail(`${modulePath} exports no job definitions (use defineJob).`);
+    jobs.push(...found);
+  }
+  return jobs;
+}
+
+function serverDatabase(): string {
+  const url = values.database ?? process.env.DATABASE_URL;
+  if (!url) fail('set DATABASE_URL (postgres://…) or pass --database');
+  return url;
+}
+
+/** Stops on SIGINT/SIGTERM: running jobs get their grace period; a second signal exits at once. */
+function onShutdown(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (signal: string) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    logger.info({ signal }, 'shutting down; press Ctrl-C again to force');
+    stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+function listen(waitless: Waitless, app: { fetch: (req: Request) => Response | Promise<Response> }, host: string): Promise<ServerType> {
+  const port = intOption(values.port ?? process.env.PORT, 'port', 3000);
+  return new Promise((resolvePromise) => {
+    const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
+      waitless.logger.info({ url: `http://${host}:${info.port}` }, 'listening');
+      resolvePromise(server);
+    });
+  });
+}
+
+async function closeServer(server: ServerType): Promise<void> {
+  await new Promise<void>((done) => {
+    server.close(() => done());
+    // Open SSE streams would keep the server alive; they reconnect elsewhere with Last-Event-ID.
+    if ('closeAllConnections' in server) server.closeAllConnections();
+  });
+}
+
+async function dev(): Promise<void> {
+  const jobs = await loadJobs(values.jobs, true);
+  const waitless = await createWaitless({ jobs, database: values.database ?? values.data ?? './.waitless', schema: values.schema, logger });
+  waitless.startWorker({ concurrency: intOption(values.concurrency, 'concurrency', 10) });
+  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT } });
+  const server = await listen(waitless, app, '127.0.0.1');
+  const address = server.address();
+  const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 3000}`;
+  process.stdout.write(
+    `\nWaitless dev is running on embedded PGlite (${values.data ?? './.waitless'}).\n` +
+      `  API:     ${base}/v1/jobs\n  Health:  ${base}/healthz\n  Jobs:    ${[...waitless.jobs.keys()].join(', ')}\n\n` +
+      `Try it:\n  curl -i -X POST ${base}/v1/jobs/analyze-document -H 'content-type: application/json' \\\n` +
+      `       -d '{"input": {"text": "Quarterly security review of the payment service", "seconds": 20}}'\n\n`,
+  );
+  onShutdown(async () => {
+    await closeServer(server);
+    await waitless.close();
+  });
+}
+
+async function serveCommand(): Promise<void> {
+  const jobs = await loadJobs(values.jobs, values.demo ?? false);
+  if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
+  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger });
+  if (!values['no-worker']) waitless.startWorker({ concurrency: intOption(values.concurrency, 'concurrency', 10) });
+  const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys } });
+  const server = await listen(waitless, app, values.host ?? '0.0.0.0');
+  onShutdown(async () => {
+    await closeServer(server);
+    await waitless.close();
+  });
+}
+
+async function worker(): Promise<void> {
+  const jobs = await loadJobs(values.jobs, values.demo ?? false);
+  if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
+  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger });
+  const running = waitless.startWorker({ concurrency: intOption(values.concurrency, 'concurrency', 10) });
+  logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
+  onShutdown(() => waitless.close());
+}
+
+async function migrateCommand(): Promise<void> {
+  const waitless = await createWaitless({ jobs: [], database: serverDatabase(), schema: values.schema, logger });
+  await waitless.close();
+  process.stdout.write('migrations applied\n');
+}
+
+async function keys(action: string | undefined): Promise<void> {
+  const waitless = await createWaitless({ jobs: [], database: serverDatabase(), schema: values.schema, logger });
+  try {
+    const store = new ApiKeyStore(waitless.driver);
+    if (action === 'create') {
+      if (!values.tenant) fail('keys create needs --tenant NAME');
+      const key = await store.create(values.tenant, values.label);
+      process.stdout.write(`API key for tenant "${key.tenant}" (shown once, store it now):\n${key.token}\n`);
+    } else if (action === 'list') {
+      for (const key of await store.list()) {
+        process.stdout.write(`${key.id}  ${key.tenant}  ${key.label ?? ''}  ${key.createdAt}${key.revokedAt ? `  revoked ${key.revokedAt}` : ''}\n`);
+      }
+    } else if (action === 'revoke') {
+      const id = positionals[2];
+      if (!id) fail('keys revoke needs the key id');
+      process.stdout.write((await store.revoke(id)) ? `revoked ${id}\n` : `no active key ${id}\n`);
+    } else {
+      fail('keys: use create, list or revoke');
+    }
+  } finally {
+    await waitless.close();
+  }
+}
+
+const command = positionals[0];
+if (values.help || !command) {
+  process.stdout.write(USAGE);
+  process.exit(command || values.help ? 0 : 2);
+}
+const commands: Record<string, () => Promise<void>> = {
+  dev,
+  serve: serveCommand,
+  worker,
+  migrate: migrateCommand,
+  keys: () => keys(positionals[1]),
+};
+const run = commands[command];
+if (!run) fail(`unknown command "${command}"\n\n${USAGE}`);
+run().catch((error: unknown) => {
+  logger.error({ err: error }, `${command} failed`);
+  process.exit(1);
+});

@@ -1,0 +1,222 @@
+import type { PGlite } from '@electric-sql/pglite';
+import { pino, type Logger } from 'pino';
+import type { z } from 'zod';
+import { type AnyJobDefinition, type JobDefinition, isJobDefinition } from './job/definition.ts';
+import type { Job, JobEvent } from './job/model.ts';
+import { ApiKeyStore } from './store/api-keys.ts';
+import { assertSchemaName, type Driver } from './store/driver.ts';
+import { type JobPage, JobStore, type ListParams, type SubmitOutcome } from './store/job-store.ts';
+import { migrate } from './store/migrate.ts';
+import { Notifier } from './store/notifications.ts';
+import { createPgDriver } from './store/pg-driver.ts';
+import { createPgliteDriver } from './store/pglite-driver.ts';
+import { Worker, type WorkerOptions } from './worker/worker.ts';
+
+/** The tenant used when none is given (the library, `waitless dev`). */
+export const DEFAULT_TENANT = 'default';
+
+/** Options of {@link createWaitless}. */
+export interface WaitlessOptions {
+  /** Job definitions, as an array or as a module namespace (non-job exports are ignored). */
+  jobs: readonly AnyJobDefinition[] | Record<string, unknown>;
+  /**
+   * Where jobs live. A `postgres://` or `postgresql://` URL connects to a PostgreSQL server;
+   * anything else is a folder for embedded PGlite; `memory://` keeps PGlite in memory.
+   * Default: `"./.waitless"`.
+   */
+  database?: string;
+  /** An open PGlite instance to use (left open on `close()`). Takes precedence over `database`. */
+  pglite?: PGlite;
+  /** Schema for Waitless tables. Default: `"waitless"`. */
+  schema?: string;
+  /** Pool size for PostgreSQL. Default: `10`. */
+  maxConnections?: number;
+  /** Apply migrations on start. Default: `true`. */
+  migrate?: boolean;
+  /** Logger. Default: pino at `info` (or `LOG_LEVEL`). */
+  logger?: Logger;
+}
+
+export interface SubmitOptions {
+  /** Owner of the job. Default: `"default"`. */
+  tenant?: string;
+  /** Same key + same input → the same job, however often it is sent. */
+  idempotencyKey?: string;
+}
+
+/** The job name is not registered. */
+export class UnknownJobError extends Error {
+  override name = 'UnknownJobError';
+  readonly jobName: string;
+  constructor(jobName: string) {
+    super(`No job named "${jobName}" is defined.`);
+    this.jobName = jobName;
+  }
+}
+
+/** The input does not match the job's schema. */
+export class InputValidationError extends Error {
+  override name = 'InputValidationError';
+  readonly jobName: string;
+  readonly issues: z.core.$ZodIssue[];
+  constructor(jobName: string, issues: z.core.$ZodIssue[]) {
+    super(`The input of job "${jobName}" is invalid: ${issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    this.jobName = jobName;
+    this.issues = issues;
+  }
+}
+
+/** A running Waitless engine: store, notifications and (optionally) workers, on one database. */
+export interface Waitless {
+  readonly driver: Driver;
+  readonly store: JobStore;
+  readonly apiKeys: ApiKeyStore;
+  readonly notifier: Notifier;
+  readonly jobs: ReadonlyMap<string, AnyJobDefinition>;
+  readonly logger: Logger;
+  /** Validates the input and enqueues a job. Throws {@link UnknownJobError} / {@link InputValidationError}. */
+  submit<S extends z.ZodType, R>(job: JobDefinition<S, R> | string, input: z.input<S>, options?: SubmitOptions): Promise<SubmitOutcome>;
+  get(id: string, options?: { tenant?: string }): Promise<Job | undefined>;
+  list(params?: Omit<ListParams, 'tenant'> & { tenant?: string }): Promise<JobPage>;
+  cancel(id: string, options?: { tenant?: string }): Promise<Job | undefined>;
+  events(id: string, afterSeq?: number, options?: { tenant?: string }): Promise<JobEvent[]>;
+  /**
+   * Long-poll: resolves with the job as soon as its version passes `since` (at once if it
+   * already has, or if the job is done), or with its current state after `timeoutMs`.
+   */
+  wait(id: string, options: { since?: number; timeoutMs: number; tenant?: string; signal?: AbortSignal }): Promise<Job | undefined>;
+  /** Starts a worker in this process. It is stopped by `close()`. */
+  startWorker(options?: WorkerOptions): Worker;
+  /** Stops workers started here (gracefully), notifications and the database connection. */
+  close(): Promise<void>;
+}
+
+function collectJobs(jobs: WaitlessOptions['jobs']): Map<string, AnyJobDefinition> {
+  const list = Array.isArray(jobs) ? jobs : Object.values(jobs);
+  const map = new Map<string, AnyJobDefinition>();
+  for (const job of list) {
+    if (!isJobDefinition(job)) {
+      if (Array.isArray(jobs)) throw new TypeError('Every entry of `jobs` must come from defineJob().');
+      continue;
+    }
+    if (map.has(job.name)) throw new TypeError(`Two jobs are named "${job.name}".`);
+    map.set(job.name, job);
+  }
+  return map;
+}
+
+async function openDriver(options: WaitlessOptions, schema: string): Promise<Driver> {
+  if (options.pglite) return createPgliteDriver({ instance: options.pglite, schema });
+  const database = options.database ?? './.waitless';
+  if (/^postgres(ql)?:\/\//.test(database)) {
+    return createPgDriver({ connectionString: database, schema, maxConnections: options.maxConnections });
+  }
+  return createPgliteDriver({ dataDir: database, schema });
+}
+
+/**
+ * Opens the database, applies migrations and returns the engine.
+ *
+ * ```ts
+ * const waitless = await createWaitless({ jobs: [summarize], database: process.env.DATABASE_URL });
+ * waitless.startWorker();
+ * const { job } = await waitless.submit(summarize, { text });
+ * ```
+ */
+export async function createWaitless(options: WaitlessOptions): Promise<Waitless> {
+  const schema = assertSchemaName(options.schema ?? 'waitless');
+  const jobs = collectJobs(options.jobs);
+  const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  const driver = await openDriver(options, schema);
+  try {
+    if (options.migrate !== false) await migrate(driver, schema);
+  } catch (error) {
+    await driver.close();
+    throw error;
+  }
+  const store = new JobStore(driver);
+  const notifier = await Notifier.start(driver, schema);
+  const workers: Worker[] = [];
+  const tenantOf = (o?: { tenant?: string }) => o?.tenant ?? DEFAULT_TENANT;
+
+  const waitless: Waitless = {
+    driver,
+    store,
+    notifier,
+    jobs,
+    logger,
+    apiKeys: new ApiKeyStore(driver),
+
+    async submit(job, input, submitOptions) {
+      const name = typeof job === 'string' ? job : job.name;
+      const definition = jobs.get(name);
+      if (!definition) throw new UnknownJobError(name);
+      const parsed = definition.input.safeParse(input);
+      if (!parsed.success) throw new InputValidationError(name, parsed.error.issues);
+      return store.submit({
+        tenant: tenantOf(submitOptions),
+        name,
+        input: parsed.data,
+        maxAttempts: definition.retry.attempts,
+        timeoutMs: definition.timeoutMs,
+        idempotencyKey: submitOptions?.idempotencyKey,
+      });
+    },
+
+    get: (id, o) => store.get(tenantOf(o), id),
+    list: (params) => store.list({ ...params, tenant: tenantOf(params) }),
+    cancel: (id, o) => store.cancel(tenantOf(o), id),
+    events: (id, afterSeq = 0, o) => store.events(tenantOf(o), id, afterSeq),
+
+    async wait(id, o) {
+      const tenant = tenantOf(o);
+      const deadline = Date.now() + o.timeoutMs;
+      // Subscribe before reading, so an event landing between the read and the wait is not missed.
+      let since = o.since;
+      let changed = false;
+      let wakeUp: () => void = () => {};
+      const unsubscribe = notifier.onJob(id, () => {
+        changed = true;
+        wakeUp();
+      });
+      try {
+        for (;;) {
+          changed = false;
+          const job = await store.get(tenant, id);
+          if (!job) return undefined;
+          since ??= job.version;
+          const remaining = deadline - Date.now();
+          if (job.done || job.version > since || remaining <= 0 || o.signal?.aborted) return job;
+          if (!changed) {
+            await new Promise<void>((resolve) => {
+              // A slow re-read as a backstop for a notification lost to a reconnect.
+              const timer = setTimeout(resolve, Math.min(remaining, 5000));
+              const onAbort = () => resolve();
+              o.signal?.addEventListener('abort', onAbort, { once: true });
+              wakeUp = () => {
+                clearTimeout(timer);
+                o.signal?.removeEventListener('abort', onAbort);
+                resolve();
+              };
+            });
+          }
+        }
+      } finally {
+        unsubscribe();
+      }
+    },
+
+    startWorker(workerOptions) {
+      const worker = new Worker(store, notifier, jobs, logger.child({ component: 'worker' }), workerOptions).start();
+      workers.push(worker);
+      return worker;
+    },
+
+    async close() {
+      await Promise.all(workers.splice(0).map((worker) => worker.stop()));
+      await notifier.close();
+      await driver.close();
+    },
+  };
+  return waitless;
+}

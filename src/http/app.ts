@@ -1,0 +1,227 @@
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { z } from 'zod';
+import { InputValidationError, UnknownJobError, type Waitless } from '../engine.ts';
+import { retryAfterSeconds } from '../job/cadence.ts';
+import type { Job } from '../job/model.ts';
+import { JOB_STATUSES, type JobStatus } from '../job/states.ts';
+import { IdempotencyConflictError, InvalidCursorError } from '../store/job-store.ts';
+import { authenticate, type AuthEnv, type AuthMode } from './auth.ts';
+import { problem } from './problem.ts';
+import { streamJobEvents } from './sse.ts';
+
+/** Options of the HTTP handler. */
+export interface HttpOptions {
+  /** Who may call. Default: `{ mode: 'none', tenant: 'default' }` (open; for local development only). */
+  auth?: AuthMode;
+  /** Path prefix the handler is mounted under, used in `Location` and `links`. Default: `""`. */
+  basePath?: string;
+  /** Largest accepted request body. Default: `1_048_576` (1 MiB). */
+  maxBodyBytes?: number;
+  /** Longest `?wait=` a long-poll may ask for, in seconds. Default: `60`. */
+  maxWaitSeconds?: number;
+  /** Interval of the SSE keep-alive comment. Default: `15_000` ms. */
+  sseHeartbeatMs?: number;
+}
+
+const submitBody = z.strictObject({ input: z.unknown() });
+const idempotencyKeyPattern = /^[\x21-\x7e]{1,255}$/;
+
+/** Builds the Hono app. Use `.fetch` as a `(Request) => Response` handler anywhere. */
+export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Hono<AuthEnv> {
+  const base = options.basePath?.replace(/\/$/, '') ?? '';
+  const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
+  const maxWait = options.maxWaitSeconds ?? 60;
+  const links = (id: string) => ({
+    self: `${base}/v1/jobs/${id}`,
+    events: `${base}/v1/jobs/${id}/events`,
+    cancel: `${base}/v1/jobs/${id}/cancel`,
+  });
+  const view = (job: Job) => ({ ...job, links: links(job.id) });
+  const pollHeaders = (job: Job): Record<string, string> =>
+    job.done ? {} : { 'retry-after': String(retryAfterSeconds(Date.now() - Date.parse(job.createdAt))) };
+  const notFound = (c: Context, id: string) =>
+    problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this API key.` });
+
+  const app = new Hono<AuthEnv>();
+
+  app.onError((error, c) => {
+    waitless.logger.error({ err: error, path: c.req.path }, 'request failed');
+    return problem(c, 500, { title: 'Internal Server Error', detail: 'The server could not complete the request. It has been logged; try again.' });
+  });
+  app.notFound((c) => problem(c, 404, { title: 'Not Found', detail: `${c.req.method} ${new URL(c.req.url).pathname} is not part of this API.` }));
+
+  app.get('/healthz', async (c) => {
+    try {
+      await waitless.driver.query({ text: 'SELECT 1', values: [] });
+      return c.json({ status: 'ok', database: waitless.driver.kind });
+    } catch {
+      return problem(c, 503, { title: 'Service Unavailable', detail: 'The database does not answer.' });
+    }
+  });
+
+  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }));
+
+  app.post(
+    '/v1/jobs/:name',
+    async (c, next) => {
+      const name = c.req.param('name');
+      if (!waitless.jobs.has(name)) {
+        return problem(c, 404, {
+          type: '/problems/unknown-job',
+          title: 'Unknown job',
+          detail: `No job named "${name}" is defined. Defined jobs: ${[...waitless.jobs.keys()].join(', ') || '(none)'}.`,
+        });
+      }
+      const type = c.req.header('content-type') ?? '';
+      if (!/^application\/json\s*(;|$)/i.test(type)) {
+        return problem(c, 415, {
+          type: '/problems/unsupported-media-type',
+          title: 'Unsupported Media Type',
+          detail: `Send the body as JSON with "Content-Type: application/json" (got "${type || 'none'}").`,
+        });
+      }
+      await next();
+    },
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: (c) =>
+        problem(c, 413, {
+          type: '/problems/body-too-large',
+          title: 'Content Too Large',
+          detail: `The request body is larger than ${maxBodyBytes} bytes. Pass large inputs by reference (a URL or an id).`,
+        }),
+    }),
+    async (c) => {
+      const name = c.req.param('name');
+      const key = c.req.header('idempotency-key');
+      if (key !== undefined && !idempotencyKeyPattern.test(key)) {
+        return problem(c, 400, {
+          type: '/problems/invalid-idempotency-key',
+          title: 'Invalid Idempotency-Key',
+          detail: 'The Idempotency-Key header must be 1–255 visible ASCII characters.',
+        });
+      }
+      let body: unknown;
+      try {
+        body = JSON.parse(await c.req.text());
+      } catch (error) {
+        return problem(c, 400, {
+          type: '/problems/malformed-json',
+          title: 'Malformed JSON',
+          detail: `The body is not valid JSON: ${(error as Error).message}`,
+        });
+      }
+      const envelope = submitBody.safeParse(body);
+      if (!envelope.success) {
+        return problem(c, 400, {
+          type: '/problems/invalid-request',
+          title: 'Invalid request body',
+          detail: 'The body must be a JSON object of the form {"input": …}.',
+          errors: envelope.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
+        });
+      }
+      try {
+        const { job, created } = await waitless.submit(name, envelope.data.input, { tenant: c.get('tenant'), idempotencyKey: key });
+        const headers: Record<string, string> = { location: links(job.id).self, ...pollHeaders(job) };
+        if (!created) headers['idempotent-replayed'] = 'true';
+        return c.json(view(job), 202, headers);
+      } catch (error) {
+        if (error instanceof InputValidationError) {
+          return problem(c, 422, {
+            type: '/problems/invalid-input',
+            title: 'Invalid input',
+            detail: error.message,
+            errors: error.issues.map((i) => ({ path: ['input', ...i.path].join('.'), message: i.message, code: i.code })),
+          });
+        }
+        if (error instanceof IdempotencyConflictError) {
+          return problem(c, 422, { type: '/problems/idempotency-key-reused', title: 'Idempotency-Key reused', detail: error.message });
+        }
+        if (error instanceof UnknownJobError) return problem(c, 404, { type: '/problems/unknown-job', title: 'Unknown job', detail: error.message });
+        throw error;
+      }
+    },
+  );
+
+  app.get('/v1/jobs', async (c) => {
+    const statusParam = c.req.query('status');
+    const statuses = statusParam ? statusParam.split(',') : undefined;
+    const badStatus = statuses?.find((s) => !(JOB_STATUSES as readonly string[]).includes(s));
+    if (badStatus) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: `Unknown status "${badStatus}". Use: ${JOB_STATUSES.join(', ')}.` });
+    }
+    const limitParam = c.req.query('limit');
+    const limit = limitParam === undefined ? 20 : Number(limitParam);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"limit" must be an integer from 1 to 100.' });
+    }
+    try {
+      const page = await waitless.store.list({
+        tenant: c.get('tenant'),
+        statuses: statuses as JobStatus[] | undefined,
+        name: c.req.query('name'),
+        cursor: c.req.query('cursor'),
+        limit,
+      });
+      return c.json({ jobs: page.jobs.map(view), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) });
+    } catch (error) {
+      if (error instanceof InvalidCursorError) return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid cursor', detail: error.message });
+      throw error;
+    }
+  });
+
+  app.get('/v1/jobs/:id', async (c) => {
+    const id = c.req.param('id');
+    const tenant = c.get('tenant');
+    const waitParam = c.req.query('wait');
+    const sinceParam = c.req.query('since');
+    const wait = waitParam === undefined ? 0 : Number(waitParam);
+    const since = sinceParam === undefined ? undefined : Number(sinceParam);
+    if (!Number.isFinite(wait) || wait < 0 || wait > maxWait) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: `"wait" must be a number of seconds from 0 to ${maxWait}.` });
+    }
+    if (since !== undefined && (!Number.isInteger(since) || since < 0)) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"since" must be a job version (an integer ≥ 0).' });
+    }
+    const job =
+      wait > 0
+        ? await waitless.wait(id, { tenant, since, timeoutMs: wait * 1000, signal: c.req.raw.signal })
+        : await waitless.store.get(tenant, id);
+    if (!job) return notFound(c, id);
+    return c.json(view(job), 200, { 'cache-control': 'no-store', ...pollHeaders(job) });
+  });
+
+  app.get('/v1/jobs/:id/events', async (c) => {
+    const id = c.req.param('id');
+    const tenant = c.get('tenant');
+    const from = c.req.header('last-event-id') ?? c.req.query('after') ?? '0';
+    const after = Number(from);
+    if (!Number.isInteger(after) || after < 0) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid resume point', detail: 'Last-Event-ID / "after" must be an event sequence number (an integer ≥ 0).' });
+    }
+    const job = await waitless.store.get(tenant, id);
+    if (!job) return notFound(c, id);
+    // The stream already ended for this client: 204 tells EventSource to stop reconnecting.
+    if (job.done && after >= job.version) return c.body(null, 204);
+    return streamJobEvents(c, waitless, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000 });
+  });
+
+  app.post('/v1/jobs/:id/cancel', async (c) => {
+    const id = c.req.param('id');
+    const job = await waitless.store.cancel(c.get('tenant'), id);
+    if (!job) return notFound(c, id);
+    return c.json(view(job), 200);
+  });
+
+  return app;
+}
+
+/**
+ * The HTTP API as a Fetch-standard handler: mount it in Hono, Next.js route handlers,
+ * Express/Fastify (through an adapter) or serve it with `@hono/node-server`.
+ */
+export function createHttpHandler(waitless: Waitless, options: HttpOptions = {}): (request: Request) => Promise<Response> {
+  const app = createHttpApp(waitless, options);
+  return async (request) => app.fetch(request);
+}

@@ -1,0 +1,21 @@
+/**
+ * Waitless: long-running AI jobs behind an asynchronous request-reply API.
+ * @packageDocumentation
+ */
+export { createWaitless, DEFAULT_TENANT, InputValidationError, UnknownJobError } from './engine.ts';
+export type { SubmitOptions, Waitless, WaitlessOptions } from './engine.ts';
+export { defineJob, isJobDefinition } from './job/definition.ts';
+export type { AnyJobDefinition, JobContext, JobDefinition, JobOptions, ProgressUpdate } from './job/definition.ts';
+export type { Duration } from './job/duration.ts';
+export { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, WorkerShutdownError } from './job/errors.ts';
+export type { JobError } from './job/errors.ts';
+export type { Job, JobEvent, JobEventType } from './job/model.ts';
+export type { RetryPolicy } from './job/retry.ts';
+export { JOB_STATUSES, isTerminal } from './job/states.ts';
+export type { JobStatus } from './job/states.ts';
+export { IdempotencyConflictError } from './store/job-store.ts';
+export type { JobPage, SubmitOutcome } from './store/job-store.ts';
+export { createHttpHandler } from './http/app.ts';
+export type { HttpOptions } from './http/app.ts';
+export type { WorkerOptions } from './worker/worker.ts';
+export { Worker } from './worker/worker.ts';

@@ -1,0 +1,110 @@
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import { type Duration, toMs } from './duration.ts';
+import { type ResolvedRetryPolicy, type RetryPolicy, resolveRetryPolicy } from './retry.ts';
+
+/** A progress report from a handler. Every field is optional; omitted ones keep no value. */
+export interface ProgressUpdate {
+  /** 0–100. */
+  percent?: number;
+  /** A short machine-friendly step name, e.g. `"reading"`. */
+  stage?: string;
+  /** A sentence for people. */
+  message?: string;
+  /** Anything else worth showing (JSON). */
+  data?: unknown;
+}
+
+/** What a handler receives besides its input. */
+export interface JobContext {
+  /** The job's id. */
+  readonly jobId: string;
+  /** The tenant the job belongs to. */
+  readonly tenant: string;
+  /** Which attempt this is, starting at 1. */
+  readonly attempt: number;
+  /**
+   * Aborts when the job is cancelled, runs past its time budget, when this worker loses the
+   * job's lease, or when the worker shuts down. `signal.reason` says which. Pass it to every
+   * call that accepts one (fetch, model SDKs) so the work stops with the job.
+   */
+  readonly signal: AbortSignal;
+  /** A logger bound to the job id and attempt. */
+  readonly log: Logger;
+  /** Records progress as a job event. Rejects if the lease is lost. */
+  progress(update: ProgressUpdate): Promise<void>;
+  /**
+   * Appends partial output (e.g. one model token). Buffered and written in batches, never one
+   * database write per call; whatever is buffered is written before the job's result.
+   */
+  write(chunk: string): void;
+  /** Writes buffered partial output now. */
+  flush(): Promise<void>;
+}
+
+/** What `defineJob` accepts. */
+export interface JobOptions<Schema extends z.ZodType, Result> {
+  /** Unique name; also the URL segment in `POST /v1/jobs/:name`. Letters, digits, `-`, `_`, `.`. */
+  name: string;
+  /** zod schema of the input; requests that do not match are refused with 422 before any job exists. */
+  input: Schema;
+  /** Time budget of one attempt. Past it the job ends `timed_out`. Default: `"15m"`. */
+  timeout?: Duration;
+  /** Retries after a thrown error. Default: 3 attempts, 1 s doubling to at most 5 min. */
+  retry?: RetryPolicy;
+  /** The work. Its return value (JSON) becomes the job's result. */
+  run: (input: z.output<Schema>, ctx: JobContext) => Promise<Result>;
+}
+
+/** A job definition, ready to register with `createWaitless({ jobs })`. */
+export interface JobDefinition<Schema extends z.ZodType = z.ZodType, Result = unknown> {
+  readonly name: string;
+  readonly input: Schema;
+  readonly timeoutMs: number;
+  readonly retry: ResolvedRetryPolicy;
+  readonly run: (input: z.output<Schema>, ctx: JobContext) => Promise<Result>;
+  /** Marks the object as a definition, so a module's other exports are ignored. */
+  readonly kind: 'waitless.job';
+}
+
+/** Any job definition, whatever its input and result. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyJobDefinition = JobDefinition<any, any>;
+
+const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+const DEFAULT_TIMEOUT: Duration = '15m';
+
+/**
+ * Defines a job type.
+ *
+ * ```ts
+ * export const summarize = defineJob({
+ *   name: 'summarize',
+ *   input: z.object({ text: z.string() }),
+ *   timeout: '5m',
+ *   async run({ text }, ctx) {
+ *     await ctx.progress({ percent: 10, stage: 'reading' });
+ *     return { summary: text.slice(0, 100) };
+ *   },
+ * });
+ * ```
+ */
+export function defineJob<Schema extends z.ZodType, Result>(options: JobOptions<Schema, Result>): JobDefinition<Schema, Result> {
+  if (!NAME_PATTERN.test(options.name)) {
+    throw new TypeError(`Invalid job name "${options.name}": use letters, digits, ".", "_" and "-" (at most 100).`);
+  }
+  const timeoutMs = toMs(options.timeout ?? DEFAULT_TIMEOUT, 'timeout');
+  if (timeoutMs < 1 || timeoutMs > 2_147_483_647) throw new TypeError(`Job "${options.name}": timeout out of range.`);
+  return Object.freeze({
+    kind: 'waitless.job',
+    name: options.name,
+    input: options.input,
+    timeoutMs,
+    retry: resolveRetryPolicy(options.retry),
+    run: options.run,
+  });
+}
+
+export function isJobDefinition(value: unknown): value is AnyJobDefinition {
+  return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'waitless.job';
+}

@@ -1,0 +1,39 @@
+import type { JobError } from './errors.ts';
+import type { ProgressUpdate } from './definition.ts';
+import type { JobStatus } from './states.ts';
+
+/** A job as every reader sees it: API, long-poll, SSE, CLI. */
+export interface Job<Input = unknown, Result = unknown> {
+  id: string;
+  name: string;
+  status: JobStatus;
+  /** True once the status is terminal; then exactly one of `result` / `error` is set. */
+  done: boolean;
+  input: Input;
+  result?: Result;
+  error?: JobError;
+  progress?: ProgressUpdate;
+  /** Partial output written so far (`ctx.write`). */
+  output: string;
+  attempt: number;
+  maxAttempts: number;
+  /** Sequence number of the latest event; grows with every change. Use as `?since=`. */
+  version: number;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  updatedAt: string;
+  /** When a queued job becomes claimable (later than `createdAt` while a retry waits). */
+  runAt: string;
+}
+
+/** Kinds of job event. The terminal one is a `status` event whose status is terminal. */
+export type JobEventType = 'status' | 'progress' | 'output';
+
+/** One entry of a job's event log. `seq` starts at 1 and grows by one per event. */
+export interface JobEvent {
+  seq: number;
+  type: JobEventType;
+  data: Record<string, unknown>;
+  at: string;
+}

@@ -1,0 +1,34 @@
+/** Every status a job can be in. */
+export const JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out'] as const;
+
+export type JobStatus = (typeof JOB_STATUSES)[number];
+
+/** Statuses a job never leaves once written. */
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'cancelled', 'timed_out']);
+
+export function isTerminal(status: JobStatus): boolean {
+  return TERMINAL_STATUSES.has(status);
+}
+
+export function isJobStatus(value: string): value is JobStatus {
+  return (JOB_STATUSES as readonly string[]).includes(value);
+}
+
+/**
+ * The legal transitions. The store enforces them in SQL (every update names the status it
+ * expects to find); this table is the readable statement of the same rules.
+ */
+export const TRANSITIONS: Readonly<Record<JobStatus, readonly JobStatus[]>> = {
+  // claimed by a worker, or cancelled before it started
+  queued: ['running', 'cancelled'],
+  // finished, or back to queued for a retry / after a lost lease / on graceful shutdown
+  running: ['completed', 'failed', 'cancelled', 'timed_out', 'queued'],
+  completed: [],
+  failed: [],
+  cancelled: [],
+  timed_out: [],
+};
+
+export function canTransition(from: JobStatus, to: JobStatus): boolean {
+  return TRANSITIONS[from].includes(to);
+}

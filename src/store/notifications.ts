@@ -1,0 +1,86 @@
+import type { Driver } from './driver.ts';
+
+export type JobEventListener = (jobId: string, seq: number, type: string) => void;
+
+/**
+ * One LISTEN per process for job events and one for newly queued work, fanned out in memory
+ * to every reader (SSE streams, long-polls, workers). NOTIFY is only a wake-up: readers always
+ * re-read the rows, and keep a slow poll as a backstop for a notification lost to a reconnect.
+ */
+export class Notifier {
+  private readonly byJob = new Map<string, Set<JobEventListener>>();
+  private readonly all = new Set<JobEventListener>();
+  private readonly queued = new Set<(name: string) => void>();
+  private readonly unlisten: Array<() => Promise<void>> = [];
+
+  private constructor() {}
+
+  static async start(driver: Driver, schema: string): Promise<Notifier> {
+    const notifier = new Notifier();
+    notifier.unlisten.push(
+      await driver.listen(`${schema}_events`, (payload) => notifier.dispatchEvent(payload)),
+      await driver.listen(`${schema}_queued`, (name) => {
+        for (const listener of notifier.queued) listener(name);
+      }),
+    );
+    return notifier;
+  }
+
+  private dispatchEvent(payload: string): void {
+    const [jobId, seqText, type] = payload.split(' ');
+    if (!jobId || !seqText || !type) return;
+    const seq = Number(seqText);
+    for (const listener of this.byJob.get(jobId) ?? []) listener(jobId, seq, type);
+    for (const listener of this.all) listener(jobId, seq, type);
+  }
+
+  /** Calls `listener` for every event of one job. Returns the unsubscribe function. */
+  onJob(jobId: string, listener: JobEventListener): () => void {
+    let set = this.byJob.get(jobId);
+    if (!set) this.byJob.set(jobId, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.byJob.delete(jobId);
+    };
+  }
+
+  /** Calls `listener` for every event of every job. */
+  onAnyJob(listener: JobEventListener): () => void {
+    this.all.add(listener);
+    return () => this.all.delete(listener);
+  }
+
+  /** Calls `listener` with the job name whenever a job becomes claimable. */
+  onQueued(listener: (name: string) => void): () => void {
+    this.queued.add(listener);
+    return () => this.queued.delete(listener);
+  }
+
+  /**
+   * Resolves when the job gets a new event, after `timeoutMs`, or when `signal` aborts,
+   * whichever comes first. Subscribe before reading the rows to not miss an event in between:
+   * call {@link onJob} yourself in that case.
+   */
+  waitForJob(jobId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        unsubscribe();
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      const unsubscribe = this.onJob(jobId, done);
+      signal?.addEventListener('abort', done, { once: true });
+      if (signal?.aborted) done();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.byJob.clear();
+    this.all.clear();
+    this.queued.clear();
+    await Promise.all(this.unlisten.splice(0).map((fn) => fn().catch(() => {})));
+  }
+}

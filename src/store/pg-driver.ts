@@ -1,0 +1,114 @@
+import pg from 'pg';
+import type { Driver, Queryable, Sql } from './driver.ts';
+
+/** Options for the PostgreSQL driver. */
+export interface PgDriverOptions {
+  /** Connection string, e.g. `postgres://user@host:5432/db`. */
+  connectionString: string;
+  /** Schema holding Waitless tables; set as `search_path` on every connection. */
+  schema: string;
+  /** Pool size. Default: `10`. */
+  maxConnections?: number;
+}
+
+const LISTEN_RETRY_MS = 1000;
+
+/**
+ * PostgreSQL through `pg`. Queries go through a pool; LISTEN uses one dedicated connection
+ * that reconnects on its own, because a pooled connection may be handed to someone else.
+ */
+export function createPgDriver(options: PgDriverOptions): Driver {
+  const connection = {
+    connectionString: options.connectionString,
+    options: `-c search_path=${options.schema}`,
+  };
+  const pool = new pg.Pool({ ...connection, max: options.maxConnections ?? 10 });
+  // An idle pooled client that loses its server must not crash the process.
+  pool.on('error', () => {});
+
+  const handlers = new Map<string, Set<(payload: string) => void>>();
+  let listener: pg.Client | undefined;
+  let connecting: Promise<pg.Client> | undefined;
+  let closed = false;
+
+  async function connectListener(): Promise<pg.Client> {
+    const client = new pg.Client(connection);
+    client.on('notification', (message) => {
+      for (const handler of handlers.get(message.channel) ?? []) handler(message.payload ?? '');
+    });
+    client.on('error', () => {
+      listener = undefined;
+      connecting = undefined;
+      void client.end().catch(() => {});
+      if (!closed) setTimeout(() => void ensureListener().catch(() => {}), LISTEN_RETRY_MS).unref();
+    });
+    await client.connect();
+    for (const channel of handlers.keys()) await client.query(`LISTEN ${channel}`);
+    listener = client;
+    return client;
+  }
+
+  async function ensureListener(): Promise<pg.Client> {
+    if (listener) return listener;
+    connecting ??= connectListener().catch((error: unknown) => {
+      connecting = undefined;
+      throw error;
+    });
+    return connecting;
+  }
+
+  const run = async <Row,>(client: pg.Pool | pg.PoolClient, sql: Sql): Promise<Row[]> => {
+    const result = await client.query(sql.text, sql.values);
+    return result.rows as Row[];
+  };
+
+  return {
+    kind: 'postgres',
+    query: (sql) => run(pool, sql),
+    async transaction(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const tx: Queryable = {
+          query: (sql) => run(client, sql),
+          exec: async (text) => void (await client.query(text)),
+        };
+        const value = await fn(tx);
+        await client.query('COMMIT');
+        return value;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw error;
+      } finally {
+        client.release();
+      }
+    },
+    async exec(text) {
+      await pool.query(text);
+    },
+    async listen(channel, onPayload) {
+      let set = handlers.get(channel);
+      const first = !set;
+      if (!set) handlers.set(channel, (set = new Set()));
+      set.add(onPayload);
+      const client = await ensureListener();
+      if (first && listener === client) await client.query(`LISTEN ${channel}`);
+      return async () => {
+        const current = handlers.get(channel);
+        current?.delete(onPayload);
+        if (current && current.size === 0) {
+          handlers.delete(channel);
+          await listener?.query(`UNLISTEN ${channel}`).catch(() => {});
+        }
+      };
+    },
+    async close() {
+      closed = true;
+      handlers.clear();
+      const client = listener;
+      listener = undefined;
+      await client?.end().catch(() => {});
+      await pool.end();
+    },
+  };
+}

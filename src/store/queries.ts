@@ -1,0 +1,330 @@
+/**
+ * Every SQL statement Waitless runs, as pure functions returning `{ text, values }`.
+ * Table names are unqualified: connections run with `search_path` set to the Waitless schema.
+ *
+ * Each state change is one statement that updates the job row, bumps its `last_seq` and
+ * inserts the matching event (data-modifying CTEs), so the row and its event log can never
+ * disagree, and the event's NOTIFY (a trigger) fires only if the statement commits.
+ */
+import type { Sql } from './driver.ts';
+
+const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
+
+/** Columns every job reader gets. The lease token is left out on purpose: it is the worker's secret. */
+const JOB_COLUMNS = `id, tenant_id, name, status, input, result, error, progress, partial_output, attempt,
+  max_attempts, timeout_ms, priority, run_at, last_seq, created_at, started_at, finished_at, updated_at`;
+
+/** A job row as the store reads it. */
+export interface JobRow {
+  id: string;
+  tenant_id: string;
+  name: string;
+  status: string;
+  input: unknown;
+  result: unknown;
+  error: unknown;
+  progress: unknown;
+  partial_output: string;
+  attempt: number;
+  max_attempts: number;
+  timeout_ms: number;
+  priority: number;
+  run_at: Date;
+  last_seq: number;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+  updated_at: Date;
+}
+
+/** A job row as a worker claims it, with its lease. */
+export interface ClaimedJobRow extends JobRow {
+  lease_token: string;
+}
+
+export interface EventRow {
+  seq: number;
+  type: string;
+  data: Record<string, unknown>;
+  created_at: Date;
+}
+
+/** Appends one event to the job(s) returned by the CTE named `changed` (which must return id, tenant_id, last_seq). */
+const appendEvent = (type: string, dataSql: string) => `
+  appended AS (
+    INSERT INTO job_events (job_id, seq, tenant_id, type, data)
+    SELECT id, last_seq, tenant_id, '${type}', ${dataSql} FROM changed
+  )`;
+
+// ---------------------------------------------------------------- migrations
+
+export const migrationQueries = (schema: string) => ({
+  /** Transaction-scoped lock, so concurrent migrators take turns. Key: hash of the schema name. */
+  lock: (): Sql => ({ text: `SELECT pg_advisory_xact_lock(hashtext('waitless.migrate.' || $1))`, values: [schema] }),
+  createSchema: (): Sql => ({ text: `CREATE SCHEMA IF NOT EXISTS ${schema}`, values: [] }),
+  createTable: (): Sql => ({
+    text: `CREATE TABLE IF NOT EXISTS ${schema}.migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+    values: [],
+  }),
+  applied: (): Sql => ({ text: `SELECT version FROM ${schema}.migrations ORDER BY version`, values: [] }),
+  record: (version: number, name: string): Sql => ({
+    text: `INSERT INTO ${schema}.migrations (version, name) VALUES ($1, $2)`,
+    values: [version, name],
+  }),
+});
+
+// ---------------------------------------------------------------- submit
+
+export interface InsertJobParams {
+  id: string;
+  tenant: string;
+  name: string;
+  input: unknown;
+  maxAttempts: number;
+  timeoutMs: number;
+  idempotencyKey?: string;
+  fingerprint?: string;
+}
+
+/**
+ * Inserts a job and its first event in one statement. With an idempotency key, the key row is
+ * inserted first with `ON CONFLICT DO NOTHING`: a concurrent request with the same key waits
+ * on the unique index until the first commits, then inserts nothing and returns no row; the
+ * caller then reads the existing key with {@link findIdempotencyKey}.
+ */
+export function insertJob(p: InsertJobParams): Sql {
+  const values = [p.id, p.tenant, p.name, json(p.input), p.maxAttempts, p.timeoutMs, p.idempotencyKey ?? null];
+  const jobInsert = `INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key)`;
+  const firstEvent = `INSERT INTO job_events (job_id, seq, tenant_id, type, data)
+    SELECT id, 1, tenant_id, 'status', jsonb_build_object('status', 'queued') FROM changed`;
+  if (p.idempotencyKey === undefined) {
+    return {
+      text: `WITH changed AS (
+          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7) RETURNING ${JOB_COLUMNS}
+        ), appended AS (${firstEvent})
+        SELECT * FROM changed`,
+      values,
+    };
+  }
+  return {
+    text: `WITH claimed_key AS (
+        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $8, $1)
+        ON CONFLICT (tenant_id, key) DO NOTHING RETURNING job_id
+      ), changed AS (
+        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7 FROM claimed_key RETURNING ${JOB_COLUMNS}
+      ), appended AS (${firstEvent})
+      SELECT * FROM changed`,
+    values: [...values, p.fingerprint ?? ''],
+  };
+}
+
+export const findIdempotencyKey = (tenant: string, key: string): Sql => ({
+  text: `SELECT fingerprint, job_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`,
+  values: [tenant, key],
+});
+
+/** Keys are kept for at least `keepMs` (24 h by default), then forgotten. */
+export const purgeIdempotencyKeys = (keepMs: number): Sql => ({
+  text: `DELETE FROM idempotency_keys WHERE created_at < now() - $1 * interval '1 millisecond'`,
+  values: [keepMs],
+});
+
+// ---------------------------------------------------------------- reads
+
+export const getJob = (tenant: string, id: string): Sql => ({
+  text: `SELECT ${JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND id = $2`,
+  values: [tenant, id],
+});
+
+export interface ListJobsParams {
+  tenant: string;
+  statuses?: string[];
+  name?: string;
+  /** Exclusive: rows strictly older than this (created_at, id) pair. */
+  before?: { createdAt: string; id: string };
+  limit: number;
+}
+
+export function listJobs(p: ListJobsParams): Sql {
+  const values: unknown[] = [p.tenant];
+  const where = ['tenant_id = $1'];
+  if (p.statuses?.length) {
+    values.push(p.statuses);
+    where.push(`status = ANY($${values.length}::text[])`);
+  }
+  if (p.name) {
+    values.push(p.name);
+    where.push(`name = $${values.length}`);
+  }
+  if (p.before) {
+    values.push(p.before.createdAt, p.before.id);
+    where.push(`(created_at, id) < ($${values.length - 1}::timestamptz, $${values.length}::uuid)`);
+  }
+  values.push(p.limit);
+  return {
+    text: `SELECT ${JOB_COLUMNS} FROM jobs WHERE ${where.join(' AND ')}
+      ORDER BY created_at DESC, id DESC LIMIT $${values.length}`,
+    values,
+  };
+}
+
+export const listEvents = (tenant: string, jobId: string, afterSeq: number, limit: number): Sql => ({
+  text: `SELECT seq, type, data, created_at FROM job_events
+    WHERE tenant_id = $1 AND job_id = $2 AND seq > $3 ORDER BY seq LIMIT $4`,
+  values: [tenant, jobId, afterSeq, limit],
+});
+
+// ---------------------------------------------------------------- API-side changes
+
+/** Cancels a job that is not finished. Returns no row when it was already terminal (or unknown). */
+export const cancelJob = (tenant: string, id: string, message: string): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET status = 'cancelled', error = jsonb_build_object('code', 'cancelled', 'message', $3::text),
+        finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
+      WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')
+      RETURNING id, tenant_id, last_seq, error
+    ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'error', error)`)}
+    SELECT id FROM changed`,
+  values: [tenant, id, message],
+});
+
+// ---------------------------------------------------------------- worker: claim, lease, fencing
+
+/**
+ * Claims up to `limit` due jobs of the given names. `SKIP LOCKED` lets many workers claim at
+ * once without waiting on each other; each claim gets a fresh lease token that every later
+ * write must present.
+ */
+export const claimJobs = (names: string[], limit: number, workerId: string, leaseMs: number): Sql => ({
+  text: `WITH next AS (
+      SELECT id FROM jobs
+      WHERE status = 'queued' AND run_at <= now() AND name = ANY($1::text[])
+      ORDER BY priority DESC, run_at, id
+      LIMIT $2 FOR UPDATE SKIP LOCKED
+    ), changed AS (
+      UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
+        lease_expires_at = now() + $3 * interval '1 millisecond', worker_id = $4,
+        started_at = coalesce(j.started_at, now()), updated_at = now(), last_seq = j.last_seq + 1
+      FROM next WHERE j.id = next.id
+      RETURNING j.id, j.tenant_id, j.last_seq, j.attempt, j.lease_token
+    ), ${appendEvent('status', `jsonb_build_object('status', 'running', 'attempt', attempt)`)}
+    SELECT j.id, j.tenant_id, j.name, 'running' AS status, j.input, j.result, j.error, j.progress, j.partial_output,
+      c.attempt, j.max_attempts, j.timeout_ms, j.priority, j.run_at, c.last_seq, j.created_at,
+      coalesce(j.started_at, now()) AS started_at, j.finished_at, now() AS updated_at, c.lease_token
+    FROM changed c JOIN jobs j ON j.id = c.id`,
+  values: [names, limit, leaseMs, workerId],
+});
+
+/**
+ * Extends the leases a worker still holds, all in one statement. Returns the ids whose lease
+ * was extended; a job missing from the answer was cancelled, finished or taken over.
+ */
+export const extendLeases = (ids: string[], tokens: string[], leaseMs: number): Sql => ({
+  text: `UPDATE jobs j SET lease_expires_at = now() + $3 * interval '1 millisecond'
+    FROM unnest($1::uuid[], $2::uuid[]) AS held(id, token)
+    WHERE j.id = held.id AND j.lease_token = held.token AND j.status = 'running'
+    RETURNING j.id`,
+  values: [ids, tokens, leaseMs],
+});
+
+/** The fence every worker write carries: the job is still running under this lease. */
+const FENCE = `id = $1 AND lease_token = $2 AND status = 'running'`;
+
+/** Records progress (fenced). No row back means the lease is gone. */
+export const recordProgress = (id: string, token: string, progress: unknown): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET progress = $3::jsonb, updated_at = now(), last_seq = last_seq + 1
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, progress
+    ), ${appendEvent('progress', 'progress')}
+    SELECT last_seq FROM changed`,
+  values: [id, token, json(progress)],
+});
+
+/** Appends a batch of partial output (fenced). */
+export const appendOutput = (id: string, token: string, text: string): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET partial_output = partial_output || $3::text, updated_at = now(), last_seq = last_seq + 1
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq
+    ), ${appendEvent('output', `jsonb_build_object('text', $3::text)`)}
+    SELECT last_seq FROM changed`,
+  values: [id, token, text],
+});
+
+/** Writes a terminal status with its result or error (fenced). Terminal states are written once. */
+export const finishJob = (
+  id: string,
+  token: string,
+  status: 'completed' | 'failed' | 'timed_out',
+  result: unknown,
+  error: unknown,
+): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET status = $3, result = $4::jsonb, error = $5::jsonb, finished_at = now(), updated_at = now(),
+        lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, status, result, error, attempt
+    ), ${appendEvent('status', `jsonb_strip_nulls(jsonb_build_object('status', status, 'attempt', attempt, 'result', result, 'error', error))`)}
+    SELECT last_seq FROM changed`,
+  values: [id, token, status, json(result), json(error)],
+});
+
+/**
+ * Hands a running job back to the queue (fenced): for a retry after `delayMs`, or at once on
+ * graceful shutdown. The attempt counter stays; the next claim increments it.
+ */
+export const requeueJob = (id: string, token: string, delayMs: number, reason: string, error: unknown): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET status = 'queued', run_at = now() + $3 * interval '1 millisecond', error = $5::jsonb,
+        updated_at = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, last_seq = last_seq + 1
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt, run_at, error
+    ), ${appendEvent('status', `jsonb_strip_nulls(jsonb_build_object('status', 'queued', 'reason', $4::text, 'attempt', attempt, 'runAt', run_at, 'error', error))`)}
+    SELECT last_seq FROM changed`,
+  values: [id, token, delayMs, reason, json(error)],
+});
+
+/**
+ * Takes back jobs whose lease ran out (their worker crashed, hung or lost the database).
+ * A job with attempts left goes back to the queue; one without fails with `worker_lost`.
+ */
+export const reclaimExpiredLeases = (limit: number): Sql => ({
+  text: `WITH expired AS (
+      SELECT id FROM jobs WHERE status = 'running' AND lease_expires_at < now()
+      ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+    ), changed AS (
+      UPDATE jobs j SET
+        status = CASE WHEN j.attempt < j.max_attempts THEN 'queued' ELSE 'failed' END,
+        error = jsonb_build_object('code', 'worker_lost', 'message',
+          'Attempt ' || j.attempt || ' stopped reporting (its worker crashed or lost the database) and its lease expired'
+          || CASE WHEN j.attempt < j.max_attempts THEN '; the job was queued again.'
+             ELSE '; no attempts are left. Retry the job, or raise its retry.attempts.' END),
+        finished_at = CASE WHEN j.attempt < j.max_attempts THEN NULL ELSE now() END,
+        run_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+        last_seq = j.last_seq + 1
+      FROM expired WHERE j.id = expired.id
+      RETURNING j.id, j.tenant_id, j.last_seq, j.status, j.attempt, j.error
+    ), ${appendEvent('status', `jsonb_build_object('status', status, 'reason', 'lease_expired', 'attempt', attempt, 'error', error)`)}
+    SELECT id, status FROM changed`,
+  values: [limit],
+});
+
+// ---------------------------------------------------------------- API keys
+
+export const insertApiKey = (id: string, tenant: string, secretHash: string, label: string | null): Sql => ({
+  text: `INSERT INTO api_keys (id, tenant_id, secret_hash, label) VALUES ($1, $2, $3, $4)`,
+  values: [id, tenant, secretHash, label],
+});
+
+export const findApiKey = (id: string): Sql => ({
+  text: `SELECT tenant_id, secret_hash FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
+  values: [id],
+});
+
+export const revokeApiKey = (id: string): Sql => ({
+  text: `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id`,
+  values: [id],
+});
+
+export const listApiKeys = (): Sql => ({
+  text: `SELECT id, tenant_id, label, created_at, revoked_at FROM api_keys ORDER BY created_at`,
+  values: [],
+});

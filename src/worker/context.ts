@@ -1,0 +1,92 @@
+import type { Logger } from 'pino';
+import type { JobContext, ProgressUpdate } from '../job/definition.ts';
+import { LeaseLostError } from '../job/errors.ts';
+import type { Job } from '../job/model.ts';
+import type { JobStore } from '../store/job-store.ts';
+
+/** Above this many buffered characters, partial output is written at once instead of on the timer. */
+const OUTPUT_FLUSH_CHARS = 16_384;
+
+export interface ContextParams {
+  job: Job;
+  tenant: string;
+  leaseToken: string;
+  store: JobStore;
+  signal: AbortSignal;
+  log: Logger;
+  /** How long partial output may sit in memory before it is written. */
+  outputFlushMs: number;
+  /** Called when a fenced write finds the lease gone. */
+  onLeaseLost: () => void;
+}
+
+/** The handler's context plus what the worker needs to wind it down. */
+export interface WorkerJobContext extends JobContext {
+  /** Stops the output timer; buffered output is dropped (call `flush` first to keep it). */
+  close(): void;
+}
+
+export function createJobContext(p: ContextParams): WorkerJobContext {
+  let buffer = '';
+  let timer: NodeJS.Timeout | undefined;
+  // Writes go one after another so events keep the order the handler made them in.
+  let chain: Promise<void> = Promise.resolve();
+
+  const fenced = async (write: () => Promise<boolean>) => {
+    if (!(await write())) {
+      p.onLeaseLost();
+      throw new LeaseLostError(p.job.id);
+    }
+  };
+
+  const enqueue = (step: () => Promise<void>): Promise<void> => {
+    const next = chain.then(step);
+    // The chain itself must keep going after a failed step; the caller still sees the error.
+    chain = next.catch(() => {});
+    return next;
+  };
+
+  const flush = (): Promise<void> => {
+    clearTimeout(timer);
+    timer = undefined;
+    return enqueue(async () => {
+      if (!buffer) return;
+      const text = buffer;
+      buffer = '';
+      await fenced(() => p.store.appendOutput(p.job.id, p.leaseToken, text));
+    });
+  };
+
+  const flushInBackground = () => {
+    flush().catch((error: unknown) => p.log.debug({ err: error }, 'partial output not written'));
+  };
+
+  return {
+    jobId: p.job.id,
+    tenant: p.tenant,
+    attempt: p.job.attempt,
+    signal: p.signal,
+    log: p.log,
+    async progress(update: ProgressUpdate) {
+      if (update.percent !== undefined && !(update.percent >= 0 && update.percent <= 100)) {
+        throw new RangeError(`progress.percent must be between 0 and 100, got ${update.percent}`);
+      }
+      if (p.signal.aborted) throw p.signal.reason;
+      // Output written before this progress report is stored before it, too.
+      void flush().catch(() => {});
+      await enqueue(() => fenced(() => p.store.recordProgress(p.job.id, p.leaseToken, update)));
+    },
+    write(chunk: string) {
+      if (!chunk || p.signal.aborted) return;
+      buffer += chunk;
+      if (buffer.length >= OUTPUT_FLUSH_CHARS) flushInBackground();
+      else timer ??= setTimeout(flushInBackground, p.outputFlushMs);
+    },
+    flush,
+    close() {
+      clearTimeout(timer);
+      timer = undefined;
+      buffer = '';
+    },
+  };
+}

@@ -1,0 +1,291 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AnyJobDefinition } from '../job/definition.ts';
+import { type Duration, formatDuration, toMs } from '../job/duration.ts';
+import { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, WorkerShutdownError, toJobError } from '../job/errors.ts';
+import { retryDelayMs } from '../job/retry.ts';
+import type { ClaimedJob, JobStore } from '../store/job-store.ts';
+import type { Notifier } from '../store/notifications.ts';
+import { createJobContext, type WorkerJobContext } from './context.ts';
+
+/** How a worker runs. */
+export interface WorkerOptions {
+  /** Jobs run at the same time by this worker. Default: `10`. */
+  concurrency?: number;
+  /** How long a claim stays valid without a heartbeat. Default: `"30s"`. */
+  lease?: Duration;
+  /** How often leases are extended. Default: a third of `lease`. */
+  heartbeat?: Duration;
+  /** Backstop poll for due jobs and expired leases when no notification arrives. Default: `"2s"`. */
+  pollInterval?: Duration;
+  /** On `stop()`, how long running jobs may take to finish before their leases are handed back. Default: `"10s"`. */
+  shutdownGrace?: Duration;
+  /** How long partial output may be buffered before it is written. Default: `"200ms"`. */
+  outputFlushInterval?: Duration;
+  /** Only run these job names. Default: every registered job. */
+  names?: string[];
+  /** Identifies this worker in job rows and logs. Default: `host:pid:random`. */
+  workerId?: string;
+  /**
+   * Named pause points for tests that replay races deterministically (e.g. a worker that stalls
+   * before its heartbeat). Each is awaited at the point it names. Leave unset in production.
+   */
+  debugPoints?: { beforeHeartbeat?: () => Promise<void> };
+}
+
+interface RunningJob {
+  claimed: ClaimedJob;
+  controller: AbortController;
+  context: WorkerJobContext;
+  /** The event sequence this worker wrote when claiming; later status events come from others. */
+  claimSeq: number;
+  done: Promise<void>;
+}
+
+const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
+const HOUSEKEEPING_EVERY_MS = 3_600_000;
+
+/**
+ * Claims jobs and runs their handlers. Many workers, in one process or many, share a database:
+ * claims use `FOR UPDATE SKIP LOCKED`, each claim carries a lease token, and every write the
+ * handler causes is fenced by that token, so a worker that lost its job can never write over
+ * the job's new owner.
+ */
+export class Worker {
+  readonly id: string;
+  private readonly concurrency: number;
+  private readonly leaseMs: number;
+  private readonly heartbeatMs: number;
+  private readonly pollMs: number;
+  private readonly graceMs: number;
+  private readonly flushMs: number;
+  private readonly names: string[];
+  private readonly running = new Map<string, RunningJob>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly unsubscribe: Array<() => void> = [];
+  private wakeRequested = false;
+  private claiming = false;
+  private stopping = false;
+  private stopped: Promise<void> | undefined;
+  private lastHousekeeping = 0;
+
+  private readonly store: JobStore;
+  private readonly notifier: Notifier;
+  private readonly jobs: ReadonlyMap<string, AnyJobDefinition>;
+  private readonly log: Logger;
+  private readonly options: WorkerOptions;
+
+  constructor(store: JobStore, notifier: Notifier, jobs: ReadonlyMap<string, AnyJobDefinition>, log: Logger, options: WorkerOptions = {}) {
+    this.store = store;
+    this.notifier = notifier;
+    this.jobs = jobs;
+    this.log = log;
+    this.options = options;
+    this.id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.concurrency = options.concurrency ?? 10;
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new TypeError('concurrency must be an integer ≥ 1');
+    this.leaseMs = toMs(options.lease ?? '30s', 'lease');
+    this.heartbeatMs = toMs(options.heartbeat ?? Math.max(50, Math.floor(this.leaseMs / 3)), 'heartbeat');
+    this.pollMs = toMs(options.pollInterval ?? '2s', 'pollInterval');
+    this.graceMs = toMs(options.shutdownGrace ?? '10s', 'shutdownGrace');
+    this.flushMs = toMs(options.outputFlushInterval ?? '200ms', 'outputFlushInterval');
+    this.names = options.names ?? [...jobs.keys()];
+    for (const name of this.names) if (!jobs.has(name)) throw new TypeError(`Worker asked to run unknown job "${name}".`);
+  }
+
+  /** Number of jobs this worker is running now. */
+  get busy(): number {
+    return this.running.size;
+  }
+
+  start(): this {
+    const names = new Set(this.names);
+    this.unsubscribe.push(
+      this.notifier.onQueued((name) => {
+        if (names.has(name)) this.wake();
+      }),
+      // A status event this worker did not write (cancel, reclaim) means: check our leases now,
+      // so a cancel reaches the handler in well under a second instead of at the next heartbeat.
+      this.notifier.onAnyJob((jobId, seq, type) => {
+        const entry = this.running.get(jobId);
+        if (entry && type === 'status' && seq > entry.claimSeq) void this.heartbeat();
+      }),
+    );
+    this.timers.push(
+      setInterval(() => void this.tick(), this.pollMs),
+      setInterval(() => void this.heartbeat(), this.heartbeatMs),
+    );
+    void this.tick();
+    return this;
+  }
+
+  /**
+   * Graceful shutdown: stop claiming, give running jobs `shutdownGrace` to finish, then abort
+   * the rest and hand their leases back so another worker picks them up at once.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.stopping = true;
+    for (const fn of this.unsubscribe.splice(0)) fn();
+    const pollTimer = this.timers.shift();
+    clearInterval(pollTimer);
+    const inFlight = () => [...this.running.values()].map((entry) => entry.done);
+    await Promise.race([Promise.allSettled(inFlight()), sleep(this.graceMs)]);
+    await Promise.all(
+      [...this.running.values()].map(async (entry) => {
+        entry.controller.abort(new WorkerShutdownError());
+        const { job, leaseToken } = entry.claimed;
+        const released = await this.store.requeue(job.id, leaseToken, 0, 'worker_shutdown').catch(() => false);
+        if (released) this.log.info({ jobId: job.id }, 'job handed back to the queue on shutdown');
+      }),
+    );
+    // Handlers that ignore their signal are not waited for forever: their writes are fenced out.
+    await Promise.race([Promise.allSettled(inFlight()), sleep(1000)]);
+    for (const timer of this.timers.splice(0)) clearInterval(timer);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopping) return;
+    try {
+      const reclaimed = await this.store.reclaimExpiredLeases();
+      for (const job of reclaimed) this.log.warn({ jobId: job.id, status: job.status }, 'lease expired; job taken back');
+      if (Date.now() - this.lastHousekeeping > HOUSEKEEPING_EVERY_MS) {
+        this.lastHousekeeping = Date.now();
+        await this.store.purgeIdempotencyKeys(IDEMPOTENCY_KEY_TTL_MS);
+      }
+    } catch (error) {
+      this.log.error({ err: error }, 'lease reclaim failed');
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    this.wakeRequested = true;
+    if (!this.claiming) void this.claimLoop();
+  }
+
+  private async claimLoop(): Promise<void> {
+    this.claiming = true;
+    try {
+      while (this.wakeRequested && !this.stopping) {
+        this.wakeRequested = false;
+        const free = this.concurrency - this.running.size;
+        if (free <= 0) break; // a finishing job wakes us again
+        const claimed = await this.store.claim(this.names, free, this.id, this.leaseMs);
+        for (const job of claimed) this.run(job);
+        if (claimed.length === free) this.wakeRequested = true; // there may be more
+      }
+    } catch (error) {
+      this.log.error({ err: error }, 'claim failed; retrying at the next poll');
+    } finally {
+      this.claiming = false;
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.running.size === 0) return;
+    await this.options.debugPoints?.beforeHeartbeat?.();
+    const held = [...this.running.values()];
+    let extended: Set<string>;
+    try {
+      extended = await this.store.extendLeases(
+        held.map((entry) => ({ id: entry.claimed.job.id, token: entry.claimed.leaseToken })),
+        this.leaseMs,
+      );
+    } catch (error) {
+      this.log.error({ err: error }, 'heartbeat failed');
+      return;
+    }
+    for (const entry of held) {
+      const { job, tenant } = entry.claimed;
+      if (extended.has(job.id) || entry.controller.signal.aborted || this.running.get(job.id) !== entry) continue;
+      const current = await this.store.get(tenant, job.id).catch(() => undefined);
+      const reason = current?.status === 'cancelled' ? new JobCancelledError(job.id) : new LeaseLostError(job.id);
+      this.log.info({ jobId: job.id, reason: reason.name }, 'job no longer ours; aborting its handler');
+      entry.controller.abort(reason);
+    }
+  }
+
+  private run(claimed: ClaimedJob): void {
+    const { job, tenant, leaseToken } = claimed;
+    const definition = this.jobs.get(job.name)!;
+    const controller = new AbortController();
+    const log = this.log.child({ jobId: job.id, job: job.name, attempt: job.attempt });
+    const context = createJobContext({
+      job,
+      tenant,
+      leaseToken,
+      store: this.store,
+      signal: controller.signal,
+      log,
+      outputFlushMs: this.flushMs,
+      onLeaseLost: () => {
+        if (!controller.signal.aborted) controller.abort(new LeaseLostError(job.id));
+      },
+    });
+    const entry: RunningJob = { claimed, controller, context, claimSeq: job.version, done: Promise.resolve() };
+    this.running.set(job.id, entry);
+    entry.done = this.execute(entry, definition, log).finally(() => {
+      context.close();
+      this.running.delete(job.id);
+      this.wake();
+    });
+  }
+
+  private async execute(entry: RunningJob, definition: AnyJobDefinition, log: Logger): Promise<void> {
+    const { job, leaseToken, timeoutMs } = entry.claimed;
+    const { controller, context } = entry;
+    const timer = setTimeout(() => void this.timeOut(entry, definition, log), timeoutMs);
+    try {
+      const result: unknown = await definition.run(job.input, context);
+      if (controller.signal.aborted) return this.logDiscarded(log, controller.signal.reason);
+      await context.flush();
+      const written = await this.store.finish(job.id, leaseToken, 'completed', result);
+      if (!written) return this.logDiscarded(log, new LeaseLostError(job.id));
+      log.info('job completed');
+    } catch (thrown) {
+      if (controller.signal.aborted) return this.logDiscarded(log, controller.signal.reason);
+      await context.flush().catch(() => {});
+      const error = toJobError(thrown);
+      const retryable = !(thrown instanceof NonRetryableError) && job.attempt < job.maxAttempts;
+      if (retryable) {
+        const delay = retryDelayMs(definition.retry, job.attempt);
+        await this.store.requeue(job.id, leaseToken, delay, 'retry', error);
+        log.warn({ err: thrown, retryInMs: delay }, 'job failed; retrying');
+      } else {
+        await this.store.finish(job.id, leaseToken, 'failed', undefined, error);
+        log.warn({ err: thrown }, 'job failed');
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async timeOut(entry: RunningJob, definition: AnyJobDefinition, log: Logger): Promise<void> {
+    const { job, leaseToken } = entry.claimed;
+    if (entry.controller.signal.aborted) return;
+    const budget = formatDuration(definition.timeoutMs);
+    const message =
+      `The job ran past its time budget of ${budget} on attempt ${job.attempt} of ${job.maxAttempts} and was stopped. ` +
+      `Give the job a larger timeout, or split the work into smaller jobs, then submit it again.`;
+    entry.controller.abort(new JobTimeoutError(message));
+    await entry.context.flush().catch(() => {});
+    const written = await this.store.finish(job.id, leaseToken, 'timed_out', undefined, { code: 'timed_out', message }).catch(() => false);
+    if (written) log.warn({ budget }, 'job timed out');
+  }
+
+  private logDiscarded(log: Logger, reason: unknown): void {
+    const name = reason instanceof Error ? reason.name : 'unknown';
+    log.info({ reason: name }, 'handler settled after its job was taken away; its outcome is discarded');
+  }
+}
+
+const sleep = (ms: number) =>
+  new Promise<void>((resolve) => {
+    setTimeout(resolve, ms).unref();
+  });
