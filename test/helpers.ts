@@ -1,0 +1,138 @@
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import pg from 'pg';
+import { pino } from 'pino';
+import { createWaitless, type Waitless, type WaitlessOptions } from '../src/engine.ts';
+import { createHttpApp, type HttpOptions } from '../src/http/app.ts';
+
+export type Backend = 'pglite' | 'postgres';
+
+/** PostgreSQL used by the tests. Default: the local server CI starts. */
+export const POSTGRES_URL = process.env.WAITLESS_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** Backends to run each test on. `WAITLESS_TEST_BACKENDS=pglite` narrows it while developing. */
+export const BACKENDS: Backend[] = (process.env.WAITLESS_TEST_BACKENDS?.split(',') as Backend[] | undefined) ?? ['pglite', 'postgres'];
+
+export const silentLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+/** A schema of its own for every PostgreSQL engine, so tests never see each other's rows. */
+export const freshSchema = () => `t_${randomBytes(6).toString('hex')}`;
+
+export interface TestEngine {
+  waitless: Waitless;
+  /** The schema (PostgreSQL) so another process can join the same tables. */
+  schema: string;
+  databaseUrl: string;
+  close(): Promise<void>;
+}
+
+/** Opens an engine on the backend: in-memory PGlite, or PostgreSQL in a fresh schema dropped at close. */
+export async function openEngine(backend: Backend, options: Omit<WaitlessOptions, 'database' | 'logger'>): Promise<TestEngine> {
+  const schema = options.schema ?? freshSchema();
+  const databaseUrl = backend === 'postgres' ? POSTGRES_URL : 'memory://';
+  const waitless = await createWaitless({ ...options, schema, database: databaseUrl, logger: silentLogger });
+  return {
+    waitless,
+    schema,
+    databaseUrl,
+    async close() {
+      await waitless.close();
+      if (backend === 'postgres') await dropSchema(schema);
+    },
+  };
+}
+
+export async function dropSchema(schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
+
+export interface TestServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Serves the HTTP API on a free loopback port, as `waitless serve` does. */
+export async function startServer(waitless: Waitless, options: HttpOptions = {}): Promise<TestServer> {
+  const app = createHttpApp(waitless, options);
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        if ('closeAllConnections' in server) server.closeAllConnections();
+      }),
+  };
+}
+
+/** Polls `check` until it returns a truthy value or `timeoutMs` passes (then throws with `what`). */
+export async function eventually<T>(check: () => Promise<T> | T, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** A promise plus its resolve function, for gating handlers from a test. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+export interface SseEvent {
+  id?: string;
+  event?: string;
+  data: string;
+}
+
+/**
+ * Reads an SSE response into events, with a real stream parser (no EventSource in Node).
+ * Stops after `stopAfter` returns true for an event, or at the end of the stream.
+ */
+export async function readSse(response: Response, stopAfter: (event: SseEvent) => boolean = () => false): Promise<{ events: SseEvent[]; comments: string[] }> {
+  const events: SseEvent[] = [];
+  const comments: string[] = [];
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let boundary: number;
+      while ((boundary = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, boundary);
+        buffer = buffer.slice(boundary + 2);
+        const event: SseEvent = { data: '' };
+        const data: string[] = [];
+        for (const line of block.split('\n')) {
+          if (line.startsWith(':')) comments.push(line.slice(1).trim());
+          else if (line.startsWith('id:')) event.id = line.slice(3).trim();
+          else if (line.startsWith('event:')) event.event = line.slice(6).trim();
+          else if (line.startsWith('data:')) data.push(line.slice(5).trimStart());
+        }
+        if (data.length === 0) continue;
+        event.data = data.join('\n');
+        events.push(event);
+        if (stopAfter(event)) return { events, comments };
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return { events, comments };
+}
