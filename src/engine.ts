@@ -151,7 +151,8 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       const name = typeof job === 'string' ? job : job.name;
       const definition = jobs.get(name);
       if (!definition) throw new UnknownJobError(name);
-      const parsed = definition.input.safeParse(input);
+      const schema = definition.input as z.ZodType;
+      const parsed = schema.safeParse(input);
       if (!parsed.success) throw new InputValidationError(name, parsed.error.issues);
       return store.submit({
         tenant: tenantOf(submitOptions),

@@ -6,7 +6,7 @@ import type { Job, JobEvent } from '../src/job/model.ts';
 import { BACKENDS, deferred, eventually, openEngine, readSse, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
 /** Gates keyed by input, so a test decides when a handler may finish. */
-const gates = new Map<string, ReturnType<typeof deferred>>();
+const gates = new Map<string, ReturnType<typeof deferred<void>>>();
 const gate = (key: string) => {
   let g = gates.get(key);
   if (!g) gates.set(key, (g = deferred()));

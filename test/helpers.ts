@@ -76,11 +76,13 @@ export async function startServer(waitless: Waitless, options: HttpOptions = {})
 }
 
 /** Polls `check` until it returns a truthy value or `timeoutMs` passes (then throws with `what`). */
-export async function eventually<T>(check: () => Promise<T> | T, what: string, timeoutMs = 15_000): Promise<NonNullable<T>> {
+type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>;
+
+export async function eventually<T>(check: () => Promise<T> | T, what: string, timeoutMs = 15_000): Promise<Truthy<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
-    if (value) return value as NonNullable<T>;
+    if (value) return value as Truthy<T>;
     if (Date.now() > deadline) throw new Error(`Timed out waiting for: ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }

@@ -76,7 +76,7 @@ export function toJob(row: q.JobRow): Job {
     updatedAt: row.updated_at.toISOString(),
     runAt: row.run_at.toISOString(),
   };
-  if (row.progress != null) job.progress = row.progress as Job['progress'];
+  if (row.progress != null) job.progress = row.progress;
   if (row.started_at) job.startedAt = iso(row.started_at);
   if (row.finished_at) job.finishedAt = iso(row.finished_at);
   if (status === 'completed') job.result = row.result;
