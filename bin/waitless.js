@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Runs the compiled CLI when the package is built (installed from npm), the TypeScript source
-// otherwise (a clone before `npm run build`; Node ≥ 22.18 strips types itself).
+// In a clone the TypeScript source is there and runs as is (Node ≥ 22.18 strips types); the
+// published package ships only the compiled dist/.
 import { existsSync } from 'node:fs';
 
-const compiled = new URL('../dist/cli/main.js', import.meta.url);
-await import(existsSync(compiled) ? compiled.href : new URL('../src/cli/main.ts', import.meta.url).href);
+const source = new URL('../src/cli/main.ts', import.meta.url);
+await import(existsSync(source) ? source.href : new URL('../dist/cli/main.js', import.meta.url).href);

@@ -14,7 +14,10 @@ import { streamJobEvents } from './sse.ts';
 export interface HttpOptions {
   /** Who may call. Default: `{ mode: 'none', tenant: 'default' }` (open; for local development only). */
   auth?: AuthMode;
-  /** Path prefix the handler is mounted under, used in `Location` and `links`. Default: `""`. */
+  /**
+   * Path prefix the requests arrive under (e.g. `"/jobs-api"` when the handler serves
+   * `/jobs-api/v1/jobs`); routes and every `Location` / `links` URL include it. Default: `""`.
+   */
   basePath?: string;
   /** Largest accepted request body. Default: `1_048_576` (1 MiB). */
   maxBodyBytes?: number;
@@ -43,7 +46,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
   const notFound = (c: Context, id: string) =>
     problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this API key.` });
 
-  const app = new Hono<AuthEnv>();
+  const app = base ? new Hono<AuthEnv>().basePath(base) : new Hono<AuthEnv>();
 
   app.onError((error, c) => {
     waitless.logger.error({ err: error, path: c.req.path }, 'request failed');
