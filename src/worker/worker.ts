@@ -62,7 +62,8 @@ export class Worker {
   private readonly flushMs: number;
   private readonly names: string[];
   private readonly running = new Map<string, RunningJob>();
-  private readonly timers: NodeJS.Timeout[] = [];
+  private pollTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly unsubscribe: Array<() => void> = [];
   private wakeRequested = false;
   private claiming = false;
@@ -112,10 +113,9 @@ export class Worker {
         if (entry && type === 'status' && seq > entry.claimSeq) void this.heartbeat();
       }),
     );
-    this.timers.push(
-      setInterval(() => void this.tick(), this.pollMs),
-      setInterval(() => void this.heartbeat(), this.heartbeatMs),
-    );
+    this.pollTimer = setInterval(() => void this.tick(), this.pollMs);
+    // Heartbeats go on through the grace period of a shutdown, so finishing jobs keep their leases.
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
     void this.tick();
     return this;
   }
@@ -132,8 +132,7 @@ export class Worker {
   private async shutdown(): Promise<void> {
     this.stopping = true;
     for (const fn of this.unsubscribe.splice(0)) fn();
-    const pollTimer = this.timers.shift();
-    clearInterval(pollTimer);
+    clearInterval(this.pollTimer);
     const inFlight = () => [...this.running.values()].map((entry) => entry.done);
     await Promise.race([Promise.allSettled(inFlight()), sleep(this.graceMs)]);
     await Promise.all(
@@ -146,7 +145,7 @@ export class Worker {
     );
     // Handlers that ignore their signal are not waited for forever: their writes are fenced out.
     await Promise.race([Promise.allSettled(inFlight()), sleep(1000)]);
-    for (const timer of this.timers.splice(0)) clearInterval(timer);
+    clearInterval(this.heartbeatTimer);
   }
 
   private async tick(): Promise<void> {
