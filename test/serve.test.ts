@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { after, describe, it } from 'node:test';
+import type { Job } from '../src/job/model.ts';
+import { dropSchema, eventually, freshSchema, POSTGRES_URL } from './helpers.ts';
+
+const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
+const run = promisify(execFile);
+
+describe('waitless serve, keys and migrate on PostgreSQL', () => {
+  const schema = freshSchema();
+  const env = { ...process.env, DATABASE_URL: POSTGRES_URL, LOG_LEVEL: 'warn' };
+  let server: ChildProcess | undefined;
+  after(async () => {
+    server?.kill('SIGKILL');
+    await dropSchema(schema);
+  });
+
+  it('migrates, creates a key, and serves only requests that carry it', async () => {
+    const migrated = await run(process.execPath, [CLI, 'migrate', '--schema', schema], { env });
+    assert.match(migrated.stdout, /migrations applied/);
+
+    const created = await run(process.execPath, [CLI, 'keys', 'create', '--tenant', 'acme', '--label', 'green', '--schema', schema], { env });
+    const token = /^(wl_\S+)$/m.exec(created.stdout)?.[1];
+    assert.ok(token, `a key is printed: ${created.stdout}`);
+    const listed = await run(process.execPath, [CLI, 'keys', 'list', '--schema', schema], { env });
+    assert.match(listed.stdout, /acme\s+green/);
+    assert.ok(!listed.stdout.includes(token), 'the secret is never shown again');
+
+    server = spawn(process.execPath, [CLI, 'serve', '--demo', '--port', '0', '--host', '127.0.0.1', '--schema', schema], {
+      env: { ...env, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    server.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    server.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const url = await eventually(() => /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)?.[1], 'serve listens', 30_000);
+
+    assert.equal((await fetch(`${url}/v1/jobs`)).status, 401);
+    const submit = await fetch(`${url}/v1/jobs/analyze-document`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ input: { text: 'served by the standalone service', seconds: 0.5 } }),
+    });
+    assert.equal(submit.status, 202);
+    const { id } = (await submit.json()) as Job;
+    const done = await eventually(async () => {
+      const job = (await (await fetch(`${url}/v1/jobs/${id}`, { headers: { authorization: `Bearer ${token}` } })).json()) as Job;
+      return job.done && job;
+    }, 'job done');
+    assert.equal(done.status, 'completed');
+
+    const keyId = /^wl_([0-9a-f]{16})_/.exec(token)![1]!;
+    await run(process.execPath, [CLI, 'keys', 'revoke', keyId, '--schema', schema], { env });
+    // The server caches a verified key for a few seconds; after that the revoked key is refused.
+    await eventually(async () => (await fetch(`${url}/v1/jobs`, { headers: { authorization: `Bearer ${token}` } })).status === 401, 'revoked key refused', 20_000);
+
+    server.kill('SIGTERM');
+    const code = await new Promise((resolve) => server!.on('exit', resolve));
+    assert.equal(code, 0);
+  });
+
+  it('refuses to start without a database or without jobs, saying why', async () => {
+    const noDb = await run(process.execPath, [CLI, 'serve', '--demo'], { env: { ...process.env, DATABASE_URL: '' } }).catch((e: { code: number; stderr: string }) => e);
+    assert.equal(noDb.code, 2);
+    assert.match(noDb.stderr, /DATABASE_URL/);
+    const noJobs = await run(process.execPath, [CLI, 'worker', '--schema', schema], { env }).catch((e: { code: number; stderr: string }) => e);
+    assert.equal(noJobs.code, 2);
+    assert.match(noJobs.stderr, /no jobs/);
+  });
+});
