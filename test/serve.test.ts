@@ -8,6 +8,17 @@ import { dropSchema, eventually, freshSchema, POSTGRES_URL } from './helpers.ts'
 const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const run = promisify(execFile);
 
+/** Runs the CLI expecting it to fail; answers its exit code and standard error. */
+async function runFailing(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> {
+  try {
+    await run(process.execPath, [CLI, ...args], { env });
+  } catch (error) {
+    const { code, stderr } = error as { code: number; stderr: string };
+    return { code, stderr };
+  }
+  throw new Error(`waitless ${args.join(' ')} succeeded but should have failed`);
+}
+
 describe('waitless serve, keys and migrate on PostgreSQL', () => {
   const schema = freshSchema();
   const env = { ...process.env, DATABASE_URL: POSTGRES_URL, LOG_LEVEL: 'warn' };
@@ -62,10 +73,10 @@ describe('waitless serve, keys and migrate on PostgreSQL', () => {
   });
 
   it('refuses to start without a database or without jobs, saying why', async () => {
-    const noDb = await run(process.execPath, [CLI, 'serve', '--demo'], { env: { ...process.env, DATABASE_URL: '' } }).catch((e: { code: number; stderr: string }) => e);
+    const noDb = await runFailing(['serve', '--demo'], { ...process.env, DATABASE_URL: '' });
     assert.equal(noDb.code, 2);
     assert.match(noDb.stderr, /DATABASE_URL/);
-    const noJobs = await run(process.execPath, [CLI, 'worker', '--schema', schema], { env }).catch((e: { code: number; stderr: string }) => e);
+    const noJobs = await runFailing(['worker', '--schema', schema], env);
     assert.equal(noJobs.code, 2);
     assert.match(noJobs.stderr, /no jobs/);
   });

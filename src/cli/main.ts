@@ -8,7 +8,9 @@ import { analyzeDocument } from '../demo/analyze-document.ts';
 import { createWaitless, DEFAULT_TENANT, type Waitless } from '../engine.ts';
 import { createHttpApp } from '../http/app.ts';
 import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
+import { type Duration, toMs } from '../job/duration.ts';
 import { ApiKeyStore } from '../store/api-keys.ts';
+import type { WorkerOptions } from '../worker/worker.ts';
 
 const USAGE = `waitless — long-running AI jobs behind a 202 Accepted API
 
@@ -17,7 +19,8 @@ Usage:
       API + worker in one process on embedded PGlite, open on 127.0.0.1, with the demo job.
   waitless serve    [--port 3000] [--host 0.0.0.0] [--jobs ./jobs.ts] [--demo] [--no-worker]
       The job service on PostgreSQL (DATABASE_URL); every request needs an API key.
-  waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10]
+  waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10] [--lease 30s] [--heartbeat D]
+                    [--poll-interval 2s] [--shutdown-grace 10s]
       Only run jobs (no HTTP), on PostgreSQL (DATABASE_URL).
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] | keys list | keys revoke ID
@@ -28,6 +31,12 @@ Options:
   --database URL    Overrides DATABASE_URL (a postgres:// URL, a PGlite folder, or memory://).
   --schema NAME     Schema for Waitless tables. Default: waitless.
   --concurrency N   Jobs one worker runs at once. Default: 10.
+  --lease D         How long a claim stays valid without a heartbeat. Default: 30s.
+  --heartbeat D     How often leases are extended. Default: a third of --lease.
+  --poll-interval D Backstop poll for due jobs and expired leases. Default: 2s.
+  --shutdown-grace D
+                    On SIGINT/SIGTERM, how long running jobs may take to finish. Default: 10s.
+                    D is a duration: milliseconds (500) or e.g. 500ms, 2s, 1m.
 `;
 
 const { values, positionals } = parseArgs({
@@ -40,6 +49,10 @@ const { values, positionals } = parseArgs({
     database: { type: 'string' },
     schema: { type: 'string' },
     concurrency: { type: 'string' },
+    lease: { type: 'string' },
+    heartbeat: { type: 'string' },
+    'poll-interval': { type: 'string' },
+    'shutdown-grace': { type: 'string' },
     demo: { type: 'boolean' },
     'no-worker': { type: 'boolean' },
     tenant: { type: 'string' },
@@ -60,6 +73,39 @@ function intOption(value: string | undefined, name: string, fallback: number): n
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) fail(`--${name} must be a whole number, got "${value}"`);
   return n;
+}
+
+function durationOption(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  // A bare number is milliseconds, as in the library's options.
+  const duration: Duration = /^\d+(\.\d+)?$/.test(value) ? Number(value) : (value as Duration);
+  let ms: number;
+  try {
+    ms = toMs(duration, `--${name}`);
+  } catch {
+    fail(`--${name} must be a duration such as 500ms, 2s or 1m (or a number of milliseconds), got "${value}"`);
+  }
+  return ms;
+}
+
+/**
+ * Worker tuning shared by every command that runs a worker; unset flags keep the library
+ * defaults. Read before the database is opened, so a typo exits without touching it.
+ */
+function workerOptions(): WorkerOptions {
+  const lease = durationOption(values.lease, 'lease');
+  const heartbeat = durationOption(values.heartbeat, 'heartbeat');
+  const pollInterval = durationOption(values['poll-interval'], 'poll-interval');
+  if (lease === 0 || heartbeat === 0 || pollInterval === 0) fail('--lease, --heartbeat and --poll-interval must be longer than 0');
+  // A heartbeat as slow as the lease lets the lease run out under a healthy worker.
+  if (heartbeat !== undefined && heartbeat >= (lease ?? 30_000)) fail(`--heartbeat (${heartbeat}ms) must be shorter than --lease`);
+  return {
+    concurrency: intOption(values.concurrency, 'concurrency', 10),
+    lease,
+    heartbeat,
+    pollInterval,
+    shutdownGrace: durationOption(values['shutdown-grace'], 'shutdown-grace'),
+  };
 }
 
 async function loadJobs(modulePath: string | undefined, withDemo: boolean): Promise<AnyJobDefinition[]> {
@@ -118,8 +164,9 @@ async function closeServer(server: ServerType): Promise<void> {
 
 async function dev(): Promise<void> {
   const jobs = await loadJobs(values.jobs, true);
+  const options = workerOptions();
   const waitless = await createWaitless({ jobs, database: values.database ?? values.data ?? './.waitless', schema: values.schema, logger });
-  waitless.startWorker({ concurrency: intOption(values.concurrency, 'concurrency', 10) });
+  waitless.startWorker(options);
   const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT } });
   const server = await listen(waitless, app, '127.0.0.1');
   const address = server.address();
@@ -139,8 +186,9 @@ async function dev(): Promise<void> {
 async function serveCommand(): Promise<void> {
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
+  const options = workerOptions();
   const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger });
-  if (!values['no-worker']) waitless.startWorker({ concurrency: intOption(values.concurrency, 'concurrency', 10) });
+  if (!values['no-worker']) waitless.startWorker(options);
   const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys } });
   const server = await listen(waitless, app, values.host ?? '0.0.0.0');
   onShutdown(async () => {
@@ -152,8 +200,9 @@ async function serveCommand(): Promise<void> {
 async function worker(): Promise<void> {
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
+  const options = workerOptions();
   const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger });
-  const running = waitless.startWorker({ concurrency: intOption(values.concurrency, 'concurrency', 10) });
+  const running = waitless.startWorker(options);
   logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
   onShutdown(() => waitless.close());
 }

@@ -221,9 +221,13 @@ export const claimJobs = (names: string[], limit: number, workerId: string, leas
  * was extended; a job missing from the answer was cancelled, finished or taken over.
  */
 export const extendLeases = (ids: string[], tokens: string[], leaseMs: number): Sql => ({
-  text: `UPDATE jobs j SET lease_expires_at = now() + $3 * interval '1 millisecond'
-    FROM unnest($1::uuid[], $2::uuid[]) AS held(id, token)
-    WHERE j.id = held.id AND j.lease_token = held.token AND j.status = 'running'
+  // Rows are locked in id order, so two heartbeats over overlapping jobs can never deadlock.
+  text: `WITH held AS (
+      SELECT j.id FROM jobs j JOIN unnest($1::uuid[], $2::uuid[]) AS h(id, token) ON j.id = h.id AND j.lease_token = h.token
+      WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
+    )
+    UPDATE jobs j SET lease_expires_at = now() + $3 * interval '1 millisecond'
+    FROM held WHERE j.id = held.id
     RETURNING j.id`,
   values: [ids, tokens, leaseMs],
 });

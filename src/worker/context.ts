@@ -53,7 +53,13 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       if (!buffer) return;
       const text = buffer;
       buffer = '';
-      await fenced(() => p.store.appendOutput(p.job.id, p.leaseToken, text));
+      try {
+        await fenced(() => p.store.appendOutput(p.job.id, p.leaseToken, text));
+      } catch (error) {
+        // A database error must not lose output: it goes back in front of what came since.
+        if (!(error instanceof LeaseLostError)) buffer = text + buffer;
+        throw error;
+      }
     });
   };
 

@@ -40,6 +40,8 @@ interface RunningJob {
   context: WorkerJobContext;
   /** The event sequence this worker wrote when claiming; later status events come from others. */
   claimSeq: number;
+  /** Set once the handler has returned; its own terminal write must not look like a takeover. */
+  finishing?: boolean;
   done: Promise<void>;
 }
 
@@ -70,6 +72,8 @@ export class Worker {
   private stopping = false;
   private stopped: Promise<void> | undefined;
   private lastHousekeeping = 0;
+  private heartbeating: Promise<void> | undefined;
+  private heartbeatAgain = false;
 
   private readonly store: JobStore;
   private readonly notifier: Notifier;
@@ -110,7 +114,7 @@ export class Worker {
       // so a cancel reaches the handler in well under a second instead of at the next heartbeat.
       this.notifier.onAnyJob((jobId, seq, type) => {
         const entry = this.running.get(jobId);
-        if (entry && type === 'status' && seq > entry.claimSeq) void this.heartbeat();
+        if (entry && !entry.finishing && type === 'status' && seq > entry.claimSeq) void this.heartbeat();
       }),
     );
     this.pollTimer = setInterval(() => void this.tick(), this.pollMs);
@@ -186,7 +190,29 @@ export class Worker {
     }
   }
 
-  private async heartbeat(): Promise<void> {
+  /**
+   * Extends every lease this worker holds. Single-flight: a call while one is running asks for
+   * one more round instead of running beside it, so a burst of notifications costs one query.
+   */
+  private heartbeat(): Promise<void> {
+    if (this.heartbeating) {
+      this.heartbeatAgain = true;
+      return this.heartbeating;
+    }
+    this.heartbeating = (async () => {
+      try {
+        do {
+          this.heartbeatAgain = false;
+          await this.extendLeases();
+        } while (this.heartbeatAgain);
+      } finally {
+        this.heartbeating = undefined;
+      }
+    })();
+    return this.heartbeating;
+  }
+
+  private async extendLeases(): Promise<void> {
     if (this.running.size === 0) return;
     await this.options.debugPoints?.beforeHeartbeat?.();
     const held = [...this.running.values()];
@@ -202,7 +228,7 @@ export class Worker {
     }
     for (const entry of held) {
       const { job, tenant } = entry.claimed;
-      if (extended.has(job.id) || entry.controller.signal.aborted || this.running.get(job.id) !== entry) continue;
+      if (extended.has(job.id) || entry.finishing || entry.controller.signal.aborted || this.running.get(job.id) !== entry) continue;
       const current = await this.store.get(tenant, job.id).catch(() => undefined);
       const reason = current?.status === 'cancelled' ? new JobCancelledError(job.id) : new LeaseLostError(job.id);
       this.log.info({ jobId: job.id, reason: reason.name }, 'job no longer ours; aborting its handler');
@@ -240,34 +266,75 @@ export class Worker {
     const { job, leaseToken, timeoutMs } = entry.claimed;
     const { controller, context } = entry;
     const timer = setTimeout(() => void this.timeOut(entry, definition, log), timeoutMs);
+    let outcome: { ok: true; result: unknown } | { ok: false; thrown: unknown };
     try {
-      const result: unknown = await definition.run(job.input, context);
-      if (controller.signal.aborted) return this.logDiscarded(log, controller.signal.reason);
-      await context.flush();
-      const written = await this.store.finish(job.id, leaseToken, 'completed', result);
-      if (!written) return this.logDiscarded(log, new LeaseLostError(job.id));
-      log.info('job completed');
+      outcome = { ok: true, result: await definition.run(job.input, context) };
     } catch (thrown) {
-      if (controller.signal.aborted) return this.logDiscarded(log, controller.signal.reason);
-      await context.flush().catch(() => {});
-      const error = toJobError(thrown);
-      const retryable = !(thrown instanceof NonRetryableError) && job.attempt < job.maxAttempts;
-      if (retryable) {
-        const delay = retryDelayMs(definition.retry, job.attempt);
-        await this.store.requeue(job.id, leaseToken, delay, 'retry', error);
-        log.warn({ err: thrown, retryInMs: delay }, 'job failed; retrying');
-      } else {
-        await this.store.finish(job.id, leaseToken, 'failed', undefined, error);
-        log.warn({ err: thrown }, 'job failed');
-      }
+      outcome = { ok: false, thrown };
     } finally {
       clearTimeout(timer);
+    }
+    if (controller.signal.aborted) return this.logDiscarded(log, controller.signal.reason);
+    // From here on the handler is done; what remains is recording its outcome. A database error
+    // now is not the handler's failure: the write is retried, never the handler.
+    entry.finishing = true;
+    if (outcome.ok) {
+      const { result } = outcome;
+      const written = await this.persist(log, async () => {
+        await context.flush();
+        return this.store.finish(job.id, leaseToken, 'completed', result);
+      });
+      if (written) log.info('job completed');
+      return;
+    }
+    const { thrown } = outcome;
+    const error = toJobError(thrown);
+    if (!(thrown instanceof NonRetryableError) && job.attempt < job.maxAttempts) {
+      const delay = retryDelayMs(definition.retry, job.attempt);
+      const written = await this.persist(log, async () => {
+        await context.flush().catch(() => {});
+        return this.store.requeue(job.id, leaseToken, delay, 'retry', error);
+      });
+      if (written) log.warn({ err: thrown, retryInMs: delay }, 'job failed; retrying');
+    } else {
+      const written = await this.persist(log, async () => {
+        await context.flush().catch(() => {});
+        return this.store.finish(job.id, leaseToken, 'failed', undefined, error);
+      });
+      if (written) log.warn({ err: thrown }, 'job failed');
+    }
+  }
+
+  /**
+   * Runs a fenced write, retrying database errors with backoff for as long as the lease would
+   * last. Answers false when the write was refused (the lease is gone: the outcome is discarded)
+   * or could not be made at all (the lease then expires and the job runs again elsewhere).
+   */
+  private async persist(log: Logger, write: () => Promise<boolean>): Promise<boolean> {
+    const giveUpAt = Date.now() + this.leaseMs;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        const written = await write();
+        if (!written) log.info('outcome discarded: this worker no longer holds the job');
+        return written;
+      } catch (error) {
+        if (error instanceof LeaseLostError) {
+          log.info('outcome discarded: this worker no longer holds the job');
+          return false;
+        }
+        if (Date.now() + delay > giveUpAt) {
+          log.error({ err: error }, 'could not record the outcome; the job will run again when its lease expires');
+          return false;
+        }
+        log.warn({ err: error, retryInMs: delay }, 'recording the outcome failed; retrying');
+        await sleep(delay);
+      }
     }
   }
 
   private async timeOut(entry: RunningJob, definition: AnyJobDefinition, log: Logger): Promise<void> {
     const { job, leaseToken } = entry.claimed;
-    if (entry.controller.signal.aborted) return;
+    if (entry.controller.signal.aborted || entry.finishing) return;
     const budget = formatDuration(definition.timeoutMs);
     const message =
       `The job ran past its time budget of ${budget} on attempt ${job.attempt} of ${job.maxAttempts} and was stopped. ` +
