@@ -72,6 +72,26 @@ describe('waitless serve, keys and migrate on PostgreSQL', () => {
     assert.equal(code, 0);
   });
 
+  it('runs a worker that answers health checks on --port and stops cleanly', async () => {
+    const worker = spawn(process.execPath, [CLI, 'worker', '--demo', '--port', '0', '--host', '127.0.0.1', '--schema', schema], {
+      env: { ...env, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      let output = '';
+      worker.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const url = await eventually(() => /"url":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output)?.[1], 'worker listens', 30_000);
+      const health = (await (await fetch(`${url}/healthz`)).json()) as { status: string; workerId: string; busy: number };
+      assert.equal(health.status, 'ok');
+      assert.equal(health.busy, 0);
+      assert.equal((await fetch(`${url}/v1/jobs`)).status, 404, 'a worker serves no API');
+      worker.kill('SIGTERM');
+      assert.equal(await new Promise((resolve) => worker.on('exit', resolve)), 0);
+    } finally {
+      worker.kill('SIGKILL');
+    }
+  });
+
   it('refuses to start without a database or without jobs, saying why', async () => {
     const noDb = await runFailing(['serve', '--demo'], { ...process.env, DATABASE_URL: '' });
     assert.equal(noDb.code, 2);

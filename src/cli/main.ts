@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { serve, type ServerType } from '@hono/node-server';
+import { Hono } from 'hono';
 import { pino } from 'pino';
 import { analyzeDocument } from '../demo/analyze-document.ts';
 import { createWaitless, DEFAULT_TENANT, type Waitless } from '../engine.ts';
@@ -19,9 +20,9 @@ Usage:
       API + worker in one process on embedded PGlite, open on 127.0.0.1, with the demo job.
   waitless serve    [--port 3000] [--host 0.0.0.0] [--jobs ./jobs.ts] [--demo] [--no-worker]
       The job service on PostgreSQL (DATABASE_URL); every request needs an API key.
-  waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10] [--lease 30s] [--heartbeat D]
+  waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10] [--port N] [--lease 30s] [--heartbeat D]
                     [--poll-interval 2s] [--shutdown-grace 10s]
-      Only run jobs (no HTTP), on PostgreSQL (DATABASE_URL).
+      Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /healthz.
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] | keys list | keys revoke ID
 
@@ -204,7 +205,16 @@ async function worker(): Promise<void> {
   const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger });
   const running = waitless.startWorker(options);
   logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
-  onShutdown(() => waitless.close());
+  // With --port, a worker answers health checks for its orchestrator, and nothing else. (Not
+  // PORT: a worker started beside a server in the same environment must not fight it for it.)
+  const server =
+    values.port === undefined
+      ? undefined
+      : await listen(waitless, new Hono().get('/healthz', (c) => c.json({ status: 'ok', workerId: running.id, busy: running.busy })), values.host ?? '0.0.0.0');
+  onShutdown(async () => {
+    if (server) await closeServer(server);
+    await waitless.close();
+  });
 }
 
 async function migrateCommand(): Promise<void> {
