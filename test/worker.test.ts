@@ -83,6 +83,37 @@ for (const backend of BACKENDS) {
       await Promise.all([a.stop(), b.stop()]);
     });
 
+    it('stops the handler of a worker cut off from the database once its lease has run out', async () => {
+      let reason: unknown;
+      const handler = {
+        current: (async (_input, ctx) => {
+          await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }));
+          reason = ctx.signal.reason;
+          return null;
+        }) as Handler,
+      };
+      const waitless = await open(probeJob(handler));
+      let cutOff = false;
+      const worker = waitless.startWorker({
+        lease: 400,
+        heartbeat: 50,
+        pollInterval: 50,
+        debugPoints: {
+          beforeHeartbeat: async () => {
+            if (cutOff) throw new Error('database unreachable');
+          },
+        },
+      });
+      const { job } = await waitless.submit('probe', { n: 1 });
+      await eventually(async () => (await waitless.get(job.id))?.status === 'running', 'running');
+      await sleep(500); // healthy heartbeats keep the job well past its first lease
+      assert.equal(reason, undefined, 'a renewed lease does not abort the handler');
+      cutOff = true;
+      await eventually(() => reason, 'handler aborted after the lease ran out', 5000);
+      assert.ok((reason as unknown) instanceof LeaseLostError);
+      await worker.stop();
+    });
+
     it('ends a job past its time budget as timed_out, with a message, and aborts its signal', async () => {
       let reason: unknown;
       const lateResult = deferred();

@@ -40,6 +40,8 @@ interface RunningJob {
   context: WorkerJobContext;
   /** The event sequence this worker wrote when claiming; later status events come from others. */
   claimSeq: number;
+  /** Local-clock time until which the lease is surely ours (renewed by each heartbeat). */
+  leaseUntil: number;
   /** Set once the handler has returned; its own terminal write must not look like a takeover. */
   finishing?: boolean;
   done: Promise<void>;
@@ -214,25 +216,46 @@ export class Worker {
 
   private async extendLeases(): Promise<void> {
     if (this.running.size === 0) return;
-    await this.options.debugPoints?.beforeHeartbeat?.();
     const held = [...this.running.values()];
+    // Measured before the query: the lease is at least this fresh if the query succeeds.
+    const renewedAt = Date.now();
     let extended: Set<string>;
     try {
+      await this.options.debugPoints?.beforeHeartbeat?.();
       extended = await this.store.extendLeases(
         held.map((entry) => ({ id: entry.claimed.job.id, token: entry.claimed.leaseToken })),
         this.leaseMs,
       );
     } catch (error) {
       this.log.error({ err: error }, 'heartbeat failed');
+      this.abortExpiredLeases();
       return;
     }
     for (const entry of held) {
       const { job, tenant } = entry.claimed;
-      if (extended.has(job.id) || entry.finishing || entry.controller.signal.aborted || this.running.get(job.id) !== entry) continue;
+      if (extended.has(job.id)) {
+        entry.leaseUntil = renewedAt + this.leaseMs;
+        continue;
+      }
+      if (entry.finishing || entry.controller.signal.aborted || this.running.get(job.id) !== entry) continue;
       const current = await this.store.get(tenant, job.id).catch(() => undefined);
       const reason = current?.status === 'cancelled' ? new JobCancelledError(job.id) : new LeaseLostError(job.id);
       this.log.info({ jobId: job.id, reason: reason.name }, 'job no longer ours; aborting its handler');
       entry.controller.abort(reason);
+    }
+  }
+
+  /**
+   * A worker cut off from the database cannot renew its leases; once they have run out, another
+   * worker may already be running the same jobs. Stop the handlers here rather than let them
+   * spend tokens on work whose result would be refused anyway.
+   */
+  private abortExpiredLeases(): void {
+    const now = Date.now();
+    for (const entry of this.running.values()) {
+      if (now < entry.leaseUntil || entry.finishing || entry.controller.signal.aborted) continue;
+      this.log.warn({ jobId: entry.claimed.job.id }, 'lease ran out while the database was unreachable; aborting the handler');
+      entry.controller.abort(new LeaseLostError(entry.claimed.job.id));
     }
   }
 
@@ -253,7 +276,14 @@ export class Worker {
         if (!controller.signal.aborted) controller.abort(new LeaseLostError(job.id));
       },
     });
-    const entry: RunningJob = { claimed, controller, context, claimSeq: job.version, done: Promise.resolve() };
+    const entry: RunningJob = {
+      claimed,
+      controller,
+      context,
+      claimSeq: job.version,
+      leaseUntil: Date.now() + this.leaseMs,
+      done: Promise.resolve(),
+    };
     this.running.set(job.id, entry);
     entry.done = this.execute(entry, definition, log).finally(() => {
       context.close();
