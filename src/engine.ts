@@ -91,6 +91,12 @@ export interface Waitless {
   close(): Promise<void>;
 }
 
+/** The value as it will be after a trip through JSON (Dates become strings, undefined goes). */
+function toJsonValue(value: unknown): unknown {
+  const text = JSON.stringify(value);
+  return text === undefined ? null : (JSON.parse(text) as unknown);
+}
+
 function collectJobs(jobs: WaitlessOptions['jobs']): Map<string, AnyJobDefinition> {
   const list = Array.isArray(jobs) ? jobs : Object.values(jobs);
   const map = new Map<string, AnyJobDefinition>();
@@ -151,13 +157,15 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       const name = typeof job === 'string' ? job : job.name;
       const definition = jobs.get(name);
       if (!definition) throw new UnknownJobError(name);
-      const schema = definition.input as z.ZodType;
-      const parsed = schema.safeParse(input);
+      // The input is stored as JSON and parsed again in the worker, so the schema is checked
+      // against that JSON form here: what passes now is exactly what the handler will get.
+      const stored = toJsonValue(input);
+      const parsed = (definition.input as z.ZodType).safeParse(stored);
       if (!parsed.success) throw new InputValidationError(name, parsed.error.issues);
       return store.submit({
         tenant: tenantOf(submitOptions),
         name,
-        input: parsed.data,
+        input: stored,
         maxAttempts: definition.retry.attempts,
         timeoutMs: definition.timeoutMs,
         idempotencyKey: submitOptions?.idempotencyKey,
@@ -172,14 +180,16 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     async wait(id, o) {
       const tenant = tenantOf(o);
       const deadline = Date.now() + o.timeoutMs;
-      // Subscribe before reading, so an event landing between the read and the wait is not missed.
       let since = o.since;
+      // Subscribe before reading, so an event landing between the read and the wait is not missed.
       let changed = false;
       let wakeUp: () => void = () => {};
-      const unsubscribe = notifier.onJob(id, () => {
+      const wake = () => {
         changed = true;
         wakeUp();
-      });
+      };
+      const unsubscribe = notifier.onJob(id, wake);
+      o.signal?.addEventListener('abort', wake, { once: true });
       try {
         for (;;) {
           changed = false;
@@ -188,22 +198,20 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
           since ??= job.version;
           const remaining = deadline - Date.now();
           if (job.done || job.version > since || remaining <= 0 || o.signal?.aborted) return job;
-          if (!changed) {
-            await new Promise<void>((resolve) => {
-              // A slow re-read as a backstop for a notification lost to a reconnect.
-              const timer = setTimeout(resolve, Math.min(remaining, 5000));
-              const onAbort = () => resolve();
-              o.signal?.addEventListener('abort', onAbort, { once: true });
-              wakeUp = () => {
-                clearTimeout(timer);
-                o.signal?.removeEventListener('abort', onAbort);
-                resolve();
-              };
-            });
-          }
+          if (changed) continue;
+          await new Promise<void>((resolve) => {
+            // A slow re-read as a backstop for a notification lost to a reconnect.
+            const timer = setTimeout(resolve, Math.min(remaining, 5000));
+            wakeUp = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          wakeUp = () => {};
         }
       } finally {
         unsubscribe();
+        o.signal?.removeEventListener('abort', wake);
       }
     },
 

@@ -69,7 +69,9 @@ describe('waitless dev', () => {
       return job.done && job;
     }, 'the job completes after the restart', 30_000);
     assert.equal(done.status, 'completed');
-    assert.equal(done.attempt, 2);
+    assert.equal(done.attempt, 1, 'a shutdown hand-back does not use up an attempt');
+    const handBack = await fetch(`${second.url}/v1/jobs/${id}/events`).then((r) => r.text());
+    assert.match(handBack, /"reason":"worker_shutdown"/, 'the event log shows the hand-back');
     assert.match((done.result as { summary: string }).summary, /words/);
     assert.ok(done.output.length > 0, 'partial output was streamed');
     second.child.kill('SIGTERM');

@@ -293,7 +293,10 @@ processTest('a worker process killed with SIGKILL mid-job: another process recla
     [victim.pid, true],
     [survivor.pid, false],
   ]);
-  assert.equal(finished.output, `attempt 1 by ${victim.pid}\nattempt 2 by ${survivor.pid}\n`);
+  // The output restarts with each attempt; the first attempt's output stays in the event log.
+  assert.equal(finished.output, `attempt 2 by ${survivor.pid}\n`);
+  const outputs = events.filter((e) => e.type === 'output').map((e) => e.data.text as string);
+  assert.deepEqual(outputs, [`attempt 1 by ${victim.pid}\n`, `attempt 2 by ${survivor.pid}\n`]);
   assertQuiet(survivor);
 });
 

@@ -147,10 +147,19 @@ function onShutdown(stop: () => Promise<void>): void {
 
 function listen(waitless: Waitless, app: { fetch: (req: Request) => Response | Promise<Response> }, host: string): Promise<ServerType> {
   const port = intOption(values.port ?? process.env.PORT, 'port', 3000);
-  return new Promise((resolvePromise) => {
+  return new Promise((resolvePromise, reject) => {
     const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
       waitless.logger.info({ url: `http://${host}:${info.port}` }, 'listening');
       resolvePromise(server);
+    });
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      const reason = error.code === 'EADDRINUSE' ? `port ${port} on ${host} is already in use (pick another with --port)` : error.message;
+      // Leave nothing half-started: stop the worker and close the database before exiting.
+      waitless.close().then(
+        () => fail(reason),
+        () => fail(reason),
+      );
+      reject(error);
     });
   });
 }

@@ -207,6 +207,13 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     if (!job) return notFound(c, id);
     // The stream already ended for this client: 204 tells EventSource to stop reconnecting.
     if (job.done && after >= job.version) return c.body(null, 204);
+    if (after > job.version) {
+      return problem(c, 400, {
+        type: '/problems/invalid-query',
+        title: 'Invalid resume point',
+        detail: `Last-Event-ID / "after" is ${after}, but the job's latest event is ${job.version}. Resume from an id this stream sent.`,
+      });
+    }
     return streamJobEvents(c, waitless, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000 });
   });
 

@@ -22,9 +22,10 @@ export interface Driver extends Queryable {
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /**
    * Subscribes to a NOTIFY channel. Returns an unsubscribe function.
-   * `channel` must be a plain lower-case identifier.
+   * `channel` must be a plain lower-case identifier. `onResync` is called after the listening
+   * connection was lost and came back: notifications sent meanwhile are gone, so re-read.
    */
-  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  listen(channel: string, onPayload: (payload: string) => void, onResync?: () => void): Promise<() => Promise<void>>;
   /** Releases connections. A driver built around a caller-owned connection leaves it open. */
   close(): Promise<void>;
 }

@@ -105,18 +105,13 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? 'null';
 }
 
-const encodeCursor = (job: Job) => Buffer.from(JSON.stringify([job.createdAt, job.id])).toString('base64url');
+/** A page cursor names the last job of the page; the next page starts strictly after it. */
+const encodeCursor = (job: Job) => Buffer.from(job.id).toString('base64url');
 
-function decodeCursor(cursor: string): { createdAt: string; id: string } {
-  try {
-    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [unknown, unknown];
-    if (typeof createdAt === 'string' && typeof id === 'string' && !Number.isNaN(Date.parse(createdAt)) && /^[0-9a-f-]{36}$/.test(id)) {
-      return { createdAt, id };
-    }
-  } catch {
-    // fall through to the error below
-  }
-  throw new InvalidCursorError();
+function decodeCursor(cursor: string): string {
+  const id = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (!isJobId(id)) throw new InvalidCursorError();
+  return id;
 }
 
 export class InvalidCursorError extends Error {
@@ -169,7 +164,7 @@ export class JobStore {
         tenant: params.tenant,
         statuses: params.statuses,
         name: params.name,
-        before: params.cursor ? decodeCursor(params.cursor) : undefined,
+        afterId: params.cursor ? decodeCursor(params.cursor) : undefined,
         limit: limit + 1,
       }),
     );
@@ -224,8 +219,14 @@ export class JobStore {
     return (await this.driver.query(q.finishJob(id, token, status, status === 'completed' ? (result ?? null) : undefined, error))).length > 0;
   }
 
-  async requeue(id: string, token: string, delayMs: number, reason: string, error?: JobError): Promise<boolean> {
-    return (await this.driver.query(q.requeueJob(id, token, delayMs, reason, error))).length > 0;
+  /** Queues a failed attempt again after `delayMs`; the attempt counts. */
+  async retryLater(id: string, token: string, delayMs: number, error: JobError): Promise<boolean> {
+    return (await this.driver.query(q.requeueJob(id, token, delayMs, 'retry', error))).length > 0;
+  }
+
+  /** Gives a running job back to the queue at once (graceful shutdown); the attempt does not count. */
+  async handBack(id: string, token: string): Promise<boolean> {
+    return (await this.driver.query(q.requeueJob(id, token, 0, 'worker_shutdown', undefined))).length > 0;
   }
 
   async reclaimExpiredLeases(limit = 100): Promise<Array<{ id: string; status: string }>> {

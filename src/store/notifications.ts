@@ -10,7 +10,7 @@ export type JobEventListener = (jobId: string, seq: number, type: string) => voi
 export class Notifier {
   private readonly byJob = new Map<string, Set<JobEventListener>>();
   private readonly all = new Set<JobEventListener>();
-  private readonly queued = new Set<(name: string) => void>();
+  private readonly queued = new Set<(name: string | undefined) => void>();
   private readonly unlisten: Array<() => Promise<void>> = [];
 
   private constructor() {}
@@ -18,7 +18,7 @@ export class Notifier {
   static async start(driver: Driver, schema: string): Promise<Notifier> {
     const notifier = new Notifier();
     notifier.unlisten.push(
-      await driver.listen(`${schema}_events`, (payload) => notifier.dispatchEvent(payload)),
+      await driver.listen(`${schema}_events`, (payload) => notifier.dispatchEvent(payload), () => notifier.resync()),
       await driver.listen(`${schema}_queued`, (name) => {
         for (const listener of notifier.queued) listener(name);
       }),
@@ -32,6 +32,15 @@ export class Notifier {
     const seq = Number(seqText);
     for (const listener of this.byJob.get(jobId) ?? []) listener(jobId, seq, type);
     for (const listener of this.all) listener(jobId, seq, type);
+  }
+
+  /**
+   * After a lost LISTEN connection: wake every reader so it re-reads what it may have missed.
+   * Job listeners get type `resync` (seq 0); queued listeners get `undefined` (any job name).
+   */
+  private resync(): void {
+    for (const [jobId, listeners] of this.byJob) for (const listener of listeners) listener(jobId, 0, 'resync');
+    for (const listener of this.queued) listener(undefined);
   }
 
   /** Calls `listener` for every event of one job. Returns the unsubscribe function. */
@@ -51,8 +60,8 @@ export class Notifier {
     return () => this.all.delete(listener);
   }
 
-  /** Calls `listener` with the job name whenever a job becomes claimable. */
-  onQueued(listener: (name: string) => void): () => void {
+  /** Calls `listener` with the job name whenever a job becomes claimable (`undefined`: maybe any). */
+  onQueued(listener: (name: string | undefined) => void): () => void {
     this.queued.add(listener);
     return () => this.queued.delete(listener);
   }

@@ -27,32 +27,69 @@ export function createPgDriver(options: PgDriverOptions): Driver {
   pool.on('error', () => {});
 
   const handlers = new Map<string, Set<(payload: string) => void>>();
+  const resyncHandlers = new Set<() => void>();
   let listener: pg.Client | undefined;
   let connecting: Promise<pg.Client> | undefined;
+  let retryDelay = LISTEN_RETRY_MS;
+  let retryTimer: NodeJS.Timeout | undefined;
   let closed = false;
 
+  /** Reconnects until it works or the driver closes, backing off to at most 30 s between tries. */
+  function scheduleReconnect(): void {
+    if (closed || retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      ensureListener().then(
+        () => {
+          retryDelay = LISTEN_RETRY_MS;
+          // Notifications sent while we were away are lost: tell readers to re-read.
+          for (const resync of resyncHandlers) resync();
+        },
+        () => {
+          retryDelay = Math.min(retryDelay * 2, 30_000);
+          scheduleReconnect();
+        },
+      );
+    }, retryDelay);
+    retryTimer.unref();
+  }
+
   async function connectListener(): Promise<pg.Client> {
+    if (closed) throw new Error('driver closed');
     const client = new pg.Client(connection);
     client.on('notification', (message) => {
       for (const handler of handlers.get(message.channel) ?? []) handler(message.payload ?? '');
     });
-    client.on('error', () => {
-      listener = undefined;
-      connecting = undefined;
+    let lost = false;
+    const onLost = () => {
+      if (lost) return;
+      lost = true;
+      if (listener === client) listener = undefined;
       void client.end().catch(() => {});
-      if (!closed) setTimeout(() => void ensureListener().catch(() => {}), LISTEN_RETRY_MS).unref();
-    });
-    await client.connect();
-    for (const channel of handlers.keys()) await client.query(`LISTEN ${channel}`);
+      scheduleReconnect();
+    };
+    client.on('error', onLost);
+    client.on('end', onLost);
+    try {
+      await client.connect();
+      for (const channel of handlers.keys()) await client.query(`LISTEN ${channel}`);
+    } catch (error) {
+      lost = true;
+      await client.end().catch(() => {});
+      throw error;
+    }
+    if (closed) {
+      await client.end().catch(() => {});
+      throw new Error('driver closed');
+    }
     listener = client;
     return client;
   }
 
   async function ensureListener(): Promise<pg.Client> {
     if (listener) return listener;
-    connecting ??= connectListener().catch((error: unknown) => {
+    connecting ??= connectListener().finally(() => {
       connecting = undefined;
-      throw error;
     });
     return connecting;
   }
@@ -86,14 +123,16 @@ export function createPgDriver(options: PgDriverOptions): Driver {
     async exec(text) {
       await pool.query(text);
     },
-    async listen(channel, onPayload) {
+    async listen(channel, onPayload, onResync) {
       let set = handlers.get(channel);
       const first = !set;
       if (!set) handlers.set(channel, (set = new Set()));
       set.add(onPayload);
+      if (onResync) resyncHandlers.add(onResync);
       const client = await ensureListener();
       if (first && listener === client) await client.query(`LISTEN ${channel}`);
       return async () => {
+        if (onResync) resyncHandlers.delete(onResync);
         const current = handlers.get(channel);
         current?.delete(onPayload);
         if (current && current.size === 0) {
@@ -104,7 +143,9 @@ export function createPgDriver(options: PgDriverOptions): Driver {
     },
     async close() {
       closed = true;
+      clearTimeout(retryTimer);
       handlers.clear();
+      resyncHandlers.clear();
       const client = listener;
       listener = undefined;
       await client?.end().catch(() => {});

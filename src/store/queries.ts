@@ -141,8 +141,8 @@ export interface ListJobsParams {
   tenant: string;
   statuses?: string[];
   name?: string;
-  /** Exclusive: rows strictly older than this (created_at, id) pair. */
-  before?: { createdAt: string; id: string };
+  /** Exclusive: rows strictly older (by created_at, then id) than the job with this id. */
+  afterId?: string;
   limit: number;
 }
 
@@ -157,9 +157,11 @@ export function listJobs(p: ListJobsParams): Sql {
     values.push(p.name);
     where.push(`name = $${values.length}`);
   }
-  if (p.before) {
-    values.push(p.before.createdAt, p.before.id);
-    where.push(`(created_at, id) < ($${values.length - 1}::timestamptz, $${values.length}::uuid)`);
+  if (p.afterId) {
+    // Compared with the row's own timestamp, at full precision (a cursor carrying a rounded
+    // timestamp would skip rows created in the same millisecond).
+    values.push(p.afterId);
+    where.push(`(created_at, id) < (SELECT created_at, id FROM jobs WHERE tenant_id = $1 AND id = $${values.length}::uuid)`);
   }
   values.push(p.limit);
   return {
@@ -203,13 +205,13 @@ export const claimJobs = (names: string[], limit: number, workerId: string, leas
       ORDER BY priority DESC, run_at, id
       LIMIT $2 FOR UPDATE SKIP LOCKED
     ), changed AS (
-      UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
+      UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), partial_output = '',
         lease_expires_at = now() + $3 * interval '1 millisecond', worker_id = $4,
         started_at = coalesce(j.started_at, now()), updated_at = now(), last_seq = j.last_seq + 1
       FROM next WHERE j.id = next.id
       RETURNING j.id, j.tenant_id, j.last_seq, j.attempt, j.lease_token
     ), ${appendEvent('status', `jsonb_build_object('status', 'running', 'attempt', attempt)`)}
-    SELECT j.id, j.tenant_id, j.name, 'running' AS status, j.input, j.result, j.error, j.progress, j.partial_output,
+    SELECT j.id, j.tenant_id, j.name, 'running' AS status, j.input, j.result, j.error, j.progress, '' AS partial_output,
       c.attempt, j.max_attempts, j.timeout_ms, j.priority, j.run_at, c.last_seq, j.created_at,
       coalesce(j.started_at, now()) AS started_at, j.finished_at, now() AS updated_at, c.lease_token
     FROM changed c JOIN jobs j ON j.id = c.id`,
@@ -267,21 +269,29 @@ export const finishJob = (
       UPDATE jobs SET status = $3, result = $4::jsonb, error = $5::jsonb, finished_at = now(), updated_at = now(),
         lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
       WHERE ${FENCE} RETURNING id, tenant_id, last_seq, status, result, error, attempt
-    ), ${appendEvent('status', `jsonb_strip_nulls(jsonb_build_object('status', status, 'attempt', attempt, 'result', result, 'error', error))`)}
+    ), ${appendEvent('status', `jsonb_build_object('status', status, 'attempt', attempt) || CASE WHEN status = 'completed' THEN jsonb_build_object('result', result) ELSE jsonb_build_object('error', error) END`)}
     SELECT last_seq FROM changed`,
   values: [id, token, status, json(result), json(error)],
 });
 
 /**
  * Hands a running job back to the queue (fenced): for a retry after `delayMs`, or at once on
- * graceful shutdown. The attempt counter stays; the next claim increments it.
+ * graceful shutdown. A retry has used its attempt (the next claim counts the next one); a
+ * shutdown hand-back has not, so deploys never eat into a job's retries.
  */
-export const requeueJob = (id: string, token: string, delayMs: number, reason: string, error: unknown): Sql => ({
+export const requeueJob = (
+  id: string,
+  token: string,
+  delayMs: number,
+  reason: 'retry' | 'worker_shutdown',
+  error: unknown,
+): Sql => ({
   text: `WITH changed AS (
       UPDATE jobs SET status = 'queued', run_at = now() + $3 * interval '1 millisecond', error = $5::jsonb,
+        attempt = CASE WHEN $4 = 'worker_shutdown' THEN attempt - 1 ELSE attempt END,
         updated_at = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, last_seq = last_seq + 1
       WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt, run_at, error
-    ), ${appendEvent('status', `jsonb_strip_nulls(jsonb_build_object('status', 'queued', 'reason', $4::text, 'attempt', attempt, 'runAt', run_at, 'error', error))`)}
+    ), ${appendEvent('status', `jsonb_build_object('status', 'queued', 'reason', $4::text, 'attempt', attempt, 'runAt', run_at) || CASE WHEN error IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('error', error) END`)}
     SELECT last_seq FROM changed`,
   values: [id, token, delayMs, reason, json(error)],
 });

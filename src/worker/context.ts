@@ -16,8 +16,8 @@ export interface ContextParams {
   log: Logger;
   /** How long partial output may sit in memory before it is written. */
   outputFlushMs: number;
-  /** Called when a fenced write finds the lease gone. */
-  onLeaseLost: () => void;
+  /** Called when a fenced write finds the lease gone; aborts the signal with the reason. */
+  onLeaseLost: () => Promise<void>;
 }
 
 /** The handler's context plus what the worker needs to wind it down. */
@@ -34,7 +34,8 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
 
   const fenced = async (write: () => Promise<boolean>) => {
     if (!(await write())) {
-      p.onLeaseLost();
+      // Abort first, so a handler that catches this error finds the real reason on its signal.
+      await p.onLeaseLost();
       throw new LeaseLostError(p.job.id);
     }
   };

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import type { z } from 'zod';
 import type { AnyJobDefinition } from '../job/definition.ts';
 import { type Duration, formatDuration, toMs } from '../job/duration.ts';
 import { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, WorkerShutdownError, toJobError } from '../job/errors.ts';
@@ -110,7 +111,7 @@ export class Worker {
     const names = new Set(this.names);
     this.unsubscribe.push(
       this.notifier.onQueued((name) => {
-        if (names.has(name)) this.wake();
+        if (name === undefined || names.has(name)) this.wake();
       }),
       // A status event this worker did not write (cancel, reclaim) means: check our leases now,
       // so a cancel reaches the handler in well under a second instead of at the next heartbeat.
@@ -121,7 +122,12 @@ export class Worker {
     );
     this.pollTimer = setInterval(() => void this.tick(), this.pollMs);
     // Heartbeats go on through the grace period of a shutdown, so finishing jobs keep their leases.
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.heartbeatMs);
+    this.heartbeatTimer = setInterval(() => {
+      // Checked on every tick, not only after a heartbeat: a heartbeat query that hangs (a dead
+      // connection) must not keep a handler running past a lease another worker may now hold.
+      this.abortExpiredLeases();
+      void this.heartbeat();
+    }, this.heartbeatMs);
     void this.tick();
     return this;
   }
@@ -141,16 +147,19 @@ export class Worker {
     clearInterval(this.pollTimer);
     const inFlight = () => [...this.running.values()].map((entry) => entry.done);
     await Promise.race([Promise.allSettled(inFlight()), sleep(this.graceMs)]);
+    const unfinished = [...this.running.values()].filter((entry) => !entry.finishing);
     await Promise.all(
-      [...this.running.values()].map(async (entry) => {
+      unfinished.map(async (entry) => {
         entry.controller.abort(new WorkerShutdownError());
         const { job, leaseToken } = entry.claimed;
-        const released = await this.store.requeue(job.id, leaseToken, 0, 'worker_shutdown').catch(() => false);
+        const released = await this.store.handBack(job.id, leaseToken).catch(() => false);
         if (released) this.log.info({ jobId: job.id }, 'job handed back to the queue on shutdown');
       }),
     );
-    // Handlers that ignore their signal are not waited for forever: their writes are fenced out.
-    await Promise.race([Promise.allSettled(inFlight()), sleep(1000)]);
+    // A handler that already returned is recording its outcome: let it (persist() is bounded by
+    // the lease). Handlers that ignore their signal are not waited for long: they are fenced out.
+    const finishing = [...this.running.values()].filter((entry) => entry.finishing).map((entry) => entry.done);
+    await Promise.all([Promise.allSettled(finishing), Promise.race([Promise.allSettled(inFlight()), sleep(1000)])]);
     clearInterval(this.heartbeatTimer);
   }
 
@@ -181,8 +190,9 @@ export class Worker {
         this.wakeRequested = false;
         const free = this.concurrency - this.running.size;
         if (free <= 0) break; // a finishing job wakes us again
+        const claimedAt = Date.now();
         const claimed = await this.store.claim(this.names, free, this.id, this.leaseMs);
-        for (const job of claimed) this.run(job);
+        for (const job of claimed) this.run(job, claimedAt + this.leaseMs);
         if (claimed.length === free) this.wakeRequested = true; // there may be more
       }
     } catch (error) {
@@ -215,8 +225,10 @@ export class Worker {
   }
 
   private async extendLeases(): Promise<void> {
-    if (this.running.size === 0) return;
-    const held = [...this.running.values()];
+    // An aborted handler's lease is not renewed: if its last write failed, the lease runs out
+    // and the job is taken back instead of staying `running` under a handler that stopped.
+    const held = [...this.running.values()].filter((entry) => entry.finishing || !entry.controller.signal.aborted);
+    if (held.length === 0) return;
     // Measured before the query: the lease is at least this fresh if the query succeeds.
     const renewedAt = Date.now();
     let extended: Set<string>;
@@ -232,17 +244,25 @@ export class Worker {
       return;
     }
     for (const entry of held) {
-      const { job, tenant } = entry.claimed;
+      const { job } = entry.claimed;
       if (extended.has(job.id)) {
         entry.leaseUntil = renewedAt + this.leaseMs;
         continue;
       }
       if (entry.finishing || entry.controller.signal.aborted || this.running.get(job.id) !== entry) continue;
-      const current = await this.store.get(tenant, job.id).catch(() => undefined);
-      const reason = current?.status === 'cancelled' ? new JobCancelledError(job.id) : new LeaseLostError(job.id);
-      this.log.info({ jobId: job.id, reason: reason.name }, 'job no longer ours; aborting its handler');
-      entry.controller.abort(reason);
+      await this.abortTakenAway(entry);
     }
+  }
+
+  /** Aborts a handler whose job is no longer ours, with the reason: cancelled, or taken over. */
+  private async abortTakenAway(entry: RunningJob): Promise<void> {
+    if (entry.controller.signal.aborted) return;
+    const { job, tenant } = entry.claimed;
+    const current = await this.store.get(tenant, job.id).catch(() => undefined);
+    if (entry.controller.signal.aborted) return;
+    const reason = current?.status === 'cancelled' ? new JobCancelledError(job.id) : new LeaseLostError(job.id);
+    this.log.info({ jobId: job.id, reason: reason.name }, 'job no longer ours; aborting its handler');
+    entry.controller.abort(reason);
   }
 
   /**
@@ -259,7 +279,7 @@ export class Worker {
     }
   }
 
-  private run(claimed: ClaimedJob): void {
+  private run(claimed: ClaimedJob, leaseUntil: number): void {
     const { job, tenant, leaseToken } = claimed;
     const definition = this.jobs.get(job.name)!;
     const controller = new AbortController();
@@ -272,16 +292,14 @@ export class Worker {
       signal: controller.signal,
       log,
       outputFlushMs: this.flushMs,
-      onLeaseLost: () => {
-        if (!controller.signal.aborted) controller.abort(new LeaseLostError(job.id));
-      },
+      onLeaseLost: () => this.abortTakenAway(entry),
     });
     const entry: RunningJob = {
       claimed,
       controller,
       context,
       claimSeq: job.version,
-      leaseUntil: Date.now() + this.leaseMs,
+      leaseUntil,
       done: Promise.resolve(),
     };
     this.running.set(job.id, entry);
@@ -298,7 +316,14 @@ export class Worker {
     const timer = setTimeout(() => void this.timeOut(entry, definition, log), timeoutMs);
     let outcome: { ok: true; result: unknown } | { ok: false; thrown: unknown };
     try {
-      outcome = { ok: true, result: await definition.run(job.input, context) };
+      // Parsed here, where the handler runs, so zod defaults and transforms apply to its input.
+      const input = (definition.input as z.ZodType).safeParse(job.input);
+      if (!input.success) {
+        throw new NonRetryableError(
+          `The stored input no longer matches the job's schema (was the schema changed after submit?): ${input.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
+        );
+      }
+      outcome = { ok: true, result: await definition.run(input.data, context) };
     } catch (thrown) {
       outcome = { ok: false, thrown };
     } finally {
@@ -323,7 +348,7 @@ export class Worker {
       const delay = retryDelayMs(definition.retry, job.attempt);
       const written = await this.persist(log, async () => {
         await context.flush().catch(() => {});
-        return this.store.requeue(job.id, leaseToken, delay, 'retry', error);
+        return this.store.retryLater(job.id, leaseToken, delay, error);
       });
       if (written) log.warn({ err: thrown, retryInMs: delay }, 'job failed; retrying');
     } else {
@@ -370,8 +395,10 @@ export class Worker {
       `The job ran past its time budget of ${budget} on attempt ${job.attempt} of ${job.maxAttempts} and was stopped. ` +
       `Give the job a larger timeout, or split the work into smaller jobs, then submit it again.`;
     entry.controller.abort(new JobTimeoutError(message));
-    await entry.context.flush().catch(() => {});
-    const written = await this.store.finish(job.id, leaseToken, 'timed_out', undefined, { code: 'timed_out', message }).catch(() => false);
+    const written = await this.persist(log, async () => {
+      await entry.context.flush().catch(() => {});
+      return this.store.finish(job.id, leaseToken, 'timed_out', undefined, { code: 'timed_out', message });
+    });
     if (written) log.warn({ budget }, 'job timed out');
   }
 
