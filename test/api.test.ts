@@ -26,6 +26,13 @@ const echo = defineJob({
   },
 });
 
+/** A result full of nulls, to check every reader sees it unchanged. */
+const nullish = defineJob({
+  name: 'nullish',
+  input: z.object({}),
+  run: async () => ({ risk: null, items: [{ id: 1, note: null }], summary: 'ok' }),
+});
+
 const json = (body: unknown) => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 type JobView = Job & { links: { self: string; events: string; cancel: string } };
 const parseEvent = (data: string) => JSON.parse(data) as JobEvent;
@@ -41,7 +48,7 @@ for (const backend of BACKENDS) {
     const getJob = async (id: string) => (await (await fetch(`${server.url}/v1/jobs/${id}`)).json()) as JobView;
 
     before(async () => {
-      engine = await openEngine(backend, { jobs: [echo] });
+      engine = await openEngine(backend, { jobs: [echo, nullish] });
       engine.waitless.startWorker({ pollInterval: 200, outputFlushInterval: 20 });
       server = await startServer(engine.waitless, { sseHeartbeatMs: 100 });
     });
@@ -184,6 +191,38 @@ for (const backend of BACKENDS) {
       await eventually(async () => (await getJob(doneId)).done, 'quick job done');
       const afterDone = (await (await fetch(`${server.url}/v1/jobs/${doneId}/cancel`, { method: 'POST' })).json()) as JobView;
       assert.equal(afterDone.status, 'completed');
+    });
+
+    it('shows a result with nulls the same in GET and in the terminal SSE event', async () => {
+      const { id } = (await (await post('nullish', { input: {} })).json()) as JobView;
+      const { events } = await readSse(await fetch(`${server.url}/v1/jobs/${id}/events`));
+      const terminal = parseEvent(events.at(-1)!.data);
+      const job = await getJob(id);
+      assert.deepEqual(job.result, { risk: null, items: [{ id: 1, note: null }], summary: 'ok' });
+      assert.deepEqual(terminal.data.result, job.result);
+    });
+
+    it('refuses an SSE resume point ahead of the job', async () => {
+      const key = `ahead-${backend}`;
+      const { id, version } = (await (await post('echo', { input: { text: 'x', gate: key } })).json()) as JobView;
+      const response = await fetch(`${server.url}/v1/jobs/${id}/events`, { headers: { 'last-event-id': String(version + 50) } });
+      assert.equal(response.status, 400);
+      assert.equal(response.headers.get('content-type'), 'application/problem+json');
+      gate(key).resolve();
+    });
+
+    it('pages through hundreds of jobs created in the same milliseconds without skipping one', async () => {
+      const created = await Promise.all(Array.from({ length: 300 }, (_, i) => engine.waitless.submit('nullish', {}, { idempotencyKey: `burst-${backend}-${i}` })));
+      const ids = new Set(created.map((c) => c.job.id));
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = (await (await fetch(`${server.url}/v1/jobs?name=nullish&limit=7${cursor ? `&cursor=${cursor}` : ''}`)).json()) as { jobs: JobView[]; nextCursor?: string };
+        seen.push(...page.jobs.map((j) => j.id));
+        cursor = page.nextCursor;
+      } while (cursor);
+      assert.equal(new Set(seen).size, seen.length, 'no job twice');
+      for (const id of ids) assert.ok(seen.includes(id), `job ${id} is listed`);
     });
 
     it('lists jobs with status and name filters and cursor pagination', async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,5 +77,22 @@ describe('waitless dev', () => {
     assert.ok(done.output.length > 0, 'partial output was streamed');
     second.child.kill('SIGTERM');
     assert.equal(await second.exited, 0);
+  });
+
+  it('says so and exits when its port is taken, leaving nothing running', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const { port } = blocker.address() as AddressInfo;
+    try {
+      const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        execFile(process.execPath, [CLI, 'dev', '--port', String(port), '--data', 'memory://'], { env: { ...process.env, LOG_LEVEL: 'silent' } }, (error, _stdout, stderr) =>
+          resolve({ code: error ? (error.code as number) : 0, stderr }),
+        );
+      });
+      assert.equal(result.code, 2);
+      assert.match(result.stderr, new RegExp(`port ${port} .*already in use`));
+    } finally {
+      blocker.close();
+    }
   });
 });

@@ -38,9 +38,15 @@ for (const backend of BACKENDS) {
       const handler = {
         current: (async (_input, ctx) => {
           if (ctx.attempt === 1) {
+            ctx.signal.addEventListener(
+              'abort',
+              () => {
+                oldOwner.signalReason = ctx.signal.reason;
+              },
+              { once: true },
+            );
             await ctx.progress({ stage: 'first owner' });
             await release.promise;
-            oldOwner.signalReason = ctx.signal.reason;
             try {
               await ctx.progress({ stage: 'late write from the old owner' });
             } catch (error) {
@@ -68,6 +74,9 @@ for (const backend of BACKENDS) {
       assert.equal(finished.attempt, 2);
       const versionAfterB = finished.version;
 
+      // Its heartbeat never came back, yet its handler is told its lease ran out.
+      await eventually(() => oldOwner.signalReason, 'the hung worker aborts its handler', 5000);
+      assert.ok(oldOwner.signalReason instanceof LeaseLostError);
       release.resolve();
       await eventually(() => oldOwner.progressError, 'old owner tried to write');
       assert.ok(oldOwner.progressError instanceof LeaseLostError, 'the late write is refused');
@@ -289,6 +298,82 @@ for (const backend of BACKENDS) {
       assert.deepEqual(done.result, { finished: 'by the next worker' });
       assert.equal(done.attempt, 1);
       assert.equal(slowRuns, 2);
+    });
+
+    it('starts each attempt with fresh output: a retry does not append to the failed attempt', async () => {
+      const handler = {
+        current: (async (_input, ctx) => {
+          ctx.write('The answer is ');
+          await ctx.flush();
+          if (ctx.attempt === 1) throw new Error('model overloaded');
+          ctx.write('42.');
+          return 42;
+        }) as Handler,
+      };
+      const waitless = await open(probeJob(handler));
+      waitless.startWorker({ pollInterval: 20 });
+      const { job } = await waitless.submit('probe', { n: 1 });
+      const done = await eventually(async () => {
+        const j = await waitless.get(job.id);
+        return j?.done && j;
+      }, 'done');
+      assert.equal(done.attempt, 2);
+      assert.equal(done.output, 'The answer is 42.');
+    });
+
+    it('aborts with JobCancelledError even when a progress write is the first to notice the cancel', async () => {
+      let reason: unknown;
+      let refused: unknown;
+      const handler = {
+        current: (async (_input, ctx) => {
+          try {
+            for (;;) {
+              await ctx.progress({ message: 'working' });
+              await sleep(5);
+            }
+          } catch (error) {
+            refused = error;
+            reason = ctx.signal.reason;
+          }
+          return null;
+        }) as Handler,
+      };
+      const waitless = await open(probeJob(handler));
+      waitless.startWorker({ lease: 60_000, heartbeat: 30_000, pollInterval: 50 });
+      const { job } = await waitless.submit('probe', { n: 1 });
+      await eventually(async () => (await waitless.get(job.id))?.progress, 'writing progress');
+      await waitless.cancel(job.id);
+      await eventually(() => refused, 'the write was refused');
+      // Whichever noticed first (the write, or the cancel's notification), the reason is the cancel.
+      assert.ok(refused instanceof LeaseLostError || refused instanceof JobCancelledError, `refused with ${String(refused)}`);
+      assert.ok(reason instanceof JobCancelledError, `signal.reason was ${String(reason)}`);
+    });
+
+    it('validates the input as JSON, parses it again for the handler, and fingerprints what was sent', async () => {
+      const seen: unknown[] = [];
+      const dated = defineJob({
+        name: 'dated',
+        input: z.object({ at: z.coerce.date(), label: z.string().default('none') }),
+        run: async (input) => {
+          seen.push(input);
+          return { year: input.at.getUTCFullYear(), label: input.label };
+        },
+      });
+      const engine = await openEngine(backend, { jobs: [dated] });
+      engines.push(engine);
+      const { waitless } = engine;
+      waitless.startWorker({ pollInterval: 20 });
+      const first = await waitless.submit(dated, { at: new Date('2024-01-01T00:00:00Z') }, { idempotencyKey: 'k' });
+      await assert.rejects(waitless.submit(dated, { at: new Date('2025-06-01T00:00:00Z') }, { idempotencyKey: 'k' }), /already used for a different request/);
+      const replay = await waitless.submit(dated, { at: new Date('2024-01-01T00:00:00Z') }, { idempotencyKey: 'k' });
+      assert.equal(replay.job.id, first.job.id);
+      assert.equal(replay.created, false);
+      const done = await eventually(async () => {
+        const j = await waitless.get(first.job.id);
+        return j?.done && j;
+      }, 'done');
+      assert.deepEqual(done.result, { year: 2024, label: 'none' });
+      assert.ok((seen[0] as { at: unknown }).at instanceof Date, 'the handler gets the parsed input');
     });
 
     it('writes a terminal state once: a cancel after completion changes nothing', async () => {

@@ -147,7 +147,7 @@ function onShutdown(stop: () => Promise<void>): void {
 
 function listen(waitless: Waitless, app: { fetch: (req: Request) => Response | Promise<Response> }, host: string): Promise<ServerType> {
   const port = intOption(values.port ?? process.env.PORT, 'port', 3000);
-  return new Promise((resolvePromise, reject) => {
+  return new Promise((resolvePromise) => {
     const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
       waitless.logger.info({ url: `http://${host}:${info.port}` }, 'listening');
       resolvePromise(server);
@@ -155,11 +155,11 @@ function listen(waitless: Waitless, app: { fetch: (req: Request) => Response | P
     server.once('error', (error: NodeJS.ErrnoException) => {
       const reason = error.code === 'EADDRINUSE' ? `port ${port} on ${host} is already in use (pick another with --port)` : error.message;
       // Leave nothing half-started: stop the worker and close the database before exiting.
+      // The promise stays pending: the process exits from here.
       waitless.close().then(
         () => fail(reason),
         () => fail(reason),
       );
-      reject(error);
     });
   });
 }

@@ -66,6 +66,10 @@ export class Worker {
   private readonly graceMs: number;
   private readonly flushMs: number;
   private readonly names: string[];
+  /**
+   * Keyed by lease token, not job id: after this worker's own lease on a job ran out it may
+   * claim the same job again, and the stale attempt must stay visible until it is stopped.
+   */
   private readonly running = new Map<string, RunningJob>();
   private pollTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -116,8 +120,10 @@ export class Worker {
       // A status event this worker did not write (cancel, reclaim) means: check our leases now,
       // so a cancel reaches the handler in well under a second instead of at the next heartbeat.
       this.notifier.onAnyJob((jobId, seq, type) => {
-        const entry = this.running.get(jobId);
-        if (entry && !entry.finishing && type === 'status' && seq > entry.claimSeq) void this.heartbeat();
+        if (type !== 'status') return;
+        for (const entry of this.running.values()) {
+          if (entry.claimed.job.id === jobId && !entry.finishing && seq > entry.claimSeq) return void this.heartbeat();
+        }
       }),
     );
     this.pollTimer = setInterval(() => void this.tick(), this.pollMs);
@@ -249,7 +255,7 @@ export class Worker {
         entry.leaseUntil = renewedAt + this.leaseMs;
         continue;
       }
-      if (entry.finishing || entry.controller.signal.aborted || this.running.get(job.id) !== entry) continue;
+      if (entry.finishing || entry.controller.signal.aborted || !this.running.has(entry.claimed.leaseToken)) continue;
       await this.abortTakenAway(entry);
     }
   }
@@ -302,10 +308,10 @@ export class Worker {
       leaseUntil,
       done: Promise.resolve(),
     };
-    this.running.set(job.id, entry);
+    this.running.set(leaseToken, entry);
     entry.done = this.execute(entry, definition, log).finally(() => {
       context.close();
-      this.running.delete(job.id);
+      this.running.delete(leaseToken);
       this.wake();
     });
   }

@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import { z } from 'zod';
+import { createWaitless } from '../src/engine.ts';
+import { defineJob } from '../src/job/definition.ts';
+import { dropSchema, eventually, freshSchema, POSTGRES_URL, silentLogger } from './helpers.ts';
+
+const quick = defineJob({ name: 'quick', input: z.object({ n: z.number() }), run: async ({ n }) => ({ n }) });
+
+describe('drivers', () => {
+  it("share an app's own PGlite instance without changing its search_path", async () => {
+    const db = await PGlite.create('memory://');
+    try {
+      await db.exec(`CREATE TABLE notes (body text); INSERT INTO notes VALUES ('mine')`);
+      const waitless = await createWaitless({ jobs: [quick], pglite: db, logger: silentLogger });
+      waitless.startWorker({ pollInterval: 20 });
+      const { job } = await waitless.submit(quick, { n: 7 });
+      const done = await eventually(async () => {
+        const j = await waitless.get(job.id);
+        return j?.done && j;
+      }, 'job done on the shared instance');
+      assert.deepEqual(done.result, { n: 7 });
+      assert.deepEqual((await db.query('SELECT body FROM notes')).rows, [{ body: 'mine' }], "the app's own tables still resolve");
+      await waitless.close();
+      assert.equal(db.closed, false, 'a borrowed instance stays open');
+      assert.deepEqual((await db.query('SELECT body FROM notes')).rows, [{ body: 'mine' }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('keep waking workers after the LISTEN connection is killed, again and again (PostgreSQL)', async () => {
+    const schema = freshSchema();
+    const waitless = await createWaitless({ jobs: [quick], database: POSTGRES_URL, schema, logger: silentLogger });
+    const admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+    try {
+      // A poll far longer than the test: only a notification can wake this worker.
+      waitless.startWorker({ pollInterval: 600_000 });
+      const killListeners = async () => {
+        const { rows } = await admin.query<{ n: number }>(
+          `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE query ILIKE $1`,
+          [`LISTEN ${schema}_%`],
+        );
+        return rows[0]!.n;
+      };
+      const runOne = async (n: number) => {
+        const { job } = await waitless.submit(quick, { n });
+        return eventually(async () => (await waitless.get(job.id))?.status === 'completed', `job ${n} picked up by notification`, 20_000);
+      };
+      await runOne(1);
+      for (let round = 2; round <= 4; round++) {
+        assert.ok((await eventually(killListeners, 'a listening connection to kill', 20_000)) >= 1);
+        await runOne(round);
+      }
+    } finally {
+      await admin.end();
+      await waitless.close();
+      await dropSchema(schema);
+    }
+  });
+});
