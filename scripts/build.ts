@@ -1,4 +1,4 @@
-// Compiles src/ to dist/ and copies the SQL migrations beside the compiled store.
+// Compiles src/ to dist/ and copies the SQL migrations beside the compiled modules that run them.
 import { spawnSync } from 'node:child_process';
 import { cpSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,4 +8,6 @@ const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 rmSync(new URL('dist/', root), { recursive: true, force: true });
 const result = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
 if (result.status !== 0) process.exit(result.status ?? 1);
-cpSync(new URL('src/store/migrations/', root), new URL('dist/store/migrations/', root), { recursive: true });
+for (const dir of ['store/migrations/', 'reconciler/migrations/']) {
+  cpSync(new URL(`src/${dir}`, root), new URL(`dist/${dir}`, root), { recursive: true });
+}

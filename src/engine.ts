@@ -11,6 +11,10 @@ import { Notifier } from './store/notifications.ts';
 import { createPgDriver } from './store/pg-driver.ts';
 import { createPgliteDriver } from './store/pglite-driver.ts';
 import { Worker, type WorkerOptions } from './worker/worker.ts';
+import { TERMINAL_WEBHOOK_EVENTS } from './store/queries.ts';
+import { WebhookStore } from './store/webhook-store.ts';
+import { type DispatcherOptions, WebhookDispatcher } from './webhooks/dispatcher.ts';
+import { checkWebhookUrl, UnsafeUrlError } from './webhooks/ssrf.ts';
 
 /** The tenant used when none is given (the library, `waitless dev`). */
 export const DEFAULT_TENANT = 'default';
@@ -35,6 +39,11 @@ export interface WaitlessOptions {
   migrate?: boolean;
   /** Logger. Default: pino at `info` (or `LOG_LEVEL`). */
   logger?: Logger;
+  /**
+   * Outbound webhooks: retry schedule, receiver timeout, SSRF allow-list. The dispatcher runs
+   * beside every worker started with `startWorker()`. Default: Svix's schedule, 15 s, no allow-list.
+   */
+  webhooks?: DispatcherOptions;
 }
 
 export interface SubmitOptions {
@@ -42,6 +51,14 @@ export interface SubmitOptions {
   tenant?: string;
   /** Same key + same input → the same job, however often it is sent. */
   idempotencyKey?: string;
+  /**
+   * Where to POST the outcome (Standard Webhooks, signed with the tenant's secrets). `events`
+   * narrows which: default every terminal one (`job.completed`, `job.failed`, `job.cancelled`,
+   * `job.timed_out`). The URL must pass the SSRF guard.
+   */
+  webhook?: { url: string; events?: string[] };
+  /** Absolute base URL of the HTTP API, so webhook payloads can link to the job's status. */
+  apiBaseUrl?: string;
 }
 
 /** The job name is not registered. */
@@ -52,6 +69,11 @@ export class UnknownJobError extends Error {
     super(`No job named "${jobName}" is defined.`);
     this.jobName = jobName;
   }
+}
+
+/** The job's webhook cannot be used (unsafe URL, unknown event). */
+export class InvalidWebhookError extends Error {
+  override name = 'InvalidWebhookError';
 }
 
 /** The input does not match the job's schema. */
@@ -71,11 +93,14 @@ export interface Waitless {
   readonly driver: Driver;
   readonly store: JobStore;
   readonly apiKeys: ApiKeyStore;
+  readonly webhooks: WebhookStore;
   readonly notifier: Notifier;
   readonly jobs: ReadonlyMap<string, AnyJobDefinition>;
   readonly logger: Logger;
   /** Validates the input and enqueues a job. Throws {@link UnknownJobError} / {@link InputValidationError}. */
   submit<S extends z.ZodType, R>(job: JobDefinition<S, R> | string, input: z.input<S>, options?: SubmitOptions): Promise<SubmitOutcome>;
+  /** Throws {@link InvalidWebhookError} saying why, unless `url` passes the SSRF guard. */
+  checkWebhookUrl(url: string): Promise<void>;
   get(id: string, options?: { tenant?: string }): Promise<Job | undefined>;
   list(params?: Omit<ListParams, 'tenant'> & { tenant?: string }): Promise<JobPage>;
   cancel(id: string, options?: { tenant?: string }): Promise<Job | undefined>;
@@ -143,6 +168,8 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
   const store = new JobStore(driver);
   const notifier = await Notifier.start(driver, schema);
   const workers: Worker[] = [];
+  const webhooks = new WebhookStore(driver);
+  let dispatcher: WebhookDispatcher | undefined;
   const tenantOf = (o?: { tenant?: string }) => o?.tenant ?? DEFAULT_TENANT;
 
   const waitless: Waitless = {
@@ -152,6 +179,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     jobs,
     logger,
     apiKeys: new ApiKeyStore(driver),
+    webhooks,
 
     async submit(job, input, submitOptions) {
       const name = typeof job === 'string' ? job : job.name;
@@ -162,14 +190,31 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       const stored = toJsonValue(input);
       const parsed = (definition.input as z.ZodType).safeParse(stored);
       if (!parsed.success) throw new InputValidationError(name, parsed.error.issues);
+      const webhook = submitOptions?.webhook;
+      if (webhook) {
+        const unknown = webhook.events?.find((e) => !(TERMINAL_WEBHOOK_EVENTS as readonly string[]).includes(e));
+        if (unknown) throw new InvalidWebhookError(`Unknown webhook event "${unknown}". Use: ${TERMINAL_WEBHOOK_EVENTS.join(', ')}.`);
+        await waitless.checkWebhookUrl(webhook.url);
+      }
       return store.submit({
         tenant: tenantOf(submitOptions),
         name,
         input: stored,
+        webhook: webhook && { url: webhook.url, ...(webhook.events ? { events: webhook.events } : {}) },
+        apiBaseUrl: submitOptions?.apiBaseUrl,
         maxAttempts: definition.retry.attempts,
         timeoutMs: definition.timeoutMs,
         idempotencyKey: submitOptions?.idempotencyKey,
       });
+    },
+
+    async checkWebhookUrl(url) {
+      try {
+        await checkWebhookUrl(url, options.webhooks?.ssrf);
+      } catch (error) {
+        if (error instanceof UnsafeUrlError) throw new InvalidWebhookError(`The webhook URL is refused: ${error.reason}.`);
+        throw error;
+      }
     },
 
     get: (id, o) => store.get(tenantOf(o), id),
@@ -218,11 +263,13 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     startWorker(workerOptions) {
       const worker = new Worker(store, notifier, jobs, logger.child({ component: 'worker' }), workerOptions).start();
       workers.push(worker);
+      dispatcher ??= new WebhookDispatcher(webhooks, notifier, logger.child({ component: 'webhooks' }), options.webhooks).start();
       return worker;
     },
 
     async close() {
       await Promise.all(workers.splice(0).map((worker) => worker.stop()));
+      await dispatcher?.stop();
       await notifier.close();
       await driver.close();
     },

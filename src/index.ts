@@ -2,7 +2,7 @@
  * Waitless: long-running AI jobs behind an asynchronous request-reply API.
  * @packageDocumentation
  */
-export { createWaitless, DEFAULT_TENANT, InputValidationError, UnknownJobError } from './engine.ts';
+export { createWaitless, DEFAULT_TENANT, InputValidationError, InvalidWebhookError, UnknownJobError } from './engine.ts';
 export type { SubmitOptions, Waitless, WaitlessOptions } from './engine.ts';
 export { defineJob, isJobDefinition } from './job/definition.ts';
 export type { AnyJobDefinition, JobContext, JobDefinition, JobOptions, ProgressUpdate } from './job/definition.ts';
@@ -19,3 +19,9 @@ export { createHttpHandler } from './http/app.ts';
 export type { HttpOptions } from './http/app.ts';
 export type { WorkerOptions } from './worker/worker.ts';
 export { Worker } from './worker/worker.ts';
+export { DEFAULT_RETRY_SCHEDULE } from './webhooks/dispatcher.ts';
+export type { DispatcherOptions } from './webhooks/dispatcher.ts';
+export { generateWebhookSecret, signWebhook } from './webhooks/signing.ts';
+export { checkWebhookUrl, UnsafeUrlError } from './webhooks/ssrf.ts';
+export type { SsrfPolicy } from './webhooks/ssrf.ts';
+export type { WebhookDelivery, WebhookEndpoint } from './store/webhook-store.ts';

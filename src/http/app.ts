@@ -1,7 +1,7 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
-import { InputValidationError, UnknownJobError, type Waitless } from '../engine.ts';
+import { InputValidationError, InvalidWebhookError, UnknownJobError, type Waitless } from '../engine.ts';
 import { retryAfterSeconds } from '../job/cadence.ts';
 import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../job/states.ts';
@@ -9,6 +9,7 @@ import { IdempotencyConflictError, InvalidCursorError } from '../store/job-store
 import { authenticate, type AuthEnv, type AuthMode } from './auth.ts';
 import { problem } from './problem.ts';
 import { streamJobEvents } from './sse.ts';
+import { addWebhookRoutes } from './webhook-routes.ts';
 
 /** Options of the HTTP handler. */
 export interface HttpOptions {
@@ -27,7 +28,10 @@ export interface HttpOptions {
   sseHeartbeatMs?: number;
 }
 
-const submitBody = z.strictObject({ input: z.unknown() });
+const submitBody = z.strictObject({
+  input: z.unknown(),
+  webhook: z.strictObject({ url: z.string().min(1).max(2048), events: z.array(z.string()).min(1).optional() }).optional(),
+});
 const idempotencyKeyPattern = /^[\x21-\x7e]{1,255}$/;
 
 /** Builds the Hono app. Use `.fetch` as a `(Request) => Response` handler anywhere. */
@@ -120,12 +124,17 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
         return problem(c, 400, {
           type: '/problems/invalid-request',
           title: 'Invalid request body',
-          detail: 'The body must be a JSON object of the form {"input": …}.',
+          detail: 'The body must be a JSON object of the form {"input": …, "webhook"?: {"url": …, "events"?: […]}}.',
           errors: envelope.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
         });
       }
       try {
-        const { job, created } = await waitless.submit(name, envelope.data.input, { tenant: c.get('tenant'), idempotencyKey: key });
+        const { job, created } = await waitless.submit(name, envelope.data.input, {
+          tenant: c.get('tenant'),
+          idempotencyKey: key,
+          webhook: envelope.data.webhook,
+          apiBaseUrl: `${new URL(c.req.url).origin}${base}`,
+        });
         const headers: Record<string, string> = { location: links(job.id).self, ...pollHeaders(job) };
         if (!created) headers['idempotent-replayed'] = 'true';
         return c.json(view(job), 202, headers);
@@ -137,6 +146,9 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
             detail: error.message,
             errors: error.issues.map((i) => ({ path: ['input', ...i.path].join('.'), message: i.message, code: i.code })),
           });
+        }
+        if (error instanceof InvalidWebhookError) {
+          return problem(c, 422, { type: '/problems/unsafe-webhook-url', title: 'Webhook refused', detail: error.message });
         }
         if (error instanceof IdempotencyConflictError) {
           return problem(c, 422, { type: '/problems/idempotency-key-reused', title: 'Idempotency-Key reused', detail: error.message });
@@ -216,6 +228,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     }
     return streamJobEvents(c, waitless, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000 });
   });
+
+  addWebhookRoutes(app, waitless);
 
   app.post('/v1/jobs/:id/cancel', async (c) => {
     const id = c.req.param('id');

@@ -26,6 +26,10 @@ export interface SubmitParams {
   maxAttempts: number;
   timeoutMs: number;
   idempotencyKey?: string;
+  /** The job's own webhook, already checked against the SSRF guard. */
+  webhook?: { url: string; events?: string[] };
+  /** Absolute base URL of the HTTP API; the job's status URL (for webhook payloads) is built on it. */
+  apiBaseUrl?: string;
 }
 
 export interface SubmitOutcome {
@@ -138,8 +142,11 @@ export class JobStore {
 
   async submit(params: SubmitParams): Promise<SubmitOutcome> {
     const id = uuidv7();
-    const fp = params.idempotencyKey === undefined ? undefined : fingerprint(params.name, params.input);
-    const rows = await this.driver.query<q.JobRow>(q.insertJob({ ...params, id, fingerprint: fp }));
+    // Where the result goes is part of the request: another webhook under the same key is another request.
+    const requested = params.webhook ? { input: params.input, webhook: params.webhook } : params.input;
+    const fp = params.idempotencyKey === undefined ? undefined : fingerprint(params.name, requested);
+    const statusUrl = params.apiBaseUrl ? `${params.apiBaseUrl.replace(/\/$/, '')}/v1/jobs/${id}` : undefined;
+    const rows = await this.driver.query<q.JobRow>(q.insertJob({ ...params, id, fingerprint: fp, statusUrl }));
     if (rows[0]) return { job: toJob(rows[0]), created: true };
     // The key was taken (possibly a moment ago by a concurrent request that has now committed).
     const key = params.idempotencyKey!;

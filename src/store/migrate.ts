@@ -11,14 +11,14 @@ export interface Migration {
   sql: string;
 }
 
-/** Reads the migration files shipped with the package, in order. */
-export async function loadMigrations(): Promise<Migration[]> {
-  const files = (await readdir(MIGRATIONS_DIR)).filter((file) => /^\d{4}_.+\.sql$/.test(file)).sort();
+/** Reads numbered migration files from a folder (default: the job store's), in order. */
+export async function loadMigrations(dir: URL = MIGRATIONS_DIR): Promise<Migration[]> {
+  const files = (await readdir(dir)).filter((file) => /^\d{4}_.+\.sql$/.test(file)).sort();
   return Promise.all(
     files.map(async (file) => ({
       version: Number(file.slice(0, 4)),
       name: file,
-      sql: await readFile(new URL(file, MIGRATIONS_DIR), 'utf8'),
+      sql: await readFile(new URL(file, dir), 'utf8'),
     })),
   );
 }
@@ -31,8 +31,8 @@ export async function loadMigrations(): Promise<Migration[]> {
  *
  * @returns the versions applied by this call (empty when already up to date).
  */
-export async function migrate(driver: Driver, schema: string): Promise<number[]> {
-  const migrations = await loadMigrations();
+export async function migrate(driver: Driver, schema: string, dir: URL = MIGRATIONS_DIR): Promise<number[]> {
+  const migrations = await loadMigrations(dir);
   const q = migrationQueries(schema);
   return driver.transaction(async (tx) => {
     await tx.query(q.lock());

@@ -11,6 +11,7 @@ export class Notifier {
   private readonly byJob = new Map<string, Set<JobEventListener>>();
   private readonly all = new Set<JobEventListener>();
   private readonly queued = new Set<(name: string | undefined) => void>();
+  private readonly webhooksDue = new Set<() => void>();
   private readonly unlisten: Array<() => Promise<void>> = [];
 
   private constructor() {}
@@ -21,6 +22,9 @@ export class Notifier {
       await driver.listen(`${schema}_events`, (payload) => notifier.dispatchEvent(payload), () => notifier.resync()),
       await driver.listen(`${schema}_queued`, (name) => {
         for (const listener of notifier.queued) listener(name);
+      }),
+      await driver.listen(`${schema}_webhooks`, () => {
+        for (const listener of notifier.webhooksDue) listener();
       }),
     );
     return notifier;
@@ -41,6 +45,13 @@ export class Notifier {
   private resync(): void {
     for (const [jobId, listeners] of this.byJob) for (const listener of listeners) listener(jobId, 0, 'resync');
     for (const listener of this.queued) listener(undefined);
+    for (const listener of this.webhooksDue) listener();
+  }
+
+  /** Calls `listener` whenever a webhook delivery becomes due. */
+  onWebhookDue(listener: () => void): () => void {
+    this.webhooksDue.add(listener);
+    return () => this.webhooksDue.delete(listener);
   }
 
   /** Calls `listener` for every event of one job. Returns the unsubscribe function. */
@@ -90,6 +101,7 @@ export class Notifier {
     this.byJob.clear();
     this.all.clear();
     this.queued.clear();
+    this.webhooksDue.clear();
     await Promise.all(this.unlisten.splice(0).map((fn) => fn().catch(() => {})));
   }
 }

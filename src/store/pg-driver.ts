@@ -33,6 +33,13 @@ export function createPgDriver(options: PgDriverOptions): Driver {
   let retryDelay = LISTEN_RETRY_MS;
   let retryTimer: NodeJS.Timeout | undefined;
   let closed = false;
+  // LISTEN/UNLISTEN go one at a time: pg refuses overlapping queries on one client.
+  let listenerChain: Promise<unknown> = Promise.resolve();
+  const onListener = (client: pg.Client, text: string): Promise<unknown> => {
+    const next = listenerChain.then(() => client.query(text));
+    listenerChain = next.catch(() => {});
+    return next;
+  };
 
   /** Reconnects until it works or the driver closes, backing off to at most 30 s between tries. */
   function scheduleReconnect(): void {
@@ -72,7 +79,7 @@ export function createPgDriver(options: PgDriverOptions): Driver {
     client.on('end', onLost);
     try {
       await client.connect();
-      for (const channel of handlers.keys()) await client.query(`LISTEN ${channel}`);
+      for (const channel of handlers.keys()) await onListener(client, `LISTEN ${channel}`);
     } catch (error) {
       lost = true;
       await client.end().catch(() => {});
@@ -130,14 +137,14 @@ export function createPgDriver(options: PgDriverOptions): Driver {
       set.add(onPayload);
       if (onResync) resyncHandlers.add(onResync);
       const client = await ensureListener();
-      if (first && listener === client) await client.query(`LISTEN ${channel}`);
+      if (first && listener === client) await onListener(client, `LISTEN ${channel}`);
       return async () => {
         if (onResync) resyncHandlers.delete(onResync);
         const current = handlers.get(channel);
         current?.delete(onPayload);
         if (current && current.size === 0) {
           handlers.delete(channel);
-          await listener?.query(`UNLISTEN ${channel}`).catch(() => {});
+          if (listener) await onListener(listener, `UNLISTEN ${channel}`).catch(() => {});
         }
       };
     },

@@ -56,6 +56,49 @@ const appendEvent = (type: string, dataSql: string) => `
     SELECT id, last_seq, tenant_id, '${type}', ${dataSql} FROM changed
   )`;
 
+/** Event types a job's terminal status sends to webhooks. */
+export const TERMINAL_WEBHOOK_EVENTS = ['job.completed', 'job.failed', 'job.cancelled', 'job.timed_out'] as const;
+
+/** Results larger than this go by link (the status URL) instead of inside the webhook payload. */
+const WEBHOOK_RESULT_MAX_BYTES = 16_384;
+
+/**
+ * The webhook outbox, as a CTE over the job rows in `changed` (which must return id, tenant_id,
+ * name, status, result, error, attempt, webhook, status_url). For every job that reached a
+ * terminal status it inserts one delivery to the job's own webhook (if it asked for this event)
+ * and one to each of the tenant's endpoints subscribed to it — in the same statement as the
+ * status change, so there is no terminal state without its deliveries and no delivery for a
+ * change that rolled back.
+ */
+const outbox = () => `
+  outbox AS (
+    INSERT INTO webhook_deliveries (id, tenant_id, job_id, endpoint_id, url, event_type, payload)
+    SELECT gen_random_uuid(), target.tenant_id, target.id, target.endpoint_id, target.url, target.event_type,
+      jsonb_build_object(
+        'type', target.event_type,
+        'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'data', jsonb_build_object('id', target.id, 'name', target.name, 'status', target.status,
+            'attempt', target.attempt, 'statusUrl', target.status_url)
+          || CASE WHEN target.status <> 'completed' THEN jsonb_build_object('error', target.error)
+                  WHEN octet_length(target.result::text) <= ${WEBHOOK_RESULT_MAX_BYTES} THEN jsonb_build_object('result', target.result)
+                  ELSE jsonb_build_object('resultOmitted', true) END
+      )::text
+    FROM (
+      SELECT c.*, NULL::uuid AS endpoint_id, c.webhook->>'url' AS url, 'job.' || c.status AS event_type
+      FROM changed c
+      WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out') AND c.webhook IS NOT NULL
+        AND (NOT (c.webhook ? 'events') OR (c.webhook->'events') ? ('job.' || c.status))
+      UNION ALL
+      SELECT c.*, e.id, e.url, 'job.' || c.status
+      FROM changed c JOIN webhook_endpoints e
+        ON e.tenant_id = c.tenant_id AND e.disabled_at IS NULL AND ('job.' || c.status) = ANY (e.events)
+      WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out')
+    ) target
+  )`;
+
+/** What the outbox needs from a changed job row. */
+const OUTBOX_COLUMNS = 'name, status, result, error, attempt, webhook, status_url';
+
 // ---------------------------------------------------------------- migrations
 
 export const migrationQueries = (schema: string) => ({
@@ -83,6 +126,10 @@ export interface InsertJobParams {
   input: unknown;
   maxAttempts: number;
   timeoutMs: number;
+  /** The job's own webhook: `{ url, events? }`. */
+  webhook?: { url: string; events?: string[] };
+  /** Absolute URL of the job's status, for webhook payloads. */
+  statusUrl?: string;
   idempotencyKey?: string;
   fingerprint?: string;
 }
@@ -94,14 +141,14 @@ export interface InsertJobParams {
  * caller then reads the existing key with {@link findIdempotencyKey}.
  */
 export function insertJob(p: InsertJobParams): Sql {
-  const values = [p.id, p.tenant, p.name, json(p.input), p.maxAttempts, p.timeoutMs, p.idempotencyKey ?? null];
-  const jobInsert = `INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key)`;
+  const values = [p.id, p.tenant, p.name, json(p.input), p.maxAttempts, p.timeoutMs, p.idempotencyKey ?? null, json(p.webhook), p.statusUrl ?? null];
+  const jobInsert = `INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url)`;
   const firstEvent = `INSERT INTO job_events (job_id, seq, tenant_id, type, data)
     SELECT id, 1, tenant_id, 'status', jsonb_build_object('status', 'queued') FROM changed`;
   if (p.idempotencyKey === undefined) {
     return {
       text: `WITH changed AS (
-          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7) RETURNING ${JOB_COLUMNS}
+          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9) RETURNING ${JOB_COLUMNS}
         ), appended AS (${firstEvent})
         SELECT * FROM changed`,
       values,
@@ -109,10 +156,10 @@ export function insertJob(p: InsertJobParams): Sql {
   }
   return {
     text: `WITH claimed_key AS (
-        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $8, $1)
+        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $10, $1)
         ON CONFLICT (tenant_id, key) DO NOTHING RETURNING job_id
       ), changed AS (
-        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7 FROM claimed_key RETURNING ${JOB_COLUMNS}
+        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9 FROM claimed_key RETURNING ${JOB_COLUMNS}
       ), appended AS (${firstEvent})
       SELECT * FROM changed`,
     values: [...values, p.fingerprint ?? ''],
@@ -185,8 +232,8 @@ export const cancelJob = (tenant: string, id: string, message: string): Sql => (
       UPDATE jobs SET status = 'cancelled', error = jsonb_build_object('code', 'cancelled', 'message', $3::text),
         finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
       WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')
-      RETURNING id, tenant_id, last_seq, error
-    ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'error', error)`)}
+      RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
+    ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'error', error)`)}, ${outbox()}
     SELECT id FROM changed`,
   values: [tenant, id, message],
 });
@@ -268,8 +315,9 @@ export const finishJob = (
   text: `WITH changed AS (
       UPDATE jobs SET status = $3, result = $4::jsonb, error = $5::jsonb, finished_at = now(), updated_at = now(),
         lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
-      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, status, result, error, attempt
-    ), ${appendEvent('status', `jsonb_build_object('status', status, 'attempt', attempt) || CASE WHEN status = 'completed' THEN jsonb_build_object('result', result) ELSE jsonb_build_object('error', error) END`)}
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
+    ), ${appendEvent('status', `jsonb_build_object('status', status, 'attempt', attempt) || CASE WHEN status = 'completed' THEN jsonb_build_object('result', result) ELSE jsonb_build_object('error', error) END`)},
+    ${outbox()}
     SELECT last_seq FROM changed`,
   values: [id, token, status, json(result), json(error)],
 });
@@ -315,8 +363,9 @@ export const reclaimExpiredLeases = (limit: number): Sql => ({
         run_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
         last_seq = j.last_seq + 1
       FROM expired WHERE j.id = expired.id
-      RETURNING j.id, j.tenant_id, j.last_seq, j.status, j.attempt, j.error
-    ), ${appendEvent('status', `jsonb_build_object('status', status, 'reason', 'lease_expired', 'attempt', attempt, 'error', error)`)}
+      RETURNING j.id, j.tenant_id, j.last_seq, j.name, j.status, j.result, j.error, j.attempt, j.webhook, j.status_url
+    ), ${appendEvent('status', `jsonb_build_object('status', status, 'reason', 'lease_expired', 'attempt', attempt, 'error', error)`)},
+    ${outbox()}
     SELECT id, status FROM changed`,
   values: [limit],
 });

@@ -1,0 +1,168 @@
+/**
+ * SQL of outbound webhooks: secrets, endpoints, the delivery outbox and its attempts.
+ * (Deliveries are created by the job transitions themselves: see `outbox` in queries.ts.)
+ */
+import type { Sql } from './driver.ts';
+
+export interface DeliveryRow {
+  id: string;
+  tenant_id: string;
+  job_id: string;
+  endpoint_id: string | null;
+  url: string;
+  event_type: string;
+  payload: string;
+  status: string;
+  attempts: number;
+  next_attempt_at: Date;
+  last_error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  delivered_at: Date | null;
+}
+
+export interface ClaimedDeliveryRow extends DeliveryRow {
+  lease_token: string;
+}
+
+export interface AttemptRow {
+  delivery_id: string;
+  n: number;
+  started_at: Date;
+  status_code: number | null;
+  latency_ms: number;
+  response_excerpt: string | null;
+  error: string | null;
+}
+
+const DELIVERY_COLUMNS = `id, tenant_id, job_id, endpoint_id, url, event_type, payload, status, attempts, next_attempt_at,
+  last_error, created_at, updated_at, delivered_at`;
+
+// ---------------------------------------------------------------- secrets
+
+export const activeSecrets = (tenant: string): Sql => ({
+  text: `SELECT id, secret, created_at, expires_at FROM webhook_secrets
+    WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at DESC`,
+  values: [tenant],
+});
+
+export const insertSecret = (id: string, tenant: string, secret: string): Sql => ({
+  text: `INSERT INTO webhook_secrets (id, tenant_id, secret) VALUES ($1, $2, $3)`,
+  values: [id, tenant, secret],
+});
+
+/** Starts the overlap: current secrets stay valid (and keep signing) for `overlapMs` more. */
+export const expireSecrets = (tenant: string, overlapMs: number): Sql => ({
+  text: `UPDATE webhook_secrets SET expires_at = now() + $2 * interval '1 millisecond'
+    WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now() + $2 * interval '1 millisecond')
+    RETURNING expires_at`,
+  values: [tenant, overlapMs],
+});
+
+// ---------------------------------------------------------------- endpoints
+
+export const insertEndpoint = (id: string, tenant: string, url: string, events: string[]): Sql => ({
+  text: `INSERT INTO webhook_endpoints (id, tenant_id, url, events) VALUES ($1, $2, $3, $4::text[])
+    RETURNING id, url, events, created_at, disabled_at, disabled_reason`,
+  values: [id, tenant, url, events],
+});
+
+export const listEndpoints = (tenant: string): Sql => ({
+  text: `SELECT id, url, events, created_at, disabled_at, disabled_reason FROM webhook_endpoints
+    WHERE tenant_id = $1 ORDER BY created_at`,
+  values: [tenant],
+});
+
+export const deleteEndpoint = (tenant: string, id: string): Sql => ({
+  text: `DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 RETURNING id`,
+  values: [tenant, id],
+});
+
+/** A receiver that answers 410 Gone asks not to be called again. */
+export const disableEndpoint = (id: string, reason: string): Sql => ({
+  text: `UPDATE webhook_endpoints SET disabled_at = now(), disabled_reason = $2 WHERE id = $1 AND disabled_at IS NULL`,
+  values: [id, reason],
+});
+
+// ---------------------------------------------------------------- deliveries
+
+/** Claims due deliveries for one attempt each, with a lease so a crashed dispatcher's are retried. */
+export const claimDeliveries = (limit: number, leaseMs: number): Sql => ({
+  text: `WITH due AS (
+      SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
+    )
+    UPDATE webhook_deliveries d SET status = 'delivering', lease_token = gen_random_uuid(),
+      lease_expires_at = now() + $2 * interval '1 millisecond', updated_at = now()
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.tenant_id, d.job_id, d.endpoint_id, d.url, d.event_type, d.payload, d.status, d.attempts,
+      d.next_attempt_at, d.last_error, d.created_at, d.updated_at, d.delivered_at, d.lease_token`,
+  values: [limit, leaseMs],
+});
+
+/** A dispatcher that died mid-attempt leaves its deliveries `delivering`; they become due again. */
+export const reclaimDeliveries = (): Sql => ({
+  text: `UPDATE webhook_deliveries SET status = 'pending', lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    WHERE status = 'delivering' AND lease_expires_at < now() RETURNING id`,
+  values: [],
+});
+
+export interface AttemptOutcome {
+  startedAt: Date;
+  statusCode?: number;
+  latencyMs: number;
+  responseExcerpt?: string;
+  error?: string;
+  /** What the delivery becomes: delivered, due again after `retryInMs`, or given up. */
+  next: { status: 'succeeded' } | { status: 'pending'; retryInMs: number } | { status: 'failed' };
+}
+
+/** Records one attempt and its consequence (fenced by the delivery's lease). */
+export const recordAttempt = (id: string, token: string, o: AttemptOutcome): Sql => ({
+  text: `WITH changed AS (
+      UPDATE webhook_deliveries SET attempts = attempts + 1, status = $3,
+        next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + $4 * interval '1 millisecond' ELSE next_attempt_at END,
+        delivered_at = CASE WHEN $3 = 'succeeded' THEN now() ELSE delivered_at END,
+        last_error = $5, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+      WHERE id = $1 AND lease_token = $2 AND status = 'delivering'
+      RETURNING id, tenant_id, attempts
+    )
+    INSERT INTO webhook_attempts (delivery_id, n, tenant_id, started_at, status_code, latency_ms, response_excerpt, error)
+    SELECT id, attempts, tenant_id, $6, $7, $8, $9, $10 FROM changed
+    RETURNING n`,
+  values: [
+    id,
+    token,
+    o.next.status,
+    o.next.status === 'pending' ? o.next.retryInMs : 0,
+    o.error ?? (o.statusCode !== undefined && o.next.status !== 'succeeded' ? `HTTP ${o.statusCode}` : null),
+    o.startedAt,
+    o.statusCode ?? null,
+    Math.round(o.latencyMs),
+    o.responseExcerpt ?? null,
+    o.error ?? null,
+  ],
+});
+
+export const listDeliveries = (tenant: string, jobId: string): Sql => ({
+  text: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE tenant_id = $1 AND job_id = $2 ORDER BY created_at, id`,
+  values: [tenant, jobId],
+});
+
+export const listAttempts = (tenant: string, deliveryIds: string[]): Sql => ({
+  text: `SELECT delivery_id, n, started_at, status_code, latency_ms, response_excerpt, error FROM webhook_attempts
+    WHERE tenant_id = $1 AND delivery_id = ANY($2::uuid[]) ORDER BY delivery_id, n`,
+  values: [tenant, deliveryIds],
+});
+
+export const getDelivery = (tenant: string, id: string): Sql => ({
+  text: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2`,
+  values: [tenant, id],
+});
+
+/** Sends a delivery again now, whatever became of it; one in flight is left to finish. */
+export const redeliver = (tenant: string, id: string): Sql => ({
+  text: `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+    WHERE tenant_id = $1 AND id = $2 AND status <> 'delivering' RETURNING id`,
+  values: [tenant, id],
+});
