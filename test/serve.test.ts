@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import type { Job } from '../src/job/model.ts';
@@ -39,7 +41,7 @@ describe('waitless serve, keys and migrate on PostgreSQL', () => {
     assert.match(listed.stdout, /acme\s+green/);
     assert.ok(!listed.stdout.includes(token), 'the secret is never shown again');
 
-    server = spawn(process.execPath, [CLI, 'serve', '--demo', '--port', '0', '--host', '127.0.0.1', '--schema', schema], {
+    server = spawn(process.execPath, [CLI, 'serve', '--demo', '--port', '0', '--host', '127.0.0.1', '--schema', schema, '--webhook-allow', '127.0.0.1'], {
       env: { ...env, LOG_LEVEL: 'info' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -61,6 +63,31 @@ describe('waitless serve, keys and migrate on PostgreSQL', () => {
       return job.done && job;
     }, 'job done');
     assert.equal(done.status, 'completed');
+
+    // --webhook-allow lets a webhook reach a receiver on loopback; without it, it is refused.
+    const received: string[] = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        received.push(body);
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+    try {
+      const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+      const withHook = await fetch(`${url}/v1/jobs/analyze-document`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ input: { text: 'tell me when done', seconds: 0.2 }, webhook: { url: hookUrl } }),
+      });
+      assert.equal(withHook.status, 202);
+      await eventually(() => received.length === 1, 'webhook delivered to loopback');
+      assert.equal((JSON.parse(received[0]!) as { type: string }).type, 'job.completed');
+    } finally {
+      receiver.close();
+    }
 
     const keyId = /^wl_([0-9a-f]{16})_/.exec(token)![1]!;
     await run(process.execPath, [CLI, 'keys', 'revoke', keyId, '--schema', schema], { env });

@@ -12,6 +12,7 @@ import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
 import { type Duration, toMs } from '../job/duration.ts';
 import { ApiKeyStore } from '../store/api-keys.ts';
 import type { WorkerOptions } from '../worker/worker.ts';
+import type { DispatcherOptions } from '../webhooks/dispatcher.ts';
 
 const USAGE = `waitless — long-running AI jobs behind a 202 Accepted API
 
@@ -38,6 +39,11 @@ Options:
   --shutdown-grace D
                     On SIGINT/SIGTERM, how long running jobs may take to finish. Default: 10s.
                     D is a duration: milliseconds (500) or e.g. 500ms, 2s, 1m.
+  --webhook-allow LIST
+                    Hosts, addresses or CIDRs webhooks may reach despite the SSRF guard, comma
+                    separated (or WAITLESS_WEBHOOK_ALLOW), e.g. 127.0.0.1 for local development.
+  --webhook-retry LIST
+                    Delays between webhook attempts, e.g. 1s,5s,30s. Default: 5s,5m,30m,2h,5h,10h,10h.
 `;
 
 const { values, positionals } = parseArgs({
@@ -54,6 +60,8 @@ const { values, positionals } = parseArgs({
     heartbeat: { type: 'string' },
     'poll-interval': { type: 'string' },
     'shutdown-grace': { type: 'string' },
+    'webhook-allow': { type: 'string' },
+    'webhook-retry': { type: 'string' },
     demo: { type: 'boolean' },
     'no-worker': { type: 'boolean' },
     tenant: { type: 'string' },
@@ -107,6 +115,13 @@ function workerOptions(): WorkerOptions {
     pollInterval,
     shutdownGrace: durationOption(values['shutdown-grace'], 'shutdown-grace'),
   };
+}
+
+/** Webhook settings shared by every command that runs a dispatcher. */
+function webhookOptions(): DispatcherOptions {
+  const allow = (values['webhook-allow'] ?? process.env.WAITLESS_WEBHOOK_ALLOW ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+  const retry = values['webhook-retry']?.split(',').map((d, i) => durationOption(d.trim(), `webhook-retry[${i}]`)!);
+  return { ...(allow.length ? { ssrf: { allow } } : {}), ...(retry ? { retrySchedule: retry } : {}) };
 }
 
 async function loadJobs(modulePath: string | undefined, withDemo: boolean): Promise<AnyJobDefinition[]> {
@@ -175,7 +190,13 @@ async function closeServer(server: ServerType): Promise<void> {
 async function dev(): Promise<void> {
   const jobs = await loadJobs(values.jobs, true);
   const options = workerOptions();
-  const waitless = await createWaitless({ jobs, database: values.database ?? values.data ?? './.waitless', schema: values.schema, logger });
+  const waitless = await createWaitless({
+    jobs,
+    database: values.database ?? values.data ?? './.waitless',
+    schema: values.schema,
+    logger,
+    webhooks: webhookOptions(),
+  });
   waitless.startWorker(options);
   const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT } });
   const server = await listen(waitless, app, '127.0.0.1');
@@ -197,7 +218,7 @@ async function serveCommand(): Promise<void> {
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const options = workerOptions();
-  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger });
+  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger, webhooks: webhookOptions() });
   if (!values['no-worker']) waitless.startWorker(options);
   const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys } });
   const server = await listen(waitless, app, values.host ?? '0.0.0.0');
@@ -211,7 +232,7 @@ async function worker(): Promise<void> {
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const options = workerOptions();
-  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger });
+  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger, webhooks: webhookOptions() });
   const running = waitless.startWorker(options);
   logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
   // With --port, a worker answers health checks for its orchestrator, and nothing else. (Not
