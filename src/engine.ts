@@ -74,6 +74,12 @@ export class UnknownJobError extends Error {
 /** The job's webhook cannot be used (unsafe URL, unknown event). */
 export class InvalidWebhookError extends Error {
   override name = 'InvalidWebhookError';
+  /** True when the URL could not be checked right now (a DNS outage): ask again later. */
+  readonly temporary: boolean;
+  constructor(message: string, temporary = false) {
+    super(message);
+    this.temporary = temporary;
+  }
 }
 
 /** The input does not match the job's schema. */
@@ -213,7 +219,8 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
         await checkWebhookUrl(url, options.webhooks?.ssrf);
       } catch (error) {
         if (error instanceof UnsafeUrlError) throw new InvalidWebhookError(`The webhook URL is refused: ${error.reason}.`);
-        throw error;
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new InvalidWebhookError(`The webhook host could not be checked right now (${reason}); try again shortly.`, true);
       }
     },
 

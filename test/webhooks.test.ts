@@ -232,3 +232,21 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+describe('webhook host checks during a DNS outage', () => {
+  it('answers 503 with Retry-After instead of refusing the URL for good', async () => {
+    const outage = Object.assign(new Error('getaddrinfo EAI_AGAIN hooks.example.com'), { code: 'EAI_AGAIN' });
+    const engine = await openEngine('pglite', { jobs: [summarize], webhooks: { ssrf: { lookup: () => Promise.reject(outage) } } });
+    const server = await startServer(engine.waitless);
+    try {
+      const response = await post(server, { input: { text: 'x' }, webhook: { url: 'https://hooks.example.com/x' } });
+      assert.equal(response.status, 503);
+      assert.equal(response.headers.get('retry-after'), '5');
+      assert.match(((await response.json()) as { detail: string }).detail, /could not be checked right now/);
+      assert.equal((await engine.waitless.list()).jobs.length, 0, 'no job was created');
+    } finally {
+      await server.close();
+      await engine.close();
+    }
+  });
+});

@@ -148,6 +148,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
           });
         }
         if (error instanceof InvalidWebhookError) {
+          if (error.temporary) return problem(c, 503, { title: 'Service Unavailable', detail: error.message }, { 'retry-after': '5' });
           return problem(c, 422, { type: '/problems/unsafe-webhook-url', title: 'Webhook refused', detail: error.message });
         }
         if (error instanceof IdempotencyConflictError) {

@@ -38,6 +38,7 @@ export function addWebhookRoutes(app: Hono<AuthEnv>, waitless: Waitless): void {
       await waitless.checkWebhookUrl(body.url);
     } catch (error) {
       if (!(error instanceof InvalidWebhookError)) throw error;
+      if (error.temporary) return problem(c, 503, { title: 'Service Unavailable', detail: error.message }, { 'retry-after': '5' });
       return problem(c, 422, { type: '/problems/unsafe-webhook-url', title: 'Webhook URL refused', detail: error.message });
     }
     return c.json(await store.createEndpoint(c.get('tenant'), body.url, body.events), 201);
