@@ -43,7 +43,7 @@ Options:
                     Hosts, addresses or CIDRs webhooks may reach despite the SSRF guard, comma
                     separated (or WAITLESS_WEBHOOK_ALLOW), e.g. 127.0.0.1 for local development.
   --webhook-retry LIST
-                    Delays between webhook attempts, e.g. 1s,5s,30s. Default: 5s,5m,30m,2h,5h,10h,10h.
+                    Delays between webhook attempts, e.g. 1s,5s,30s, or none. Default: 5s,5m,30m,2h,5h,10h,10h.
 `;
 
 const { values, positionals } = parseArgs({
@@ -120,7 +120,9 @@ function workerOptions(): WorkerOptions {
 /** Webhook settings shared by every command that runs a dispatcher. */
 function webhookOptions(): DispatcherOptions {
   const allow = (values['webhook-allow'] ?? process.env.WAITLESS_WEBHOOK_ALLOW ?? '').split(',').map((a) => a.trim()).filter(Boolean);
-  const retry = values['webhook-retry']?.split(',').map((d, i) => durationOption(d.trim(), `webhook-retry[${i}]`)!);
+  const retryFlag = values['webhook-retry'];
+  // "none": one attempt and no retry (a receiver that misses it is left to its reconciler).
+  const retry = retryFlag === 'none' ? [] : retryFlag?.split(',').map((d, i) => durationOption(d.trim(), `webhook-retry[${i}]`)!);
   return { ...(allow.length ? { ssrf: { allow } } : {}), ...(retry ? { retrySchedule: retry } : {}) };
 }
 

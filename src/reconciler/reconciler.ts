@@ -52,7 +52,7 @@ export interface ReconcilerOptions {
    * The delivery-time relevance gate: return false when the result is no longer wanted (the
    * user moved on); the job is recorded `stale` and not applied. Default: always relevant.
    */
-  isRelevant?: (job: Job, tracked: TrackedJob) => boolean | Promise<boolean>;
+  isRelevant?: (job: Job, tracked: TrackedJob, tx: Queryable) => boolean | Promise<boolean>;
   /** Called once when the cadence is spent without a final answer. */
   onGiveUp?: (tracked: TrackedJob) => void | Promise<void>;
   /** Called after every settlement (applied, stale, failed) — publish it so the UI leaves its spinner. */
@@ -75,7 +75,11 @@ export interface ReconcilerOptions {
 export interface Reconciler {
   /** Records a submitted remote job durably and schedules its status checks. Idempotent. */
   track(jobId: string, context?: unknown): Promise<TrackedJob>;
-  /** Verifies a Standard Webhooks request, then settles its job. Throws on a bad signature. */
+  /**
+   * Verifies a Standard Webhooks request, then settles its job. Throws on a bad signature.
+   * Answers undefined for a job not (yet) tracked: reply with a non-2xx status (409) so the
+   * sender retries after `track()` has run — the message is not recorded as seen.
+   */
   handleWebhook(request: { headers: Headers | Record<string, string | string[] | undefined>; body: string }): Promise<TrackedJob | undefined>;
   /** Settles a job from a status the app obtained itself. No-op unless it is done and pending. */
   settle(job: Job, by?: 'webhook' | 'poll'): Promise<TrackedJob | undefined>;
@@ -140,7 +144,7 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
         const message = job.error?.message ?? `The job ended ${job.status}.`;
         return tx.query<q.TrackedRow>(q.markSettled(job.id, 'failed', by, job.status, message));
       }
-      if (options.isRelevant && !(await options.isRelevant(job, tracked))) {
+      if (options.isRelevant && !(await options.isRelevant(job, tracked, tx))) {
         return tx.query<q.TrackedRow>(q.markSettled(job.id, 'stale', by, job.status, 'The result arrived after it stopped being wanted; it was not applied.'));
       }
       await options.apply(job, tracked, tx);
@@ -207,6 +211,7 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
       if (!id) return undefined;
       // A redelivered message (same webhook-id) is a no-op, across restarts too.
       if ((await driver.query(q.findWebhook(verified.id))).length > 0) return reconciler.get(id);
+      if (!(await reconciler.get(id))) return undefined;
       // The payload may omit a large result: read the job itself then.
       const data = payload.data!;
       const job: Job =
