@@ -5,7 +5,7 @@ import pg from 'pg';
 import { z } from 'zod';
 import { createWaitless } from '../src/engine.ts';
 import { defineJob } from '../src/job/definition.ts';
-import { dropSchema, eventually, freshSchema, POSTGRES_URL, silentLogger } from './helpers.ts';
+import { dropSchema, eventually, finished, freshSchema, POSTGRES_URL, silentLogger } from './helpers.ts';
 
 const quick = defineJob({ name: 'quick', input: z.object({ n: z.number() }), run: async ({ n }) => ({ n }) });
 
@@ -17,10 +17,7 @@ describe('drivers', () => {
       const waitless = await createWaitless({ jobs: [quick], pglite: db, logger: silentLogger });
       waitless.startWorker({ pollInterval: 20 });
       const { job } = await waitless.submit(quick, { n: 7 });
-      const done = await eventually(async () => {
-        const j = await waitless.get(job.id);
-        return j?.done && j;
-      }, 'job done on the shared instance');
+      const done = await finished(waitless, job.id);
       assert.deepEqual(done.result, { n: 7 });
       assert.deepEqual((await db.query('SELECT body FROM notes')).rows, [{ body: 'mine' }], "the app's own tables still resolve");
       await waitless.close();

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { createWaitless, type Waitless, type WaitlessOptions } from '../src/engine.ts';
 import { createHttpApp, type HttpOptions } from '../src/http/app.ts';
+import type { Job } from '../src/job/model.ts';
 
 export type Backend = 'pglite' | 'postgres';
 
@@ -137,4 +138,12 @@ export async function readSse(response: Response, stopAfter: (event: SseEvent) =
     await reader.cancel().catch(() => {});
   }
   return { events, comments };
+}
+
+/** Waits until the job is done (terminal) and answers it. */
+export async function finished(waitless: Waitless, id: string, timeoutMs = 15_000): Promise<Job> {
+  return eventually(async () => {
+    const job = await waitless.get(id);
+    return job?.done && job;
+  }, `job ${id} done`, timeoutMs);
 }

@@ -4,7 +4,7 @@ import { afterEach, describe, it } from 'node:test';
 import { z } from 'zod';
 import { defineJob, type JobContext } from '../src/job/definition.ts';
 import { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, WorkerShutdownError } from '../src/job/errors.ts';
-import { BACKENDS, deferred, eventually, openEngine, type TestEngine } from './helpers.ts';
+import { BACKENDS, deferred, eventually, finished, openEngine, type TestEngine } from './helpers.ts';
 
 type Handler = (input: { n: number }, ctx: JobContext) => Promise<unknown>;
 
@@ -65,14 +65,11 @@ for (const backend of BACKENDS) {
       await eventually(async () => (await waitless.get(job.id))?.progress?.stage === 'first owner', 'A started');
       // Worker B reclaims the expired lease and runs attempt 2.
       const b = waitless.startWorker({ lease: 5000, pollInterval: 50 });
-      const finished = await eventually(async () => {
-        const j = await waitless.get(job.id);
-        return j?.done && j;
-      }, 'B finished the job');
-      assert.equal(finished.status, 'completed');
-      assert.deepEqual(finished.result, { by: 'new owner' });
-      assert.equal(finished.attempt, 2);
-      const versionAfterB = finished.version;
+      const byB = await finished(waitless, job.id);
+      assert.equal(byB.status, 'completed');
+      assert.deepEqual(byB.result, { by: 'new owner' });
+      assert.equal(byB.attempt, 2);
+      const versionAfterB = byB.version;
 
       // Its heartbeat never came back, yet its handler is told its lease ran out.
       await eventually(() => oldOwner.signalReason, 'the hung worker aborts its handler', 5000);
@@ -137,10 +134,7 @@ for (const backend of BACKENDS) {
       const waitless = await open(probeJob(handler, { timeout: 300 }));
       waitless.startWorker({ pollInterval: 50 });
       const { job } = await waitless.submit('probe', { n: 1 });
-      const done = await eventually(async () => {
-        const j = await waitless.get(job.id);
-        return j?.done && j;
-      }, 'timed out');
+      const done = await finished(waitless, job.id);
       assert.equal(done.status, 'timed_out');
       assert.equal(done.error?.code, 'timed_out');
       assert.match(done.error.message, /time budget of 300ms/);
@@ -201,12 +195,7 @@ for (const backend of BACKENDS) {
       const waitless = await open(probeJob(handler, { attempts: 2 }));
       waitless.startWorker({ pollInterval: 20 });
       const ids = await Promise.all([1, 2, 3].map(async (n) => (await waitless.submit('probe', { n })).job.id));
-      const finished = (id: string) =>
-        eventually(async () => {
-          const j = await waitless.get(id);
-          return j?.done && j;
-        }, `job ${id} done`);
-      const [retried, nonRetryable, exhausted] = await Promise.all([finished(ids[0]!), finished(ids[1]!), finished(ids[2]!)]);
+      const [retried, nonRetryable, exhausted] = await Promise.all([finished(waitless, ids[0]!), finished(waitless, ids[1]!), finished(waitless, ids[2]!)]);
       assert.equal(retried.status, 'completed');
       assert.deepEqual(retried.result, { attempt: 2 });
       const retryEvent = (await waitless.events(retried.id)).find((e) => e.data.reason === 'retry');
@@ -233,10 +222,7 @@ for (const backend of BACKENDS) {
       const waitless = await open(probeJob(handler));
       waitless.startWorker({ pollInterval: 50, outputFlushInterval: 50 });
       const { job } = await waitless.submit('probe', { n: 1 });
-      const done = await eventually(async () => {
-        const j = await waitless.get(job.id);
-        return j?.done && j;
-      }, 'done');
+      const done = await finished(waitless, job.id);
       assert.equal(done.output, tokens.join(''));
       const outputs = (await waitless.events(job.id)).filter((e) => e.type === 'output');
       assert.equal(outputs.map((e) => e.data.text).join(''), tokens.join(''));
@@ -291,10 +277,7 @@ for (const backend of BACKENDS) {
       assert.equal(handedBack.attempt, 0, 'a hand-back on shutdown does not use up an attempt');
       assert.ok((await waitless.events(slow.id)).some((e) => e.data.reason === 'worker_shutdown'));
       waitless.startWorker({ pollInterval: 20 });
-      const done = await eventually(async () => {
-        const j = await waitless.get(slow.id);
-        return j?.done && j;
-      }, 'picked up again');
+      const done = await finished(waitless, slow.id);
       assert.deepEqual(done.result, { finished: 'by the next worker' });
       assert.equal(done.attempt, 1);
       assert.equal(slowRuns, 2);
@@ -313,10 +296,7 @@ for (const backend of BACKENDS) {
       const waitless = await open(probeJob(handler));
       waitless.startWorker({ pollInterval: 20 });
       const { job } = await waitless.submit('probe', { n: 1 });
-      const done = await eventually(async () => {
-        const j = await waitless.get(job.id);
-        return j?.done && j;
-      }, 'done');
+      const done = await finished(waitless, job.id);
       assert.equal(done.attempt, 2);
       assert.equal(done.output, 'The answer is 42.');
     });
@@ -368,10 +348,7 @@ for (const backend of BACKENDS) {
       const replay = await waitless.submit(dated, { at: new Date('2024-01-01T00:00:00Z') }, { idempotencyKey: 'k' });
       assert.equal(replay.job.id, first.job.id);
       assert.equal(replay.created, false);
-      const done = await eventually(async () => {
-        const j = await waitless.get(first.job.id);
-        return j?.done && j;
-      }, 'done');
+      const done = await finished(waitless, first.job.id);
       assert.deepEqual(done.result, { year: 2024, label: 'none' });
       assert.ok((seen[0] as { at: unknown }).at instanceof Date, 'the handler gets the parsed input');
     });
@@ -381,10 +358,7 @@ for (const backend of BACKENDS) {
       const waitless = await open(probeJob(handler));
       waitless.startWorker({ pollInterval: 20 });
       const { job } = await waitless.submit('probe', { n: 1 });
-      const done = await eventually(async () => {
-        const j = await waitless.get(job.id);
-        return j?.done && j;
-      }, 'done');
+      const done = await finished(waitless, job.id);
       const after = await waitless.cancel(job.id);
       assert.equal(after?.status, 'completed');
       assert.equal(after?.version, done.version);

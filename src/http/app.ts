@@ -7,6 +7,7 @@ import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../job/states.ts';
 import { IdempotencyConflictError, InvalidCursorError } from '../store/job-store.ts';
 import { authenticate, type AuthEnv, type AuthMode } from './auth.ts';
+import { readJsonBody } from './body.ts';
 import { problem } from './problem.ts';
 import { streamJobEvents } from './sse.ts';
 import { addWebhookRoutes } from './webhook-routes.ts';
@@ -80,14 +81,6 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
           detail: `No job named "${name}" is defined. Defined jobs: ${[...waitless.jobs.keys()].join(', ') || '(none)'}.`,
         });
       }
-      const type = c.req.header('content-type') ?? '';
-      if (!/^application\/json\s*(;|$)/i.test(type)) {
-        return problem(c, 415, {
-          type: '/problems/unsupported-media-type',
-          title: 'Unsupported Media Type',
-          detail: `Send the body as JSON with "Content-Type: application/json" (got "${type || 'none'}").`,
-        });
-      }
       await next();
     },
     bodyLimit({
@@ -109,30 +102,13 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
           detail: 'The Idempotency-Key header must be 1–255 visible ASCII characters.',
         });
       }
-      let body: unknown;
+      const envelope = await readJsonBody(c, submitBody, { hint: 'The body is {"input": …, "webhook"?: {"url": …, "events"?: […]}}.' });
+      if (envelope instanceof Response) return envelope;
       try {
-        body = JSON.parse(await c.req.text());
-      } catch (error) {
-        return problem(c, 400, {
-          type: '/problems/malformed-json',
-          title: 'Malformed JSON',
-          detail: `The body is not valid JSON: ${(error as Error).message}`,
-        });
-      }
-      const envelope = submitBody.safeParse(body);
-      if (!envelope.success) {
-        return problem(c, 400, {
-          type: '/problems/invalid-request',
-          title: 'Invalid request body',
-          detail: 'The body must be a JSON object of the form {"input": …, "webhook"?: {"url": …, "events"?: […]}}.',
-          errors: envelope.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
-        });
-      }
-      try {
-        const { job, created } = await waitless.submit(name, envelope.data.input, {
+        const { job, created } = await waitless.submit(name, envelope.input, {
           tenant: c.get('tenant'),
           idempotencyKey: key,
-          webhook: envelope.data.webhook,
+          webhook: envelope.webhook,
           apiBaseUrl: `${new URL(c.req.url).origin}${base}`,
         });
         const headers: Record<string, string> = { location: links(job.id).self, ...pollHeaders(job) };

@@ -7,7 +7,11 @@ import { problem } from './problem.ts';
  * instead when the content type is wrong (415), the JSON is malformed (400) or the body does
  * not match (400, listing each issue).
  */
-export async function readJsonBody<S extends z.ZodType>(c: Context, schema: S, options: { allowEmpty?: boolean } = {}): Promise<z.output<S> | Response> {
+export async function readJsonBody<S extends z.ZodType>(
+  c: Context,
+  schema: S,
+  options: { allowEmpty?: boolean; hint?: string } = {},
+): Promise<z.output<S> | Response> {
   const text = await c.req.text();
   let value: unknown = {};
   if (text.trim() !== '' || !options.allowEmpty) {
@@ -30,7 +34,7 @@ export async function readJsonBody<S extends z.ZodType>(c: Context, schema: S, o
     return problem(c, 400, {
       type: '/problems/invalid-request',
       title: 'Invalid request body',
-      detail: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; '),
+      detail: [parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; '), options.hint].filter(Boolean).join('. '),
       errors: parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })),
     });
   }
