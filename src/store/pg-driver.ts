@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Driver, Queryable, Sql } from './driver.ts';
 
@@ -101,8 +102,17 @@ export function createPgDriver(options: PgDriverOptions): Driver {
     return connecting;
   }
 
+  // Every statement runs as a named prepared statement: parsed and planned once per connection
+  // instead of on every call, which the submit and claim paths feel (see docs/benchmarks.md).
+  // Names come from the text, so a connection prepares each distinct statement once.
+  const names = new Map<string, string>();
+  const nameOf = (text: string) => {
+    let name = names.get(text);
+    if (!name) names.set(text, (name = `waitless_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`));
+    return name;
+  };
   const run = async <Row,>(client: pg.Pool | pg.PoolClient, sql: Sql): Promise<Row[]> => {
-    const result = await client.query(sql.text, sql.values);
+    const result = await client.query({ name: nameOf(sql.text), text: sql.text, values: sql.values });
     return result.rows as Row[];
   };
 
