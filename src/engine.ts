@@ -11,7 +11,7 @@ import { Notifier } from './store/notifications.ts';
 import { createPgDriver } from './store/pg-driver.ts';
 import { createPgliteDriver } from './store/pglite-driver.ts';
 import { Worker, type WorkerOptions } from './worker/worker.ts';
-import { TERMINAL_WEBHOOK_EVENTS } from './store/queries.ts';
+import { WEBHOOK_EVENTS } from './store/queries.ts';
 import { WebhookStore } from './store/webhook-store.ts';
 import { type DispatcherOptions, WebhookDispatcher } from './webhooks/dispatcher.ts';
 import { checkWebhookUrl, UnsafeUrlError } from './webhooks/ssrf.ts';
@@ -54,7 +54,8 @@ export interface SubmitOptions {
   /**
    * Where to POST the outcome (Standard Webhooks, signed with the tenant's secrets). `events`
    * narrows which: default every terminal one (`job.completed`, `job.failed`, `job.cancelled`,
-   * `job.timed_out`). The URL must pass the SSRF guard.
+   * `job.timed_out`); add `job.progress` to receive every progress report too. The URL must
+   * pass the SSRF guard.
    */
   webhook?: { url: string; events?: string[] };
   /** Absolute base URL of the HTTP API, so webhook payloads can link to the job's status. */
@@ -198,8 +199,8 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       if (!parsed.success) throw new InputValidationError(name, parsed.error.issues);
       const webhook = submitOptions?.webhook;
       if (webhook) {
-        const unknown = webhook.events?.find((e) => !(TERMINAL_WEBHOOK_EVENTS as readonly string[]).includes(e));
-        if (unknown) throw new InvalidWebhookError(`Unknown webhook event "${unknown}". Use: ${TERMINAL_WEBHOOK_EVENTS.join(', ')}.`);
+        const unknown = webhook.events?.find((e) => !(WEBHOOK_EVENTS as readonly string[]).includes(e));
+        if (unknown) throw new InvalidWebhookError(`Unknown webhook event "${unknown}". Use: ${WEBHOOK_EVENTS.join(', ')}.`);
         await waitless.checkWebhookUrl(webhook.url);
       }
       return store.submit({

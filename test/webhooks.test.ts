@@ -45,7 +45,8 @@ const gates = new Map<string, ReturnType<typeof deferred<void>>>();
 const summarize = defineJob({
   name: 'summarize',
   input: z.object({ text: z.string(), gate: z.string().optional() }),
-  run: async ({ text, gate }) => {
+  run: async ({ text, gate }, ctx) => {
+    await ctx.progress({ stage: 'summarizing', percent: 50 });
     if (gate) {
       let g = gates.get(gate);
       if (!g) gates.set(gate, (g = deferred()));
@@ -194,6 +195,22 @@ for (const backend of BACKENDS) {
         await eventually(async () => (await deliveries(id))[0]!.attempts.length === 2, 'second attempt recorded');
         assert.equal(receiver.received.filter((r) => r.headers['webhook-id'] === delivery!.id).length, 2);
         assert.equal((await fetch(`${server.url}/v1/deliveries/00000000-0000-7000-8000-000000000000/redeliver`, { method: 'POST' })).status, 404);
+      } finally {
+        await receiver.close();
+      }
+    });
+
+    it('sends progress webhooks only to those who ask for them', async () => {
+      const receiver = await startReceiver(() => ({ status: 200 }));
+      try {
+        const { id } = (await (await post(server, { input: { text: 'p' }, webhook: { url: receiver.url, events: ['job.progress', 'job.completed'] } })).json()) as Job;
+        await eventually(() => receiver.received.length === 2, 'progress and completion received');
+        const types = receiver.received.map((r) => (JSON.parse(r.body) as { type: string; data: { progress?: unknown } }));
+        assert.deepEqual(types.map((t) => t.type).sort(), ['job.completed', 'job.progress']);
+        assert.deepEqual(types.find((t) => t.type === 'job.progress')!.data.progress, { stage: 'summarizing', percent: 50 });
+        assert.deepEqual((await deliveries(id)).map((d) => d.eventType).sort(), ['job.completed', 'job.progress']);
+        const bad = await post(server, { input: { text: 'p' }, webhook: { url: receiver.url, events: ['job.exploded'] } });
+        assert.equal(bad.status, 422);
       } finally {
         await receiver.close();
       }

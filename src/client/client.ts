@@ -86,10 +86,11 @@ export interface SubmitOptions {
    */
   idempotencyKey?: string;
   /**
-   * Where the service POSTs the outcome (Standard Webhooks, signed). `events` narrows which
-   * terminal events are sent. Default: no job webhook (registered endpoints still receive).
+   * Where the service POSTs the outcome (Standard Webhooks, signed). `events` picks which are
+   * sent: default the four terminal ones; add `job.progress` for every progress report.
+   * Default: no job webhook (registered endpoints still receive).
    */
-  webhook?: { url: string; events?: Array<'job.completed' | 'job.failed' | 'job.cancelled' | 'job.timed_out'> };
+  webhook?: { url: string; events?: Array<'job.completed' | 'job.failed' | 'job.cancelled' | 'job.timed_out' | 'job.progress'> };
   /** Aborts the call (and its retries). Default: none. */
   signal?: AbortSignal;
 }

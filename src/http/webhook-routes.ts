@@ -1,7 +1,7 @@
 import type { Hono } from 'hono';
 import { z } from 'zod';
 import { InvalidWebhookError, type Waitless } from '../engine.ts';
-import { TERMINAL_WEBHOOK_EVENTS } from '../store/queries.ts';
+import { TERMINAL_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from '../store/queries.ts';
 import { isJobId } from '../store/job-store.ts';
 import type { AuthEnv } from './auth.ts';
 import { problem } from './problem.ts';
@@ -9,7 +9,7 @@ import { readJsonBody } from './body.ts';
 
 const endpointBody = z.strictObject({
   url: z.string().min(1).max(2048),
-  events: z.array(z.enum(TERMINAL_WEBHOOK_EVENTS)).min(1).default([...TERMINAL_WEBHOOK_EVENTS]),
+  events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).default([...TERMINAL_WEBHOOK_EVENTS]),
 });
 const rotateBody = z.strictObject({ overlapSeconds: z.number().int().min(0).max(7 * 86_400).default(86_400) });
 

@@ -56,8 +56,11 @@ const appendEvent = (type: string, dataSql: string) => `
     SELECT id, last_seq, tenant_id, '${type}', ${dataSql} FROM changed
   )`;
 
-/** Event types a job's terminal status sends to webhooks. */
+/** Event types a job's terminal status sends to webhooks (the default subscription). */
 export const TERMINAL_WEBHOOK_EVENTS = ['job.completed', 'job.failed', 'job.cancelled', 'job.timed_out'] as const;
+
+/** Every webhook event type; `job.progress` is sent only to those who ask for it. */
+export const WEBHOOK_EVENTS = [...TERMINAL_WEBHOOK_EVENTS, 'job.progress'] as const;
 
 /** Results larger than this go by link (the status URL) instead of inside the webhook payload. */
 const WEBHOOK_RESULT_MAX_BYTES = 16_384;
@@ -93,6 +96,30 @@ const outbox = () => `
       FROM changed c JOIN webhook_endpoints e
         ON e.tenant_id = c.tenant_id AND e.disabled_at IS NULL AND ('job.' || c.status) = ANY (e.events)
       WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out')
+    ) target
+  )`;
+
+/**
+ * The opt-in progress webhooks, as a CTE over the job rows in `changed` (id, tenant_id, name,
+ * attempt, progress, webhook, status_url): one delivery per progress report to the job's own
+ * webhook if its `events` name `job.progress`, and to each endpoint subscribed to it.
+ */
+const progressOutbox = () => `
+  outbox AS (
+    INSERT INTO webhook_deliveries (id, tenant_id, job_id, endpoint_id, url, event_type, payload)
+    SELECT gen_random_uuid(), target.tenant_id, target.id, target.endpoint_id, target.url, 'job.progress',
+      jsonb_build_object(
+        'type', 'job.progress',
+        'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        'data', jsonb_build_object('id', target.id, 'name', target.name, 'status', 'running',
+          'attempt', target.attempt, 'progress', target.progress, 'statusUrl', target.status_url)
+      )::text
+    FROM (
+      SELECT c.*, NULL::uuid AS endpoint_id, c.webhook->>'url' AS url FROM changed c
+      WHERE c.webhook IS NOT NULL AND (c.webhook->'events') ? 'job.progress'
+      UNION ALL
+      SELECT c.*, e.id, e.url FROM changed c JOIN webhook_endpoints e
+        ON e.tenant_id = c.tenant_id AND e.disabled_at IS NULL AND 'job.progress' = ANY (e.events)
     ) target
   )`;
 
@@ -288,8 +315,8 @@ const FENCE = `id = $1 AND lease_token = $2 AND status = 'running'`;
 export const recordProgress = (id: string, token: string, progress: unknown): Sql => ({
   text: `WITH changed AS (
       UPDATE jobs SET progress = $3::jsonb, updated_at = now(), last_seq = last_seq + 1
-      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, progress
-    ), ${appendEvent('progress', 'progress')}
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, progress, name, attempt, webhook, status_url
+    ), ${appendEvent('progress', 'progress')}, ${progressOutbox()}
     SELECT last_seq FROM changed`,
   values: [id, token, json(progress)],
 });
