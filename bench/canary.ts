@@ -8,8 +8,8 @@
  * Every 10 ms it wakes up (a timer) and, with --database, commits a one-row INSERT into a table
  * of its own (a fresh schema, dropped at the end) on its own connection: no NOTIFY, nothing
  * Waitless does. A stall is a wake-up more than 10 ms late, or an INSERT that took more than
- * 10 ms. On a `report` line on stdin it prints one JSON line: the stalls as [start, end] in
- * epoch ms, and its own latency figures. It exits when stdin closes.
+ * 10 ms. On a `report` line on stdin it prints one JSON line: the stalls of each kind as
+ * [start, end] in epoch ms, and its own latency figures. It exits when stdin closes.
  */
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
@@ -32,7 +32,7 @@ if (values.database) {
   await client.query(`CREATE TABLE ${schema}.beat (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())`);
 }
 
-let stalls: [number, number][] = [];
+let stalls: { timer: [number, number][]; insert: [number, number][] } = { timer: [], insert: [] };
 let inserts: number[] = [];
 let lateness: number[] = [];
 let running = true;
@@ -45,12 +45,12 @@ async function loop(): Promise<void> {
     const woke = performance.now();
     const late = woke - due;
     lateness.push(late);
-    if (late > STALL_MS) stalls.push([epoch(due), epoch(woke)]);
+    if (late > STALL_MS) stalls.timer.push([epoch(due), epoch(woke)]);
     if (client && schema) {
       await client.query(`INSERT INTO ${schema}.beat DEFAULT VALUES`);
       const took = performance.now() - woke;
       inserts.push(took);
-      if (took > STALL_MS) stalls.push([epoch(woke), epoch(woke + took)]);
+      if (took > STALL_MS) stalls.insert.push([epoch(woke), epoch(woke + took)]);
     }
     due = Math.max(due + EVERY_MS, performance.now());
   }
@@ -62,7 +62,7 @@ process.stdout.write('{"ready":true}\n');
 const lines = createInterface({ input: process.stdin });
 lines.on('line', (line) => {
   if (line === 'reset') {
-    stalls = [];
+    stalls = { timer: [], insert: [] };
     inserts = [];
     lateness = [];
   } else if (line === 'report') {

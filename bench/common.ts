@@ -363,9 +363,9 @@ export function spawnLineChild(script: URL, args: string[]): LineChild {
   };
 }
 
-/** What bench/canary.ts saw: stalls as [start, end] in epoch ms. */
+/** What bench/canary.ts saw: stalls as [start, end] in epoch ms (a late timer: the machine; a slow INSERT: PostgreSQL). */
 export interface CanaryReport {
-  stalls: [number, number][];
+  stalls: { timer: [number, number][]; insert: [number, number][] };
   insert: Summary;
   lateness: Summary;
 }

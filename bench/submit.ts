@@ -5,11 +5,12 @@
  * (`POST /v1/jobs/:name` over loopback with fetch, which keeps connections alive).
  * No worker runs: only the acknowledgement is measured. On PostgreSQL, `--mode sql` gives the
  * floor: pgbench at the same rate (Poisson arrivals, 4 connections) for a plain single-row
- * INSERT and for Waitless's submit statement, with no Node in the path.
+ * INSERT and for Waitless's submit statement, with no Node in the path (`--protocol`: pgbench's,
+ * default `prepared` as the pg driver since commit 2b6a7f9; `extended` re-parses every statement).
  *
  *   node bench/submit.ts [--backend postgres|pglite|all] [--mode sql|library|http|all]
  *                        [--rate 200] [--duration 10] [--warmup 2] [--server process|inline]
- *                        [--database URL]
+ *                        [--database URL] [--protocol prepared|extended]
  *
  * Environment (used when the flag is absent): WAITLESS_BENCH_RATE, WAITLESS_BENCH_DURATION,
  * WAITLESS_BENCH_DATABASE_URL. `--server process` (default) runs the HTTP API in a child process
@@ -57,6 +58,7 @@ const { values } = parseArgs({
     warmup: { type: 'string' },
     server: { type: 'string' },
     database: { type: 'string' },
+    protocol: { type: 'string' },
   },
 });
 const backends = parseBackends(values.backend);
@@ -66,6 +68,9 @@ const seconds = numberOption(values.duration, 'WAITLESS_BENCH_DURATION', 10);
 const warmupSeconds = values.warmup === '0' ? 0 : numberOption(values.warmup, 'WAITLESS_BENCH_WARMUP', 2);
 const serverMode = values.server ?? 'process';
 const databaseUrl = values.database ?? DEFAULT_POSTGRES_URL;
+/** pgbench's protocol for `--mode sql`: `prepared`, as the pg driver runs its statements since commit 2b6a7f9. */
+const protocol = (values.protocol ?? 'prepared') as 'prepared' | 'extended';
+if (protocol !== 'prepared' && protocol !== 'extended') throw new Error('--protocol: prepared or extended');
 if (serverMode !== 'process' && serverMode !== 'inline') throw new Error('--server: process or inline');
 
 interface LoopResult {
@@ -171,13 +176,12 @@ async function measure(send: (i: number) => Promise<void>, reset: () => Promise<
   return { result, busy, client, canary: report };
 }
 
-const formatCanary = (c: CanaryReport) => {
-  const longest = Math.max(0, ...c.stalls.map(([a, b]) => b - a));
-  return (
-    `canary: ${c.stalls.length} stalls > 10 ms (longest ${ms(longest)} ms); its INSERT p50 ${ms(c.insert.p50)} / p99 ${ms(c.insert.p99)} / ` +
-    `max ${ms(c.insert.max)} ms, its 10 ms timer late by p99 ${ms(c.lateness.p99)} / max ${ms(c.lateness.max)} ms`
-  );
-};
+const formatCanary = (c: CanaryReport) =>
+  `canary: ${c.stalls.insert.length} INSERTs and ${c.stalls.timer.length} timer wake-ups > 10 ms; its INSERT p50 ${ms(c.insert.p50)} / ` +
+  `p99 ${ms(c.insert.p99)} / max ${ms(c.insert.max)} ms, its 10 ms timer late by p99 ${ms(c.lateness.p99)} / max ${ms(c.lateness.max)} ms`;
+
+/** Stalls that matter to a backend: PGlite does not use the PostgreSQL server, only the machine. */
+const stallsFor = (backend: Backend, c: CanaryReport) => (backend === 'postgres' ? [...c.stalls.timer, ...c.stalls.insert] : c.stalls.timer);
 
 async function libraryRun(backend: Backend, canary: LineChild): Promise<Row> {
   const engine = await openEngine(backend, { jobs, databaseUrl });
@@ -189,7 +193,7 @@ async function libraryRun(backend: Backend, canary: LineChild): Promise<Row> {
     );
     notes.push(`${backend}, library: ${m.client}`);
     notes.push(`${backend}, library: ${formatCanary(m.canary)}`);
-    return row(backend, 'library submit()', m.result, m.busy, m.canary.stalls);
+    return row(backend, 'library submit()', m.result, m.busy, stallsFor(backend, m.canary));
   } finally {
     await engine.close();
   }
@@ -210,17 +214,17 @@ async function sqlRuns(canary: LineChild): Promise<Row[]> {
       ['pgbench: plain INSERT', RAW_INSERT, raw],
       ['pgbench: Waitless submit SQL', submitScript(), engine.schema],
     ] as const) {
-      if (warmupSeconds > 0) await pgbench(script, { databaseUrl, schema, clients: 4, seconds: Math.ceil(warmupSeconds), rate });
+      if (warmupSeconds > 0) await pgbench(script, { databaseUrl, schema, clients: 4, seconds: Math.ceil(warmupSeconds), rate, protocol });
       canary.send('reset');
       const before = cpuTimes();
-      const r = await pgbench(script, { databaseUrl, schema, clients: 4, seconds: Math.round(seconds), rate });
+      const r = await pgbench(script, { databaseUrl, schema, clients: 4, seconds: Math.round(seconds), rate, protocol });
       const busy = busyPercent(before, cpuTimes());
       canary.send('report');
       const report = await canary.next<CanaryReport>();
       notes.push(`postgres, ${label}: $ ${r.command}`);
       notes.push(`postgres, ${label}: ${formatCanary(report)}`);
       const loop: LoopResult = { latencies: r.latencies, spans: r.spans, lateness: [], errors: 0, elapsedMs: seconds * 1000 };
-      rows.push(row('postgres', label, loop, busy, report.stalls));
+      rows.push(row('postgres', label, loop, busy, stallsFor('postgres', report)));
     }
     return rows;
   } finally {
@@ -287,7 +291,7 @@ async function httpRun(backend: Backend, canary: LineChild): Promise<Row> {
     notes.push(`${backend}, HTTP (${serverMode} server): ${formatServerReport(await api.report())}`);
     notes.push(`${backend}, HTTP (${serverMode} server): load generator: ${m.client}`);
     notes.push(`${backend}, HTTP (${serverMode} server): ${formatCanary(m.canary)}`);
-    return row(backend, `HTTP POST (${serverMode} server)`, m.result, m.busy, m.canary.stalls);
+    return row(backend, `HTTP POST (${serverMode} server)`, m.result, m.busy, stallsFor(backend, m.canary));
   } finally {
     await api.close();
   }

@@ -11,12 +11,18 @@
  *      N callers submit M jobs; from the first submit to the M-th completion).
  *
  *   node bench/throughput.ts [--clients 4] [--duration 10] [--jobs 3000] [--workers 1,2]
- *                            [--concurrency 10] [--database URL]
+ *                            [--concurrency 10] [--database URL] [--protocol prepared|extended]
+ *                            [--prepared] [--notify-after-commit]
  *   node bench/throughput.ts --diagnose [--rounds 3] [--clients 4] [--duration 5]
  *
+ * `--protocol` is pgbench's for phases 1 and 2 (default `prepared`, as the pg driver runs its
+ * statements since commit 2b6a7f9; `extended` re-parses every statement, as it did before).
  * `--prepared` repeats the enqueue and end-to-end phases with every store query run as a named
  * prepared statement (bench/prepared.ts, in this process and in the workers): the experiment
- * behind a proposed change to src/store/pg-driver.ts.
+ * behind commit 2b6a7f9, which made the pg driver do that itself (since then it changes nothing).
+ * `--notify-after-commit` adds an enqueue phase with the NOTIFY moved out of the submit's
+ * transaction (emulated, see wakeUpAfterCommit): the experiment behind the change proposed in
+ * docs/benchmarks.md.
  *
  * `--diagnose` runs only pgbench variants of the submit write (with and without NOTIFY, and
  * with NOTIFY moved out of the job's transaction), interleaved, to show where its time goes.
@@ -27,6 +33,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import {
+  type BenchEngine,
   busyPercent,
   cpuTimes,
   DEFAULT_POSTGRES_URL,
@@ -57,6 +64,8 @@ const { values } = parseArgs({
     database: { type: 'string' },
     diagnose: { type: 'boolean' },
     prepared: { type: 'boolean' },
+    'notify-after-commit': { type: 'boolean' },
+    protocol: { type: 'string' },
     rounds: { type: 'string' },
   },
 });
@@ -67,6 +76,9 @@ const workerCounts = (values.workers ?? '1,2').split(',').map(Number);
 const concurrency = numberOption(values.concurrency, 'WAITLESS_BENCH_CONCURRENCY', 10);
 const databaseUrl = values.database ?? DEFAULT_POSTGRES_URL;
 const repoRoot = new URL('../', import.meta.url).pathname;
+/** pgbench's protocol for the raw INSERT and submit-SQL phases: `prepared`, as the pg driver does since 2b6a7f9. */
+const protocol = (values.protocol ?? 'prepared') as 'prepared' | 'extended';
+if (protocol !== 'prepared' && protocol !== 'extended') throw new Error('--protocol: prepared or extended');
 
 /** CPU spent in one phase: whole machine busy %, and ms by PostgreSQL, the worker processes and this process. */
 class CpuMeter {
@@ -96,8 +108,8 @@ const perItem = (cpu: Cpu, items: number) =>
 
 // ---------------------------------------------------------------- pgbench
 
-const bench = (script: string, schema: string, durationS = seconds, protocol: 'extended' | 'prepared' = 'extended') =>
-  pgbench(script, { databaseUrl, schema, clients, seconds: durationS, protocol });
+const bench = (script: string, schema: string, durationS = seconds, mode: 'extended' | 'prepared' = protocol) =>
+  pgbench(script, { databaseUrl, schema, clients, seconds: durationS, protocol: mode });
 
 // ---------------------------------------------------------------- phases
 
@@ -118,7 +130,7 @@ async function rawInsert(): Promise<PhaseRow> {
     const r = await bench(RAW_INSERT, schema);
     const cpu = meter.stop();
     console.log(`  $ ${r.command}`);
-    return { phase: `raw INSERT, pgbench -c ${clients}`, rate: r.tps, detail: `${perFlush(r)}; machine busy ${cpu.busy.toFixed(0)} %`, cpu: perItem(cpu, r.count) };
+    return { phase: `raw INSERT, pgbench -c ${clients} -M ${protocol}`, rate: r.tps, detail: `${perFlush(r)}; machine busy ${cpu.busy.toFixed(0)} %`, cpu: perItem(cpu, r.count) };
   } finally {
     await dropSchema(databaseUrl, schema);
   }
@@ -133,7 +145,7 @@ async function submitSql(): Promise<PhaseRow> {
     const cpu = meter.stop();
     console.log(`  $ ${r.command}  (script: Waitless's submit statement, see submitScript())`);
     return {
-      phase: `Waitless submit SQL, pgbench -c ${clients}`,
+      phase: `Waitless submit SQL, pgbench -c ${clients} -M ${protocol}`,
       rate: r.tps,
       detail: `${perFlush(r)}; machine busy ${cpu.busy.toFixed(0)} %`,
       cpu: perItem(cpu, r.count),
@@ -145,9 +157,41 @@ async function submitSql(): Promise<PhaseRow> {
 
 const preparedLabel = (prepared: boolean) => (prepared ? ' [named prepared statements]' : '');
 
-async function enqueue(prepared = false): Promise<PhaseRow> {
+/**
+ * The proposed NOTIFY change, emulated from outside src/ for the enqueue phase only: the schema's
+ * NOTIFY triggers are disabled, and after each submit this process sends the workers' wake-up
+ * itself, as its own statement with synchronous_commit=off, at most one in flight (submits that
+ * land meanwhile share the next one). The submit does not wait for it.
+ */
+function wakeUpAfterCommit(engine: BenchEngine): { kick(): void; idle(): Promise<void> } {
+  let inFlight: Promise<void> | undefined;
+  let again = false;
+  const send = (): Promise<void> =>
+    engine.waitless.driver
+      .query({ text: `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, values: [`${engine.schema}_queued`, jobs.noop.name] })
+      .then(() => {
+        if (!again) return;
+        again = false;
+        return send();
+      });
+  return {
+    kick() {
+      if (inFlight) again = true;
+      else inFlight = send().finally(() => (inFlight = undefined));
+    },
+    idle: async () => {
+      while (inFlight) await inFlight;
+    },
+  };
+}
+
+async function enqueue(prepared = false, notifyAfterCommit = false): Promise<PhaseRow> {
   setNamedStatements(prepared);
   const engine = await openEngine('postgres', { jobs, databaseUrl, maxConnections: clients });
+  const wake = notifyAfterCommit ? wakeUpAfterCommit(engine) : undefined;
+  if (notifyAfterCommit) {
+    await engine.waitless.driver.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_queued; ALTER TABLE job_events DISABLE TRIGGER job_events_notify`);
+  }
   try {
     // Warm the pool (one connection per caller) before timing.
     await Promise.all(Array.from({ length: clients * 5 }, (_, n) => engine.waitless.submit(jobs.noop, { n })));
@@ -162,14 +206,17 @@ async function enqueue(prepared = false): Promise<PhaseRow> {
           const t0 = performance.now();
           await engine.waitless.submit(jobs.noop, { n: n++ });
           latencies.push(performance.now() - t0);
+          wake?.kick();
         }
       }),
     );
     const elapsed = (performance.now() - start) / 1000;
+    await wake?.idle();
     const cpu = meter.stop();
     const s = summarize(latencies);
+    const label = `${preparedLabel(prepared)}${notifyAfterCommit ? ' [NOTIFY after commit, coalesced (emulated)]' : ''}`;
     return {
-      phase: `enqueue, ${clients} library callers${preparedLabel(prepared)}`,
+      phase: `enqueue, ${clients} library callers${label}`,
       rate: s.n / elapsed,
       detail: `latency p50 ${ms(s.p50)} / p99 ${ms(s.p99)} ms; machine busy ${cpu.busy.toFixed(0)} %`,
       cpu: perItem(cpu, s.n),
@@ -356,8 +403,8 @@ async function diagnose(rounds: number, durationS: number): Promise<void> {
       schema: raw,
       script: `WITH i AS (INSERT INTO bench_insert (n) VALUES (1) RETURNING id) SELECT pg_notify('${raw}_x', id::text) FROM i;\n`,
     },
-    { name: 'C. Waitless submit SQL as shipped (job + event rows, 2 NOTIFY triggers)', schema: shipped, script: submit },
-    { name: 'D. C as a prepared statement (-M prepared)', schema: shipped, script: submit, protocol: 'prepared' },
+    { name: 'C. Waitless submit SQL (job + event rows, 2 NOTIFY triggers), re-planned each time as before 2b6a7f9', schema: shipped, script: submit },
+    { name: 'D. C as a prepared statement (-M prepared), as the pg driver runs it since 2b6a7f9', schema: shipped, script: submit, protocol: 'prepared' },
     { name: 'E. C without its NOTIFY triggers', schema: quiet, script: submit },
     { name: 'F. E without the job_events foreign key', schema: noFk, script: submit },
     { name: 'G. job row only (no event row, no NOTIFY)', schema: quiet, script: jobRowOnly },
@@ -369,7 +416,7 @@ async function diagnose(rounds: number, durationS: number): Promise<void> {
     for (let round = 1; round <= rounds; round++) {
       for (const v of variants) {
         const meter = new CpuMeter();
-        const r = await bench(v.script, v.schema, durationS, v.protocol);
+        const r = await bench(v.script, v.schema, durationS, v.protocol ?? 'extended');
         const cpu = meter.stop();
         const entry = results.get(v.name)!;
         entry.tps.push(r.tps);
@@ -381,7 +428,7 @@ async function diagnose(rounds: number, durationS: number): Promise<void> {
         );
       }
     }
-    console.log(`\n  e.g. $ ${(await bench(RAW_INSERT, raw, 1)).command}\n`);
+    console.log(`\n  e.g. $ ${(await bench(RAW_INSERT, raw, 1, 'extended')).command}\n`);
     const median = (xs: number[]) => summarize(xs).p50;
     const base = median(results.get(variants[0]!.name)!.tps);
     printTable(
@@ -416,6 +463,8 @@ if (values.prepared) {
   rows.push(await enqueue(true));
   for (const w of workerCounts) rows.push(...(await endToEnd(w, true)));
 }
+// The experiment behind the proposed NOTIFY change (wakeUpAfterCommit), in the same run.
+if (values['notify-after-commit']) rows.push(await enqueue(values.prepared ?? false, true));
 console.log();
 const raw = rows[0]!.rate;
 printTable(
