@@ -1,6 +1,8 @@
 import type { PGlite } from '@electric-sql/pglite';
 import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
+import { JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
+import { type Duration, toMs } from './job/duration.ts';
 import { type AnyJobDefinition, type JobDefinition, isJobDefinition } from './job/definition.ts';
 import type { Job, JobEvent } from './job/model.ts';
 import { ApiKeyStore } from './store/api-keys.ts';
@@ -62,6 +64,26 @@ export interface SubmitOptions {
   apiBaseUrl?: string;
 }
 
+/** Options of {@link Waitless.createJobToken}. */
+export interface JobTokenOptions {
+  /** Owner of the job. Default: `"default"`. */
+  tenant?: string;
+  /** Let the bearer cancel the job too. Default: `false` (read only: status and events). */
+  cancel?: boolean;
+  /** Lifetime, e.g. `"15m"` or a number of ms; at most 24 h. Default: `"15m"`. */
+  ttl?: Duration;
+}
+
+/** The job cannot be recovered from its current status (it is queued or completed). */
+export class NotRecoverableError extends Error {
+  override name = 'NotRecoverableError';
+  readonly job: Job;
+  constructor(job: Job) {
+    super(`Job ${job.id} is ${job.status}: only a failed, timed-out, cancelled or stuck (running) job can be recovered.`);
+    this.job = job;
+  }
+}
+
 /** The job name is not registered. */
 export class UnknownJobError extends Error {
   override name = 'UnknownJobError';
@@ -102,6 +124,8 @@ export interface Waitless {
   readonly apiKeys: ApiKeyStore;
   readonly webhooks: WebhookStore;
   readonly notifier: Notifier;
+  /** Mints and verifies the job-scoped tokens of {@link Waitless.createJobToken}. */
+  readonly jobTokens: JobTokens;
   readonly jobs: ReadonlyMap<string, AnyJobDefinition>;
   readonly logger: Logger;
   /** Validates the input and enqueues a job. Throws {@link UnknownJobError} / {@link InputValidationError}. */
@@ -111,6 +135,19 @@ export interface Waitless {
   get(id: string, options?: { tenant?: string }): Promise<Job | undefined>;
   list(params?: Omit<ListParams, 'tenant'> & { tenant?: string }): Promise<JobPage>;
   cancel(id: string, options?: { tenant?: string }): Promise<Job | undefined>;
+  /**
+   * The admin's recovery: a failed, timed-out, cancelled or stuck (running) job goes back to
+   * `queued` with a fresh attempt budget (its definition's `retry.attempts`), its history kept.
+   * A worker still holding a stuck job is fenced out. Throws {@link NotRecoverableError} for a
+   * queued or completed job; answers undefined for an unknown one.
+   */
+  recover(id: string, options?: { tenant?: string }): Promise<Job | undefined>;
+  /**
+   * Mints a short-lived bearer token for one job, to hand to a browser: it reads that job's
+   * status and events (and cancels it, with `cancel: true`) and nothing else. Answers undefined
+   * when the job does not exist for the tenant.
+   */
+  createJobToken(id: string, options?: JobTokenOptions): Promise<(MintedJobToken & { jobId: string; scopes: JobTokenScope[] }) | undefined>;
   events(id: string, afterSeq?: number, options?: { tenant?: string }): Promise<JobEvent[]>;
   /**
    * Long-poll: resolves with the job as soon as its version passes `since` (at once if it
@@ -127,6 +164,24 @@ export interface Waitless {
 function toJsonValue(value: unknown): unknown {
   const text = JSON.stringify(value);
   return text === undefined ? null : (JSON.parse(text) as unknown);
+}
+
+/**
+ * The definition's instant answer for an input, as JSON. A fallback is a convenience: when it
+ * throws, the job still goes ahead without one, and the error is logged for its author.
+ */
+async function computeFallback(definition: AnyJobDefinition, input: unknown, logger: Logger): Promise<unknown> {
+  if (!definition.fallback) return undefined;
+  const started = performance.now();
+  try {
+    const value = toJsonValue(await definition.fallback(input));
+    const elapsed = performance.now() - started;
+    if (elapsed > 100) logger.warn({ job: definition.name, ms: Math.round(elapsed) }, 'fallback took over 100 ms: it delays every submit of this job');
+    return value ?? undefined;
+  } catch (error) {
+    logger.error({ err: error, job: definition.name }, 'fallback threw; the job is submitted without one');
+    return undefined;
+  }
 }
 
 function collectJobs(jobs: WaitlessOptions['jobs']): Map<string, AnyJobDefinition> {
@@ -173,6 +228,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     throw error;
   }
   const store = new JobStore(driver);
+  const jobTokens = new JobTokens(driver);
   const notifier = await Notifier.start(driver, schema);
   const workers: Worker[] = [];
   const webhooks = new WebhookStore(driver);
@@ -183,6 +239,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     driver,
     store,
     notifier,
+    jobTokens,
     jobs,
     logger,
     apiKeys: new ApiKeyStore(driver),
@@ -197,6 +254,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       const stored = toJsonValue(input);
       const parsed = (definition.input as z.ZodType).safeParse(stored);
       if (!parsed.success) throw new InputValidationError(name, parsed.error.issues);
+      const fallback = await computeFallback(definition, parsed.data, logger);
       const webhook = submitOptions?.webhook;
       if (webhook) {
         const unknown = webhook.events?.find((e) => !(WEBHOOK_EVENTS as readonly string[]).includes(e));
@@ -212,6 +270,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
         maxAttempts: definition.retry.attempts,
         timeoutMs: definition.timeoutMs,
         idempotencyKey: submitOptions?.idempotencyKey,
+        fallback,
       });
     },
 
@@ -229,6 +288,27 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     list: (params) => store.list({ ...params, tenant: tenantOf(params) }),
     cancel: (id, o) => store.cancel(tenantOf(o), id),
     events: (id, afterSeq = 0, o) => store.events(tenantOf(o), id, afterSeq),
+
+    async recover(id, o) {
+      const tenant = tenantOf(o);
+      const job = await store.get(tenant, id);
+      if (!job) return undefined;
+      // A job whose definition is gone from this process keeps its own last budget.
+      const attempts = jobs.get(job.name)?.retry.attempts ?? job.maxAttempts;
+      const outcome = await store.recover(tenant, id, attempts);
+      if (outcome === 'not-recoverable') throw new NotRecoverableError(job);
+      return outcome;
+    },
+
+    async createJobToken(id, o) {
+      const tenant = tenantOf(o);
+      const ttlMs = toMs(o?.ttl ?? '15m', 'ttl');
+      if (ttlMs < 1000 || ttlMs > 86_400_000) throw new RangeError('A job token lives from 1 s to 24 h.');
+      if (!(await store.get(tenant, id))) return undefined;
+      const scopes: JobTokenScope[] = o?.cancel ? ['read', 'cancel'] : ['read'];
+      const minted = await jobTokens.mint({ tenant, jobId: id, scopes, expiresAt: Math.floor((Date.now() + ttlMs) / 1000) });
+      return { ...minted, jobId: id, scopes };
+    },
 
     async wait(id, o) {
       const tenant = tenantOf(o);

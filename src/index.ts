@@ -2,8 +2,10 @@
  * Waitless: long-running AI jobs behind an asynchronous request-reply API.
  * @packageDocumentation
  */
-export { createWaitless, DEFAULT_TENANT, InputValidationError, InvalidWebhookError, UnknownJobError } from './engine.ts';
-export type { SubmitOptions, Waitless, WaitlessOptions } from './engine.ts';
+export { createWaitless, DEFAULT_TENANT, InputValidationError, InvalidWebhookError, NotRecoverableError, UnknownJobError } from './engine.ts';
+export type { JobTokenOptions, SubmitOptions, Waitless, WaitlessOptions } from './engine.ts';
+export type { JobTokenScope, MintedJobToken } from './access/job-tokens.ts';
+export type { ApiKeyRole, CreateApiKeyOptions, CreatedApiKey } from './store/api-keys.ts';
 export { defineJob, isJobDefinition } from './job/definition.ts';
 export type { AnyJobDefinition, JobContext, JobDefinition, JobOptions, ProgressUpdate } from './job/definition.ts';
 export type { Duration } from './job/duration.ts';
@@ -15,7 +17,7 @@ export { JOB_STATUSES, isTerminal } from './job/states.ts';
 export type { JobStatus } from './job/states.ts';
 export { IdempotencyConflictError } from './store/job-store.ts';
 export type { JobPage, SubmitOutcome } from './store/job-store.ts';
-export { createHttpHandler } from './http/app.ts';
+export { createHttpApp, createHttpHandler } from './http/app.ts';
 export type { HttpOptions } from './http/app.ts';
 export type { WorkerOptions } from './worker/worker.ts';
 export { Worker } from './worker/worker.ts';

@@ -141,9 +141,9 @@ export async function readSse(response: Response, stopAfter: (event: SseEvent) =
 }
 
 /** Waits until the job is done (terminal) and answers it. */
-export async function finished(waitless: Waitless, id: string, timeoutMs = 15_000): Promise<Job> {
+export async function finished(waitless: Waitless, id: string, timeoutMs = 15_000, tenant?: string): Promise<Job> {
   return eventually(async () => {
-    const job = await waitless.get(id);
+    const job = await waitless.get(id, { tenant });
     return job?.done && job;
   }, `job ${id} done`, timeoutMs);
 }

@@ -18,14 +18,16 @@ const USAGE = `waitless — long-running AI jobs behind a 202 Accepted API
 
 Usage:
   waitless dev      [--port 3000] [--jobs ./jobs.ts] [--data ./.waitless]
-      API + worker in one process on embedded PGlite, open on 127.0.0.1, with the demo job.
-  waitless serve    [--port 3000] [--host 0.0.0.0] [--jobs ./jobs.ts] [--demo] [--no-worker]
-      The job service on PostgreSQL (DATABASE_URL); every request needs an API key.
+      API + worker + dashboard in one process on embedded PGlite, open on 127.0.0.1, with the demo job.
+  waitless serve    [--port 3000] [--host 0.0.0.0] [--jobs ./jobs.ts] [--demo] [--no-worker] [--cors-origin LIST]
+      The job service on PostgreSQL (DATABASE_URL); every request needs an API key; the
+      dashboard (/dashboard) asks for an admin key.
   waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10] [--port N] [--lease 30s] [--heartbeat D]
                     [--poll-interval 2s] [--shutdown-grace 10s]
       Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /healthz.
   waitless migrate  Apply database migrations and exit.
-  waitless keys create --tenant NAME [--label TEXT] | keys list | keys revoke ID
+  waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
+      --admin keys may also recover jobs and open the dashboard.
 
 Options:
   --port N          HTTP port (or PORT). Default: 3000.
@@ -44,6 +46,9 @@ Options:
                     separated (or WAITLESS_WEBHOOK_ALLOW), e.g. 127.0.0.1 for local development.
   --webhook-retry LIST
                     Delays between webhook attempts, e.g. 1s,5s,30s, or none. Default: 5s,5m,30m,2h,5h,10h,10h.
+  --cors-origin LIST
+                    Origins whose pages may call the API (browsers with job tokens), comma
+                    separated (or WAITLESS_CORS_ORIGIN). Default: none.
 `;
 
 const { values, positionals } = parseArgs({
@@ -64,6 +69,8 @@ const { values, positionals } = parseArgs({
     'webhook-retry': { type: 'string' },
     demo: { type: 'boolean' },
     'no-worker': { type: 'boolean' },
+    'cors-origin': { type: 'string' },
+    admin: { type: 'boolean' },
     tenant: { type: 'string' },
     label: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
@@ -124,6 +131,14 @@ function webhookOptions(): DispatcherOptions {
   // "none": one attempt and no retry (a receiver that misses it is left to its reconciler).
   const retry = retryFlag === 'none' ? [] : retryFlag?.split(',').map((d, i) => durationOption(d.trim(), `webhook-retry[${i}]`)!);
   return { ...(allow.length ? { ssrf: { allow } } : {}), ...(retry ? { retrySchedule: retry } : {}) };
+}
+
+/** Origins allowed to call the API from a browser, or undefined for same-origin only. */
+function corsOption(): { origin: string[] } | undefined {
+  const origins = (values['cors-origin'] ?? process.env.WAITLESS_CORS_ORIGIN ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+  const bad = origins.find((o) => !/^https?:\/\/[^/]+$/.test(o));
+  if (bad) fail(`--cors-origin takes origins such as https://app.example.com (scheme and host, no path), got "${bad}"`);
+  return origins.length ? { origin: origins } : undefined;
 }
 
 async function loadJobs(modulePath: string | undefined, withDemo: boolean): Promise<AnyJobDefinition[]> {
@@ -192,6 +207,7 @@ async function closeServer(server: ServerType): Promise<void> {
 async function dev(): Promise<void> {
   const jobs = await loadJobs(values.jobs, true);
   const options = workerOptions();
+  const cors = corsOption();
   const waitless = await createWaitless({
     jobs,
     database: values.database ?? values.data ?? './.waitless',
@@ -200,13 +216,13 @@ async function dev(): Promise<void> {
     webhooks: webhookOptions(),
   });
   waitless.startWorker(options);
-  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT } });
+  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors });
   const server = await listen(waitless, app, '127.0.0.1');
   const address = server.address();
   const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 3000}`;
   process.stdout.write(
     `\nWaitless dev is running on embedded PGlite (${values.data ?? './.waitless'}).\n` +
-      `  API:     ${base}/v1/jobs\n  Health:  ${base}/healthz\n  Jobs:    ${[...waitless.jobs.keys()].join(', ')}\n\n` +
+      `  API:       ${base}/v1/jobs\n  Dashboard: ${base}/dashboard\n  Health:    ${base}/healthz\n  Jobs:      ${[...waitless.jobs.keys()].join(', ')}\n\n` +
       `Try it:\n  curl -i -X POST ${base}/v1/jobs/analyze-document -H 'content-type: application/json' \\\n` +
       `       -d '{"input": {"text": "Quarterly security review of the payment service", "seconds": 20}}'\n\n`,
   );
@@ -220,9 +236,10 @@ async function serveCommand(): Promise<void> {
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const options = workerOptions();
+  const cors = corsOption();
   const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger, webhooks: webhookOptions() });
   if (!values['no-worker']) waitless.startWorker(options);
-  const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys } });
+  const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys }, dashboard: true, cors });
   const server = await listen(waitless, app, values.host ?? '0.0.0.0');
   onShutdown(async () => {
     await closeServer(server);
@@ -261,11 +278,11 @@ async function keys(action: string | undefined): Promise<void> {
     const store = new ApiKeyStore(waitless.driver);
     if (action === 'create') {
       if (!values.tenant) fail('keys create needs --tenant NAME');
-      const key = await store.create(values.tenant, values.label);
-      process.stdout.write(`API key for tenant "${key.tenant}" (shown once, store it now):\n${key.token}\n`);
+      const key = await store.create(values.tenant, { label: values.label, admin: values.admin ?? false });
+      process.stdout.write(`${key.role === 'admin' ? 'Admin key' : 'API key'} for tenant "${key.tenant}" (shown once, store it now):\n${key.token}\n`);
     } else if (action === 'list') {
       for (const key of await store.list()) {
-        process.stdout.write(`${key.id}  ${key.tenant}  ${key.label ?? ''}  ${key.createdAt}${key.revokedAt ? `  revoked ${key.revokedAt}` : ''}\n`);
+        process.stdout.write(`${key.id}  ${key.tenant}  ${key.label ?? ''}  ${key.role}  ${key.createdAt}${key.revokedAt ? `  revoked ${key.revokedAt}` : ''}\n`);
       }
     } else if (action === 'revoke') {
       const id = positionals[2];

@@ -1,15 +1,17 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { cors } from 'hono/cors';
 import { z } from 'zod';
-import { InputValidationError, InvalidWebhookError, UnknownJobError, type Waitless } from '../engine.ts';
+import { InputValidationError, InvalidWebhookError, NotRecoverableError, UnknownJobError, type Waitless } from '../engine.ts';
 import { retryAfterSeconds } from '../job/cadence.ts';
 import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../job/states.ts';
 import { IdempotencyConflictError, InvalidCursorError } from '../store/job-store.ts';
-import { authenticate, type AuthEnv, type AuthMode } from './auth.ts';
+import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
+import { addDashboardRoutes } from './dashboard.ts';
 import { readJsonBody } from './body.ts';
 import { problem } from './problem.ts';
-import { streamJobEvents } from './sse.ts';
+import { streamJobEvents, streamTenantJobs } from './sse.ts';
 import { addWebhookRoutes } from './webhook-routes.ts';
 
 /** Options of the HTTP handler. */
@@ -27,11 +29,26 @@ export interface HttpOptions {
   maxWaitSeconds?: number;
   /** Interval of the SSE keep-alive comment. Default: `15_000` ms. */
   sseHeartbeatMs?: number;
+  /**
+   * Serve the dashboard at `/dashboard`. Its page is public; its data comes from the API, so
+   * with API keys it asks for an admin key. Default: `false` (the CLI turns it on).
+   */
+  dashboard?: boolean;
+  /**
+   * Let pages on other origins call the API (browsers holding job tokens). Give the allowed
+   * origins exactly, e.g. `["https://app.example.com"]`. Default: none (same origin only).
+   */
+  cors?: { origin: string | string[] };
 }
 
+const tokenRequest = z.strictObject({
+  cancel: z.boolean().default(false),
+  ttlSeconds: z.number().int().min(1).max(86_400).default(900),
+});
 const submitBody = z.strictObject({
   input: z.unknown(),
   webhook: z.strictObject({ url: z.string().min(1).max(2048), events: z.array(z.string()).min(1).optional() }).optional(),
+  token: tokenRequest.optional(),
 });
 const idempotencyKeyPattern = /^[\x21-\x7e]{1,255}$/;
 
@@ -46,6 +63,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     cancel: `${base}/v1/jobs/${id}/cancel`,
   });
   const view = (job: Job) => ({ ...job, links: links(job.id) });
+  /** A job without its payloads, for the tenant-wide stream. */
+  const summary = ({ input: _input, output: _output, result: _result, fallback: _fallback, ...job }: Job) => ({ ...job, links: links(job.id) });
   const pollHeaders = (job: Job): Record<string, string> =>
     job.done ? {} : { 'retry-after': String(retryAfterSeconds(Date.now() - Date.parse(job.createdAt))) };
   const notFound = (c: Context, id: string) =>
@@ -68,7 +87,21 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     }
   });
 
-  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }));
+  if (options.dashboard) addDashboardRoutes(app);
+  if (options.cors) {
+    app.use(
+      '/v1/*',
+      cors({
+        origin: options.cors.origin,
+        allowHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'],
+        exposeHeaders: ['location', 'retry-after', 'idempotent-replayed'],
+        maxAge: 600,
+      }),
+    );
+  }
+  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, waitless.jobTokens, base));
+
+  app.get('/v1/events', (c) => streamTenantJobs(c, waitless, { tenant: c.get('tenant'), heartbeatMs: options.sseHeartbeatMs ?? 15_000, view: summary }));
 
   app.post(
     '/v1/jobs/:name',
@@ -102,7 +135,9 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
           detail: 'The Idempotency-Key header must be 1–255 visible ASCII characters.',
         });
       }
-      const envelope = await readJsonBody(c, submitBody, { hint: 'The body is {"input": …, "webhook"?: {"url": …, "events"?: […]}}.' });
+      const envelope = await readJsonBody(c, submitBody, {
+        hint: 'The body is {"input": …, "webhook"?: {"url": …, "events"?: […]}, "token"?: {"cancel"?: boolean, "ttlSeconds"?: number}}.',
+      });
       if (envelope instanceof Response) return envelope;
       try {
         const { job, created } = await waitless.submit(name, envelope.input, {
@@ -113,7 +148,9 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
         });
         const headers: Record<string, string> = { location: links(job.id).self, ...pollHeaders(job) };
         if (!created) headers['idempotent-replayed'] = 'true';
-        return c.json(view(job), 202, headers);
+        if (!envelope.token) return c.json(view(job), 202, headers);
+        const token = await waitless.createJobToken(job.id, { tenant: c.get('tenant'), cancel: envelope.token.cancel, ttl: envelope.token.ttlSeconds * 1000 });
+        return c.json({ ...view(job), token: token && { token: token.token, expiresAt: token.expiresAt } }, 202, headers);
       } catch (error) {
         if (error instanceof InputValidationError) {
           return problem(c, 422, {
@@ -207,6 +244,29 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
   });
 
   addWebhookRoutes(app, waitless);
+
+  app.post('/v1/jobs/:id/tokens', async (c) => {
+    const id = c.req.param('id');
+    const body = await readJsonBody(c, tokenRequest, { allowEmpty: true, hint: 'The body is {"cancel"?: boolean, "ttlSeconds"?: 1–86400}.' });
+    if (body instanceof Response) return body;
+    const token = await waitless.createJobToken(id, { tenant: c.get('tenant'), cancel: body.cancel, ttl: body.ttlSeconds * 1000 });
+    if (!token) return notFound(c, id);
+    return c.json(token, 201, { 'cache-control': 'no-store' });
+  });
+
+  app.post('/v1/jobs/:id/recover', async (c) => {
+    const forbidden = requireAdmin(c, 'recover a job');
+    if (forbidden) return forbidden;
+    const id = c.req.param('id');
+    try {
+      const job = await waitless.recover(id, { tenant: c.get('tenant') });
+      if (!job) return notFound(c, id);
+      return c.json(view(job), 200);
+    } catch (error) {
+      if (!(error instanceof NotRecoverableError)) throw error;
+      return problem(c, 409, { type: '/problems/not-recoverable', title: 'Not recoverable', detail: error.message, jobStatus: error.job.status });
+    }
+  });
 
   app.post('/v1/jobs/:id/cancel', async (c) => {
     const id = c.req.param('id');

@@ -1,42 +1,101 @@
-import type { MiddlewareHandler } from 'hono';
-import type { ApiKeyStore } from '../store/api-keys.ts';
+import type { Context, MiddlewareHandler } from 'hono';
+import { isJobToken, type JobTokens, type JobTokenScope } from '../access/job-tokens.ts';
+import type { ApiKeyRole, ApiKeyStore } from '../store/api-keys.ts';
 import { problem } from './problem.ts';
 
 export type AuthMode =
-  /** Every request acts as one tenant. Only for local development (`waitless dev`). */
+  /** Every request acts as one tenant, with admin rights. Only for local development (`waitless dev`). */
   | { mode: 'none'; tenant: string }
-  /** `Authorization: Bearer wl_…`; the key decides the tenant. */
+  /** `Authorization: Bearer wl_…`; the key decides the tenant and role. */
   | { mode: 'api-key'; keys: ApiKeyStore; cacheMs?: number };
 
-export type AuthEnv = { Variables: { tenant: string } };
+/** Who is calling: a key of a role, or a browser holding a token for one job. */
+export type Caller = { kind: 'key'; role: ApiKeyRole } | { kind: 'job-token'; jobId: string; scopes: JobTokenScope[] };
 
-/** Resolves the caller's tenant, or answers 401. Verified keys are cached briefly (default 10 s). */
-export function authenticate(auth: AuthMode): MiddlewareHandler<AuthEnv> {
-  if (auth.mode === 'none') {
-    return async (c, next) => {
-      c.set('tenant', auth.tenant);
-      await next();
-    };
-  }
-  const cacheMs = auth.cacheMs ?? 10_000;
-  const cache = new Map<string, { tenant: string; until: number }>();
-  return async (c, next) => {
-    const header = c.req.header('authorization') ?? '';
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    const unauthorized = (detail: string) =>
-      problem(c, 401, { type: '/problems/unauthorized', title: 'Unauthorized', detail }, { 'www-authenticate': 'Bearer realm="waitless"' });
-    if (!match) return unauthorized('Send an API key as "Authorization: Bearer <key>". Create one with "waitless keys create".');
-    const token = match[1]!;
-    const now = Date.now();
-    const cached = cache.get(token);
-    let tenant = cached && cached.until > now ? cached.tenant : undefined;
-    if (!tenant) {
-      tenant = await auth.keys.verify(token);
-      if (!tenant) return unauthorized('The API key is unknown or revoked.');
-      if (cache.size > 10_000) cache.clear();
-      cache.set(token, { tenant, until: now + cacheMs });
+export type AuthEnv = { Variables: { tenant: string; caller: Caller } };
+
+/** The routes a job token opens, each on its own job only (paths relative to the API's base). */
+const JOB_TOKEN_ROUTES: Array<{ method: string; pattern: RegExp; scope: JobTokenScope }> = [
+  { method: 'GET', pattern: /^\/v1\/jobs\/([^/]+)$/, scope: 'read' },
+  { method: 'GET', pattern: /^\/v1\/jobs\/([^/]+)\/events$/, scope: 'read' },
+  { method: 'POST', pattern: /^\/v1\/jobs\/([^/]+)\/cancel$/, scope: 'cancel' },
+];
+
+const unauthorized = (c: Context, detail: string) =>
+  problem(c, 401, { type: '/problems/unauthorized', title: 'Unauthorized', detail }, { 'www-authenticate': 'Bearer realm="waitless"' });
+
+/** The bearer credential: the Authorization header, or `?access_token=` for EventSource, which cannot set headers. */
+function credentialOf(c: Context): string | undefined {
+  const header = c.req.header('authorization');
+  if (header) return /^Bearer\s+(\S+)$/i.exec(header)?.[1] ?? '';
+  return c.req.query('access_token');
+}
+
+/**
+ * Resolves the caller's tenant and rights, or answers 401. Verified keys are cached briefly
+ * (default 10 s). A job token is checked here too, against the route: it reads (and, if
+ * minted so, cancels) its own job; another job's id answers 404 as if the job did not exist,
+ * and every other route 403.
+ */
+export function authenticate(auth: AuthMode, jobTokens: JobTokens, basePath: string): MiddlewareHandler<AuthEnv> {
+  const cacheMs = auth.mode === 'api-key' ? (auth.cacheMs ?? 10_000) : 0;
+  const cache = new Map<string, { tenant: string; role: ApiKeyRole; until: number }>();
+
+  const withJobToken = async (c: Context<AuthEnv>, token: string, next: () => Promise<void>) => {
+    const check = await jobTokens.verify(token);
+    if (!check.ok) {
+      return unauthorized(c, check.reason === 'expired' ? 'The job token has expired. Ask the application for a new one.' : 'The job token is not valid.');
     }
-    c.set('tenant', tenant);
+    const path = c.req.path.slice(basePath.length);
+    const route = JOB_TOKEN_ROUTES.find((r) => r.method === c.req.method && r.pattern.test(path));
+    if (!route || !check.claims.scopes.includes(route.scope)) {
+      return problem(c, 403, {
+        type: '/problems/forbidden',
+        title: 'Forbidden',
+        detail: route ? `This job token may not ${route.scope} the job.` : 'A job token reads its own job (and cancels it, if allowed), nothing else.',
+      });
+    }
+    const id = route.pattern.exec(path)![1]!;
+    if (decodeURIComponent(id) !== check.claims.jobId) {
+      return problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this token.` });
+    }
+    c.set('tenant', check.claims.tenant);
+    c.set('caller', { kind: 'job-token', jobId: check.claims.jobId, scopes: check.claims.scopes });
     await next();
   };
+
+  return async (c, next) => {
+    const credential = credentialOf(c);
+    if (credential && isJobToken(credential)) return withJobToken(c, credential, next);
+    if (auth.mode === 'none') {
+      c.set('tenant', auth.tenant);
+      c.set('caller', { kind: 'key', role: 'admin' });
+      return next();
+    }
+    if (!credential) return unauthorized(c, 'Send an API key as "Authorization: Bearer <key>". Create one with "waitless keys create".');
+    const now = Date.now();
+    const cached = cache.get(credential);
+    let owner = cached && cached.until > now ? cached : undefined;
+    if (!owner) {
+      const verified = await auth.keys.verify(credential);
+      if (!verified) return unauthorized(c, 'The API key is unknown or revoked.');
+      if (cache.size > 10_000) cache.clear();
+      owner = { ...verified, until: now + cacheMs };
+      cache.set(credential, owner);
+    }
+    c.set('tenant', owner.tenant);
+    c.set('caller', { kind: 'key', role: owner.role });
+    await next();
+  };
+}
+
+/** Answers 403 unless the caller holds an admin key (or the server runs without keys). */
+export function requireAdmin(c: Context<AuthEnv>, action: string): Response | undefined {
+  const caller = c.get('caller');
+  if (caller.kind === 'key' && caller.role === 'admin') return undefined;
+  return problem(c, 403, {
+    type: '/problems/forbidden',
+    title: 'Forbidden',
+    detail: `Only an admin key may ${action}. Create one with "waitless keys create --tenant <tenant> --admin".`,
+  });
 }

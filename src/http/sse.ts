@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { Waitless } from '../engine.ts';
+import type { Job } from '../job/model.ts';
 import { isJobStatus, isTerminal } from '../job/states.ts';
 
 export interface StreamParams {
@@ -57,6 +58,68 @@ export function streamJobEvents(c: Context, waitless: Waitless, p: StreamParams)
     } finally {
       clearInterval(heartbeat);
       unsubscribe();
+    }
+  });
+}
+
+export interface TenantStreamParams {
+  tenant: string;
+  /** Interval of the `:` keep-alive comment, in ms. */
+  heartbeatMs: number;
+  /** What a message carries for a job. */
+  view: (job: Job) => unknown;
+  /** Changes arriving within this window are sent together, each job once, at its latest state. Default: `100` ms. */
+  coalesceMs?: number;
+}
+
+/**
+ * Streams every change to any job of one tenant, for dashboards: `event: job` with the job's
+ * current state. Bursts are coalesced (a job reporting progress 50 times a second is read and
+ * sent at most once per window), so a client sees the latest state, not every step. After a
+ * lost database notification connection, `event: resync` tells the client to list again.
+ */
+export function streamTenantJobs(c: Context, waitless: Waitless, p: TenantStreamParams): Response {
+  c.header('x-accel-buffering', 'no');
+  c.header('cache-control', 'no-cache');
+  const coalesceMs = p.coalesceMs ?? 100;
+  return streamSSE(c, async (stream) => {
+    const changed = new Set<string>();
+    let resync = false;
+    let wake: () => void = () => {};
+    const unsubscribe = waitless.notifier.onAnyJob((jobId) => {
+      changed.add(jobId);
+      wake();
+    });
+    const unsubscribeResync = waitless.notifier.onResync(() => {
+      resync = true;
+      wake();
+    });
+    stream.onAbort(() => wake());
+    const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
+    try {
+      // A first comment flushes the headers, so the client knows at once that the stream is open.
+      await stream.write(': connected\n\n');
+      while (!stream.aborted) {
+        if (changed.size === 0 && !resync) await new Promise<void>((resolve) => (wake = resolve));
+        wake = () => {};
+        if (stream.aborted) break;
+        await new Promise((resolve) => setTimeout(resolve, coalesceMs));
+        if (resync) {
+          resync = false;
+          await stream.writeSSE({ event: 'resync', data: '{}' });
+        }
+        const ids = [...changed];
+        changed.clear();
+        for (const id of ids) {
+          // Notifications carry no tenant; reading through the tenant's scope drops everyone else's jobs.
+          const job = await waitless.store.get(p.tenant, id);
+          if (job) await stream.writeSSE({ event: 'job', data: JSON.stringify(p.view(job)) });
+        }
+      }
+    } finally {
+      clearInterval(heartbeat);
+      unsubscribe();
+      unsubscribeResync();
     }
   });
 }

@@ -54,6 +54,14 @@ export interface JobOptions<Schema extends z.ZodType, Result> {
   retry?: RetryPolicy;
   /** The work. Its return value (JSON) becomes the job's result. */
   run: (input: z.output<Schema>, ctx: JobContext) => Promise<Result>;
+  /**
+   * An instant answer computed without AI (rules, a template, a cached value), in well under
+   * 100 ms. It is computed at submit, returned in the `202` body and in the job's status as
+   * `fallback: { result, provisional: true }` while the job runs, and replaced by the real
+   * result when it lands. Keep it deterministic: a replayed submit shows the stored one. If it
+   * throws, the job is submitted without one (and the error is logged). Default: none.
+   */
+  fallback?: (input: z.output<Schema>) => Result | Promise<Result>;
 }
 
 /** A job definition, ready to register with `createWaitless({ jobs })`. */
@@ -63,6 +71,7 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType, Result = un
   readonly timeoutMs: number;
   readonly retry: ResolvedRetryPolicy;
   readonly run: (input: z.output<Schema>, ctx: JobContext) => Promise<Result>;
+  readonly fallback?: (input: z.output<Schema>) => Result | Promise<Result>;
   /** Marks the object as a definition, so a module's other exports are ignored. */
   readonly kind: 'waitless.job';
 }
@@ -102,6 +111,7 @@ export function defineJob<Schema extends z.ZodType, Result>(options: JobOptions<
     timeoutMs,
     retry: resolveRetryPolicy(options.retry),
     run: options.run,
+    ...(options.fallback ? { fallback: options.fallback } : {}),
   });
 }
 

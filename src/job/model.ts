@@ -11,6 +11,11 @@ export interface Job<Input = unknown, Result = unknown> {
   done: boolean;
   input: Input;
   result?: Result;
+  /**
+   * The definition's instant answer (`fallback(input)`), computed without AI at submit. Present
+   * until the job completes; then `result` replaces it.
+   */
+  fallback?: { result: Result; provisional: true };
   error?: JobError;
   progress?: ProgressUpdate;
   /** Partial output written so far (`ctx.write`). */

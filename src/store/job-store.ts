@@ -30,6 +30,8 @@ export interface SubmitParams {
   webhook?: { url: string; events?: string[] };
   /** Absolute base URL of the HTTP API; the job's status URL (for webhook payloads) is built on it. */
   apiBaseUrl?: string;
+  /** The definition's instant answer for this input (JSON), shown as provisional until the result lands. */
+  fallback?: unknown;
 }
 
 export interface SubmitOutcome {
@@ -84,6 +86,8 @@ export function toJob(row: q.JobRow): Job {
   if (row.started_at) job.startedAt = iso(row.started_at);
   if (row.finished_at) job.finishedAt = iso(row.finished_at);
   if (status === 'completed') job.result = row.result;
+  // The instant answer stands in until the real one lands; after a failure it is still the best there is.
+  if (status !== 'completed' && row.fallback != null) job.fallback = { result: row.fallback, provisional: true };
   // A queued job may carry the error of its previous attempt; it is shown so people see why it retries.
   if (status !== 'completed' && row.error != null) job.error = row.error as JobError;
   return job;
@@ -190,6 +194,18 @@ export class JobStore {
     if (!isJobId(id)) return undefined;
     await this.driver.query(q.cancelJob(tenant, id, 'The job was cancelled before it finished; its result, if any arrives, is discarded.'));
     return this.get(tenant, id);
+  }
+
+  /**
+   * Sends a failed, timed-out, cancelled or stuck job back to the queue with `attempts` more
+   * attempts. Answers the job, `'not-recoverable'` when its status does not allow it, or
+   * undefined when there is no such job.
+   */
+  async recover(tenant: string, id: string, attempts: number): Promise<Job | 'not-recoverable' | undefined> {
+    if (!isJobId(id)) return undefined;
+    const [row] = await this.driver.query<q.JobRow>(q.recoverJob(tenant, id, attempts));
+    if (row) return toJob(row);
+    return (await this.get(tenant, id)) ? 'not-recoverable' : undefined;
   }
 
   // ---------------------------------------------------------------- worker side

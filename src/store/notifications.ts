@@ -12,6 +12,7 @@ export class Notifier {
   private readonly all = new Set<JobEventListener>();
   private readonly queued = new Set<(name: string | undefined) => void>();
   private readonly webhooksDue = new Set<() => void>();
+  private readonly resyncs = new Set<() => void>();
   private readonly unlisten: Array<() => Promise<void>> = [];
 
   private constructor() {}
@@ -46,6 +47,13 @@ export class Notifier {
     for (const [jobId, listeners] of this.byJob) for (const listener of listeners) listener(jobId, 0, 'resync');
     for (const listener of this.queued) listener(undefined);
     for (const listener of this.webhooksDue) listener();
+    for (const listener of this.resyncs) listener();
+  }
+
+  /** Calls `listener` after a lost LISTEN connection came back: notifications may have been missed. */
+  onResync(listener: () => void): () => void {
+    this.resyncs.add(listener);
+    return () => this.resyncs.delete(listener);
   }
 
   /** Calls `listener` whenever a webhook delivery becomes due. */

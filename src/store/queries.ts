@@ -12,7 +12,7 @@ const json = (value: unknown): string | null => (value === undefined ? null : JS
 
 /** Columns every job reader gets. The lease token is left out on purpose: it is the worker's secret. */
 const JOB_COLUMNS = `id, tenant_id, name, status, input, result, error, progress, partial_output, attempt,
-  max_attempts, timeout_ms, priority, run_at, last_seq, created_at, started_at, finished_at, updated_at`;
+  max_attempts, timeout_ms, priority, run_at, last_seq, created_at, started_at, finished_at, updated_at, fallback`;
 
 /** A job row as the store reads it. */
 export interface JobRow {
@@ -35,6 +35,7 @@ export interface JobRow {
   started_at: Date | null;
   finished_at: Date | null;
   updated_at: Date;
+  fallback: unknown;
 }
 
 /** A job row as a worker claims it, with its lease. */
@@ -159,6 +160,8 @@ export interface InsertJobParams {
   statusUrl?: string;
   idempotencyKey?: string;
   fingerprint?: string;
+  /** The definition's instant answer, shown as provisional while the job runs. */
+  fallback?: unknown;
 }
 
 /**
@@ -168,14 +171,14 @@ export interface InsertJobParams {
  * caller then reads the existing key with {@link findIdempotencyKey}.
  */
 export function insertJob(p: InsertJobParams): Sql {
-  const values = [p.id, p.tenant, p.name, json(p.input), p.maxAttempts, p.timeoutMs, p.idempotencyKey ?? null, json(p.webhook), p.statusUrl ?? null];
-  const jobInsert = `INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url)`;
+  const values = [p.id, p.tenant, p.name, json(p.input), p.maxAttempts, p.timeoutMs, p.idempotencyKey ?? null, json(p.webhook), p.statusUrl ?? null, json(p.fallback)];
+  const jobInsert = `INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url, fallback)`;
   const firstEvent = `INSERT INTO job_events (job_id, seq, tenant_id, type, data)
     SELECT id, 1, tenant_id, 'status', jsonb_build_object('status', 'queued') FROM changed`;
   if (p.idempotencyKey === undefined) {
     return {
       text: `WITH changed AS (
-          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9) RETURNING ${JOB_COLUMNS}
+          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb) RETURNING ${JOB_COLUMNS}
         ), appended AS (${firstEvent})
         SELECT * FROM changed`,
       values,
@@ -183,10 +186,10 @@ export function insertJob(p: InsertJobParams): Sql {
   }
   return {
     text: `WITH claimed_key AS (
-        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $10, $1)
+        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $11, $1)
         ON CONFLICT (tenant_id, key) DO NOTHING RETURNING job_id
       ), changed AS (
-        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9 FROM claimed_key RETURNING ${JOB_COLUMNS}
+        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb FROM claimed_key RETURNING ${JOB_COLUMNS}
       ), appended AS (${firstEvent})
       SELECT * FROM changed`,
     values: [...values, p.fingerprint ?? ''],
@@ -265,6 +268,31 @@ export const cancelJob = (tenant: string, id: string, message: string): Sql => (
   values: [tenant, id, message],
 });
 
+/** Statuses an admin may send back to the queue: ended without a result, or running but stuck. */
+export const RECOVERABLE_STATUSES = ['failed', 'timed_out', 'cancelled', 'running'] as const;
+
+/**
+ * The admin's recovery: a failed, timed-out, cancelled or stuck (running) job goes back to
+ * `queued` with a fresh budget of `attempts`, its event log kept. Clearing the lease token
+ * fences out a worker that still holds a stuck job: its next write or heartbeat finds the
+ * lease gone and stops. Returns the status it was recovered from, or no row.
+ */
+export const recoverJob = (tenant: string, id: string, attempts: number): Sql => ({
+  text: `WITH previous AS (
+      SELECT id AS previous_id, status AS from_status FROM jobs
+      WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[])
+      FOR UPDATE
+    ), changed AS (
+      UPDATE jobs SET status = 'queued', run_at = now(), finished_at = NULL, result = NULL,
+        max_attempts = attempt + $3, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+        updated_at = now(), last_seq = last_seq + 1
+      FROM previous WHERE id = previous_id
+      RETURNING ${JOB_COLUMNS}, from_status
+    ), ${appendEvent('status', `jsonb_build_object('status', 'queued', 'reason', 'recovered', 'recovered', true, 'from', from_status, 'attempt', attempt, 'maxAttempts', max_attempts)`)}
+    SELECT * FROM changed`,
+  values: [tenant, id, attempts, RECOVERABLE_STATUSES],
+});
+
 // ---------------------------------------------------------------- worker: claim, lease, fencing
 
 /**
@@ -287,7 +315,7 @@ export const claimJobs = (names: string[], limit: number, workerId: string, leas
     ), ${appendEvent('status', `jsonb_build_object('status', 'running', 'attempt', attempt)`)}
     SELECT j.id, j.tenant_id, j.name, 'running' AS status, j.input, j.result, j.error, j.progress, '' AS partial_output,
       c.attempt, j.max_attempts, j.timeout_ms, j.priority, j.run_at, c.last_seq, j.created_at,
-      coalesce(j.started_at, now()) AS started_at, j.finished_at, now() AS updated_at, c.lease_token
+      coalesce(j.started_at, now()) AS started_at, j.finished_at, now() AS updated_at, j.fallback, c.lease_token
     FROM changed c JOIN jobs j ON j.id = c.id`,
   values: [names, limit, leaseMs, workerId],
 });
@@ -399,13 +427,13 @@ export const reclaimExpiredLeases = (limit: number): Sql => ({
 
 // ---------------------------------------------------------------- API keys
 
-export const insertApiKey = (id: string, tenant: string, secretHash: string, label: string | null): Sql => ({
-  text: `INSERT INTO api_keys (id, tenant_id, secret_hash, label) VALUES ($1, $2, $3, $4)`,
-  values: [id, tenant, secretHash, label],
+export const insertApiKey = (id: string, tenant: string, secretHash: string, label: string | null, role: string): Sql => ({
+  text: `INSERT INTO api_keys (id, tenant_id, secret_hash, label, role) VALUES ($1, $2, $3, $4, $5)`,
+  values: [id, tenant, secretHash, label, role],
 });
 
 export const findApiKey = (id: string): Sql => ({
-  text: `SELECT tenant_id, secret_hash FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
+  text: `SELECT tenant_id, secret_hash, role FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
   values: [id],
 });
 
@@ -415,6 +443,19 @@ export const revokeApiKey = (id: string): Sql => ({
 });
 
 export const listApiKeys = (): Sql => ({
-  text: `SELECT id, tenant_id, label, created_at, revoked_at FROM api_keys ORDER BY created_at`,
+  text: `SELECT id, tenant_id, label, role, created_at, revoked_at FROM api_keys ORDER BY created_at`,
   values: [],
+});
+
+// ---------------------------------------------------------------- server secrets
+
+/** Stores a secret unless one of that name exists (the first process to get there wins). */
+export const insertServerSecret = (name: string, secret: string): Sql => ({
+  text: `INSERT INTO server_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
+  values: [name, secret],
+});
+
+export const getServerSecret = (name: string): Sql => ({
+  text: `SELECT secret FROM server_secrets WHERE name = $1`,
+  values: [name],
 });
