@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
+import { WaitlessApiError, WaitlessClient } from '../src/client/index.ts';
 import { defineJob } from '../src/job/definition.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
 import { BACKENDS, deferred, eventually, finished, openEngine, readSse, startServer, type TestEngine, type TestServer } from './helpers.ts';
@@ -229,6 +230,32 @@ for (const backend of BACKENDS) {
       assert.equal(done.attempt, 2);
       const completions = (await engine.waitless.events(job.id, 0, { tenant: 'acme' })).filter((e) => e.data.status === 'completed');
       assert.equal(completions.length, 1);
+    });
+
+    it('lets a service mint a token with the client SDK, and a page watch its job to the end with it', async () => {
+      const service = new WaitlessClient({ baseUrl: server.url, apiKey: serviceKey });
+      const job = await service.submit('assess', { answers: [true, false, true], gate: `${backend}-sdk` });
+      const { token } = await service.createJobToken(job.id, { ttlSeconds: 60 });
+      const page = new WaitlessClient({ baseUrl: server.url, apiKey: token });
+      const seen: string[] = [];
+      const watching = (async () => {
+        for await (const event of page.watch(job.id)) seen.push(event.type === 'status' ? String(event.data.status) : event.type);
+      })();
+      await eventually(() => seen.includes('progress'), 'progress seen through the token');
+      gate(`${backend}-sdk`).resolve();
+      await watching;
+      assert.deepEqual(seen.filter((s) => s !== 'progress'), ['queued', 'running', 'completed']);
+      await assert.rejects(page.cancel(job.id), (e: unknown) => e instanceof WaitlessApiError && e.status === 403);
+      await assert.rejects(page.list(), (e: unknown) => e instanceof WaitlessApiError && e.status === 403);
+
+      failing.add(`${backend}-sdk`);
+      const failed = await service.submit('flaky', { key: `${backend}-sdk` });
+      await finished(engine.waitless, failed.id, 15_000, 'acme');
+      failing.delete(`${backend}-sdk`);
+      await assert.rejects(service.recover(failed.id), (e: unknown) => e instanceof WaitlessApiError && e.status === 403);
+      const admin = new WaitlessClient({ baseUrl: server.url, apiKey: adminKey });
+      assert.equal((await admin.recover(failed.id)).status, 'queued');
+      assert.deepEqual(await admin.result(failed.id), { key: `${backend}-sdk`, ok: true });
     });
 
     it('streams every change of the tenant’s jobs, and no other tenant’s, on GET /v1/events', async () => {

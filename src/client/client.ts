@@ -101,6 +101,24 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link WaitlessClient.createJobToken}. */
+export interface JobTokenRequest extends RequestOptions {
+  /** Let the bearer cancel the job too. Default: `false` (read only). */
+  cancel?: boolean;
+  /** Lifetime in seconds, 1–86 400. Default: `900` (15 min). */
+  ttlSeconds?: number;
+}
+
+/** A token for one job, to hand to a browser (see {@link WaitlessClient.createJobToken}). */
+export interface JobToken {
+  /** `wlt_…`: send as `Authorization: Bearer …`, or `?access_token=…` where headers cannot be set. */
+  token: string;
+  /** ISO 8601. */
+  expiresAt: string;
+  jobId: string;
+  scopes: Array<'read' | 'cancel'>;
+}
+
 /** Filters of {@link WaitlessClient.list}. */
 export interface ListOptions extends RequestOptions {
   /** Only jobs in this status (or any of these). Default: every status. */
@@ -237,6 +255,28 @@ export class WaitlessClient {
   /** Cancels the job (idempotent; a finished job is returned unchanged): `POST /v1/jobs/:id/cancel`. */
   async cancel(id: string, options: RequestOptions = {}): Promise<JobView> {
     return this.#json(await this.#send(`${this.#jobPath(id)}/cancel`, { method: 'POST', signal: options.signal }));
+  }
+
+  /**
+   * Mints a short-lived token for one job (`POST /v1/jobs/:id/tokens`), for a service to hand
+   * to the page that asked for the job: the page reads that job's status and events (and
+   * cancels it, with `cancel: true`), with `new WaitlessClient({ baseUrl, apiKey: token })`,
+   * and nothing else.
+   */
+  async createJobToken(id: string, options: JobTokenRequest = {}): Promise<JobToken> {
+    const body = { ...(options.cancel !== undefined ? { cancel: options.cancel } : {}), ...(options.ttlSeconds !== undefined ? { ttlSeconds: options.ttlSeconds } : {}) };
+    return this.#json(
+      await this.#send(`${this.#jobPath(id)}/tokens`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: options.signal }),
+    );
+  }
+
+  /**
+   * The admin's recovery (`POST /v1/jobs/:id/recover`, an admin key): a failed, timed-out,
+   * cancelled or stuck job goes back to `queued` with a fresh attempt budget, history kept.
+   * Rejects with a {@link WaitlessApiError} `409` for a queued or completed job.
+   */
+  async recover(id: string, options: RequestOptions = {}): Promise<JobView> {
+    return this.#json(await this.#send(`${this.#jobPath(id)}/recover`, { method: 'POST', signal: options.signal }));
   }
 
   /** A page of jobs, newest first: `GET /v1/jobs?status=&name=&limit=&cursor=`. */

@@ -6,6 +6,8 @@
 export { isTerminalEvent, WaitlessClient } from './client.ts';
 export type {
   JobLinks,
+  JobToken,
+  JobTokenRequest,
   JobPage,
   JobView,
   ListOptions,
