@@ -15,7 +15,7 @@ interface Received {
 }
 
 /** A webhook receiver on loopback whose answer each test decides. */
-async function startReceiver(answer: (req: Received, n: number) => { status: number; headers?: Record<string, string>; hang?: boolean }) {
+async function startReceiver(answer: (req: Received, n: number) => { status: number; headers?: Record<string, string>; hang?: boolean; delayMs?: number }) {
   const received: Received[] = [];
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
     let body = '';
@@ -25,7 +25,9 @@ async function startReceiver(answer: (req: Received, n: number) => { status: num
       received.push(entry);
       const reply = answer(entry, received.length);
       if (reply.hang) return; // never answers: the sender's timeout must end it
-      res.writeHead(reply.status, reply.headers).end(`answer ${reply.status}`);
+      const send = () => res.writeHead(reply.status, reply.headers).end(`answer ${reply.status}`);
+      if (reply.delayMs) setTimeout(send, reply.delayMs);
+      else send();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -79,6 +81,26 @@ for (const backend of BACKENDS) {
       for (const g of gates.values()) g.resolve();
       await server.close();
       await engine.close();
+    });
+
+    it('keeps a redelivery asked for while an attempt is in flight: it is sent right after that attempt', async () => {
+      // A receiver that takes its time (within the 500 ms timeout) to accept the first request.
+      const slow = await startReceiver((_req, n) => ({ status: 200, delayMs: n === 1 ? 300 : 0 }));
+      try {
+        const submitted = await post(server, { input: { text: 'again' }, webhook: { url: slow.url } });
+        const { id } = (await submitted.json()) as Job;
+        await eventually(() => slow.received.length === 1, 'first attempt in flight');
+        const [inFlight] = await deliveries(id);
+        assert.equal(inFlight!.status, 'delivering');
+        const redelivered = await fetch(`${server.url}/v1/deliveries/${inFlight!.id}/redeliver`, { method: 'POST' });
+        assert.equal(redelivered.status, 202);
+        // The first attempt succeeds, and the redelivery asked for meanwhile still follows.
+        await eventually(() => slow.received.length === 2, 'redelivered after the in-flight attempt');
+        assert.equal(slow.received[1]!.headers['webhook-id'], inFlight!.id);
+        await eventually(async () => (await deliveries(id))[0]!.attempts.length === 2, 'both attempts recorded');
+      } finally {
+        await slow.close();
+      }
     });
 
     it('posts a signed Standard Webhooks message that the reference library verifies', async () => {

@@ -120,8 +120,11 @@ export interface AttemptOutcome {
 /** Records one attempt and its consequence (fenced by the delivery's lease). */
 export const recordAttempt = (id: string, token: string, o: AttemptOutcome): Sql => ({
   text: `WITH changed AS (
-      UPDATE webhook_deliveries SET attempts = attempts + 1, status = $3,
-        next_attempt_at = CASE WHEN $3 = 'pending' THEN now() + $4 * interval '1 millisecond' ELSE next_attempt_at END,
+      UPDATE webhook_deliveries SET attempts = attempts + 1,
+        status = CASE WHEN redeliver_requested THEN 'pending' ELSE $3 END,
+        next_attempt_at = CASE WHEN redeliver_requested THEN now()
+          WHEN $3 = 'pending' THEN now() + $4 * interval '1 millisecond' ELSE next_attempt_at END,
+        redeliver_requested = false,
         delivered_at = CASE WHEN $3 = 'succeeded' THEN now() ELSE delivered_at END,
         last_error = $5, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
       WHERE id = $1 AND lease_token = $2 AND status = 'delivering'
@@ -160,9 +163,15 @@ export const getDelivery = (tenant: string, id: string): Sql => ({
   values: [tenant, id],
 });
 
-/** Sends a delivery again now, whatever became of it; one in flight is left to finish. */
+/**
+ * Sends a delivery again now, whatever became of it. One in flight is left to finish and sent
+ * again right after (see {@link recordAttempt}), so the request is never lost to the race.
+ */
 export const redeliver = (tenant: string, id: string): Sql => ({
-  text: `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
-    WHERE tenant_id = $1 AND id = $2 AND status <> 'delivering' RETURNING id`,
+  text: `UPDATE webhook_deliveries SET
+      status = CASE WHEN status = 'delivering' THEN status ELSE 'pending' END,
+      redeliver_requested = (status = 'delivering'),
+      next_attempt_at = now(), updated_at = now()
+    WHERE tenant_id = $1 AND id = $2 RETURNING id`,
   values: [tenant, id],
 });

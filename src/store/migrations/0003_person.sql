@@ -14,3 +14,7 @@ CREATE TABLE server_secrets (
   secret     text NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- A redelivery asked for while an attempt is in flight runs right after that attempt, instead
+-- of being lost when the attempt records its outcome.
+ALTER TABLE webhook_deliveries ADD COLUMN redeliver_requested boolean NOT NULL DEFAULT false;
