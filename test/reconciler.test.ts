@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { z } from 'zod';
 import { WaitlessClient } from '../src/client/client.ts';
 import { defineJob } from '../src/job/definition.ts';
@@ -82,6 +83,37 @@ for (const backend of BACKENDS) {
       assert.deepEqual(settled.context, { planId: 7 });
       assert.deepEqual(applied, [job.id]);
       assert.deepEqual(statuses.map((s) => s.state), ['applied']);
+    });
+
+    it('answers a track that waited on a concurrent track of the same job (a double click) with the row that won', async () => {
+      const location = await storeLocation();
+      const reconciler = await open({ ...location, apply: async () => {} });
+      const job = await client.submit('plan', { prd: 'double click' });
+      if (backend === 'pglite') {
+        // One connection: calls queue instead of racing. Both still get the one row.
+        const tracked = await Promise.all([reconciler.track(job.id, { click: 1 }), reconciler.track(job.id, { click: 2 })]);
+        assert.deepEqual(tracked.map((t) => t.context), [{ click: 1 }, { click: 1 }]);
+        return;
+      }
+      // The other click's insert is in flight, uncommitted, when this track starts: its insert
+      // waits on that row, and its own snapshot cannot see it once it commits.
+      const other = new pg.Client({ connectionString: POSTGRES_URL });
+      await other.connect();
+      try {
+        await other.query('BEGIN');
+        await other.query(`INSERT INTO ${location.schema}.tracked_jobs (job_id, state, context, next_check_at) VALUES ($1, 'pending', $2, now())`, [job.id, JSON.stringify({ click: 1 })]);
+        const tracking = reconciler.track(job.id, { click: 2 });
+        await eventually(async () => {
+          const { rows } = await other.query<{ waiting: number }>(`SELECT count(*)::int AS waiting FROM pg_locks WHERE NOT granted`);
+          return rows[0]!.waiting > 0;
+        }, 'the second track waiting on the first');
+        await other.query('COMMIT');
+        const tracked = await tracking;
+        assert.equal(tracked.jobId, job.id);
+        assert.deepEqual(tracked.context, { click: 1 });
+      } finally {
+        await other.end();
+      }
     });
 
     it('applies once when the webhook and the poll arrive together, in two processes', async () => {

@@ -202,7 +202,12 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
   const reconciler: Reconciler = {
     async track(jobId, context) {
       const [row] = await driver.query<q.TrackedRow>(q.track(jobId, context, cadenceMs[0]!));
-      return toTracked(row!);
+      if (row) return toTracked(row);
+      // A concurrent track of the same job committed while this insert waited on it: the
+      // statement's snapshot predates that row, so it is read again in a new statement.
+      const [existing] = await driver.query<q.TrackedRow>(q.getTracked(jobId));
+      if (!existing) throw new Error(`Job ${jobId} could not be tracked; try again.`);
+      return toTracked(existing);
     },
     async handleWebhook(request) {
       const verified = await verifyWebhook(request, options.webhookSecrets ?? []);
