@@ -150,8 +150,11 @@ async function fetchWebhookSecrets(): Promise<string[]> {
 // ---------------------------------------------------------------- plans
 
 /** A plan as the UI sees it: its row, plus what the reconciler knows of its job. */
-async function view(row: PlanRow) {
-  const tracked: TrackedJob | undefined = row.job_id ? await reconciler.get(row.job_id) : undefined;
+async function view(read: PlanRow) {
+  const tracked: TrackedJob | undefined = read.job_id ? await reconciler.get(read.job_id) : undefined;
+  // The apply step commits the plan's result with the settled mark. The plan was read before
+  // the mark, so a plan seen settled is read again: it then shows what was applied.
+  const row = tracked && tracked.state !== 'pending' ? ((await db.query<PlanRow>(`SELECT * FROM ${PLANS} WHERE id = $1`, [read.id]))[0] ?? read) : read;
   return {
     id: row.id,
     prd: row.prd,
