@@ -53,7 +53,12 @@ describe('waitless dev', () => {
       body: JSON.stringify({ input: { text: 'Incident report: the payment service was slow for an hour', seconds: 6 } }),
     });
     assert.equal(response.status, 202);
-    const { id } = (await response.json()) as Job;
+    const { id, fallback } = (await response.json()) as Job;
+    assert.match(String((fallback?.result as { summary?: string } | undefined)?.summary), /Incident report: the payment service was slow for an hour/, 'the demo job answers at once with its fallback');
+    assert.match(first.output(), /Dashboard: http:\/\/127\.0\.0\.1:\d+\/dashboard/);
+    const dashboard = await fetch(`${first.url}/dashboard/`);
+    assert.equal(dashboard.status, 200);
+    assert.match(dashboard.headers.get('content-type') ?? '', /text\/html/);
     await eventually(async () => {
       const job = (await (await fetch(`${first.url}/v1/jobs/${id}`)).json()) as Job;
       return job.status === 'running' && job.progress;

@@ -89,6 +89,26 @@ describe('waitless serve, keys and migrate on PostgreSQL', () => {
       receiver.close();
     }
 
+    // An admin key (keys create --admin) may recover a job; a service key may not. Both open
+    // the tenant's live stream the dashboard follows; the dashboard page itself needs no key.
+    const admin = await run(process.execPath, [CLI, 'keys', 'create', '--tenant', 'acme', '--admin', '--schema', schema], { env });
+    const adminKey = /^(wl_\S+)$/m.exec(admin.stdout)?.[1];
+    assert.match(admin.stdout, /Admin key for tenant "acme"/);
+    assert.match((await run(process.execPath, [CLI, 'keys', 'list', '--schema', schema], { env })).stdout, /acme\s+admin/);
+    const cancelled = (await (await fetch(`${url}/v1/jobs/analyze-document`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ input: { text: 'cancel me, then recover me', seconds: 30 } }),
+    })).json()) as Job;
+    await fetch(`${url}/v1/jobs/${cancelled.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    assert.equal((await fetch(`${url}/v1/jobs/${cancelled.id}/recover`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).status, 403);
+    const recovered = await fetch(`${url}/v1/jobs/${cancelled.id}/recover`, { method: 'POST', headers: { authorization: `Bearer ${adminKey}` } });
+    assert.equal(recovered.status, 200);
+    assert.equal(((await recovered.json()) as Job).status, 'queued');
+    await fetch(`${url}/v1/jobs/${cancelled.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    assert.equal((await fetch(`${url}/dashboard/`)).status, 200);
+    assert.equal((await fetch(`${url}/v1/events`)).status, 401);
+
     const keyId = /^wl_([0-9a-f]{16})_/.exec(token)![1]!;
     await run(process.execPath, [CLI, 'keys', 'revoke', keyId, '--schema', schema], { env });
     // The server caches a verified key for a few seconds; after that the revoked key is refused.

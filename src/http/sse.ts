@@ -104,6 +104,7 @@ export function streamTenantJobs(c: Context, waitless: Waitless, p: TenantStream
         wake = () => {};
         if (stream.aborted) break;
         await new Promise((resolve) => setTimeout(resolve, coalesceMs));
+        if (stream.aborted) break;
         if (resync) {
           resync = false;
           await stream.writeSSE({ event: 'resync', data: '{}' });
@@ -112,7 +113,13 @@ export function streamTenantJobs(c: Context, waitless: Waitless, p: TenantStream
         changed.clear();
         for (const id of ids) {
           // Notifications carry no tenant; reading through the tenant's scope drops everyone else's jobs.
-          const job = await waitless.store.get(p.tenant, id);
+          const job = await waitless.store.get(p.tenant, id).catch((error: unknown) => {
+            // A failed read (the database going away as the server stops) ends this stream;
+            // the client reconnects and lists again, so nothing is lost.
+            waitless.logger.warn({ err: error }, 'job stream read failed; closing the stream');
+            return null;
+          });
+          if (job === null) return;
           if (job) await stream.writeSSE({ event: 'job', data: JSON.stringify(p.view(job)) });
         }
       }
