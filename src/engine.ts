@@ -7,7 +7,7 @@ import { type AnyJobDefinition, type JobDefinition, isJobDefinition } from './jo
 import type { Job, JobEvent } from './job/model.ts';
 import { ApiKeyStore } from './store/api-keys.ts';
 import { assertSchemaName, type Driver } from './store/driver.ts';
-import { type JobPage, JobStore, type ListParams, type SubmitOutcome } from './store/job-store.ts';
+import { type JobPage, JobStore, type ListParams, type SubmitOutcome, type SupersedePolicy } from './store/job-store.ts';
 import { migrate } from './store/migrate.ts';
 import { Notifier } from './store/notifications.ts';
 import { createPgDriver } from './store/pg-driver.ts';
@@ -62,6 +62,27 @@ export interface SubmitOptions {
   webhook?: { url: string; events?: string[] };
   /** Absolute base URL of the HTTP API, so webhook payloads can link to the job's status. */
   apiBaseUrl?: string;
+  /** Higher runs first (an integer from -1000 to 1000). Default: `0`. */
+  priority?: number;
+  /** Not before this time. Default: now. Give `runAt` or `delay`, not both. */
+  runAt?: Date | string;
+  /** Not before this much time from now, e.g. `"10m"`. Default: none. */
+  delay?: Duration;
+  /**
+   * Latest wins: `key` names what the job is about (e.g. `"doc:42:summary"`) among the
+   * tenant's jobs; `policy` says what happens to the in-flight ones with the same key:
+   * `supersede` (the default) cancels them, and whatever they return later is never
+   * delivered as completed; `reject` refuses the new job ({@link SupersedeConflictError},
+   * HTTP 409 naming the running job); `queue` runs the jobs one after another. Default: none.
+   */
+  supersede?: { key: string; policy?: SupersedePolicy };
+  /**
+   * What the job is asked about (JSON), e.g. `{ docId: 42, version: 7 }`: stored with the job
+   * and handed to the definition's `relevant(context)` when the result is ready. Default: none.
+   */
+  context?: unknown;
+  /** Flow-control key, overriding the definition's `concurrency.key(input)`; the limit is the definition's. Default: none. */
+  concurrencyKey?: string;
 }
 
 /** Options of {@link Waitless.createJobToken}. */
@@ -72,6 +93,11 @@ export interface JobTokenOptions {
   cancel?: boolean;
   /** Lifetime, e.g. `"15m"` or a number of ms; at most 24 h. Default: `"15m"`. */
   ttl?: Duration;
+}
+
+/** The submit's scheduling options are out of range (priority, run time, keys). */
+export class InvalidSubmitOptionError extends Error {
+  override name = 'InvalidSubmitOptionError';
 }
 
 /** The job cannot be recovered from its current status (it is queued or completed). */
@@ -184,6 +210,43 @@ async function computeFallback(definition: AnyJobDefinition, input: unknown, log
   }
 }
 
+const KEY_PATTERN = /^[\x20-\x7e]{1,255}$/;
+
+/** Priority, run time, latest-wins key, context and concurrency key of a submit, checked. */
+function scheduling(definition: AnyJobDefinition, input: unknown, o: SubmitOptions | undefined) {
+  const priority = o?.priority ?? 0;
+  if (!Number.isInteger(priority) || priority < -1000 || priority > 1000) throw new InvalidSubmitOptionError('priority must be a whole number from -1000 to 1000.');
+  if (o?.runAt !== undefined && o.delay !== undefined) throw new InvalidSubmitOptionError('Give runAt or delay, not both.');
+  let runAt: Date | undefined;
+  if (o?.runAt !== undefined) {
+    runAt = new Date(o.runAt);
+    if (Number.isNaN(runAt.getTime())) throw new InvalidSubmitOptionError(`runAt is not a date: "${String(o.runAt)}". Use ISO 8601, e.g. 2026-12-24T18:00:00Z.`);
+  } else if (o?.delay !== undefined) {
+    let ms: number;
+    try {
+      ms = toMs(o.delay, 'delay');
+    } catch {
+      throw new InvalidSubmitOptionError(`delay must be a duration such as 500ms, 30s or 10m, or a number of milliseconds.`);
+    }
+    if (ms < 0) throw new InvalidSubmitOptionError('delay cannot be negative.');
+    runAt = new Date(Date.now() + ms);
+  }
+  const supersede = o?.supersede && { key: o.supersede.key, policy: o.supersede.policy ?? 'supersede' };
+  if (supersede && !KEY_PATTERN.test(supersede.key)) throw new InvalidSubmitOptionError('supersede.key must be 1–255 printable ASCII characters.');
+  if (supersede && !['supersede', 'reject', 'queue'].includes(supersede.policy)) throw new InvalidSubmitOptionError('supersede.policy must be supersede, reject or queue.');
+  const limit = definition.concurrency?.limit;
+  const concurrencyKey = o?.concurrencyKey ?? (limit ? (definition.concurrency?.key?.(input) ?? undefined) : undefined);
+  if (o?.concurrencyKey !== undefined && !limit) throw new InvalidSubmitOptionError(`Job "${definition.name}" declares no concurrency limit, so it takes no concurrencyKey.`);
+  if (concurrencyKey !== undefined && !KEY_PATTERN.test(concurrencyKey)) throw new InvalidSubmitOptionError('The concurrency key must be 1–255 printable ASCII characters.');
+  return {
+    priority,
+    runAt,
+    supersede,
+    context: o?.context === undefined ? undefined : toJsonValue(o.context),
+    concurrency: concurrencyKey !== undefined && limit ? { key: concurrencyKey, limit } : undefined,
+  };
+}
+
 function collectJobs(jobs: WaitlessOptions['jobs']): Map<string, AnyJobDefinition> {
   const list = Array.isArray(jobs) ? jobs : Object.values(jobs);
   const map = new Map<string, AnyJobDefinition>();
@@ -271,6 +334,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
         timeoutMs: definition.timeoutMs,
         idempotencyKey: submitOptions?.idempotencyKey,
         fallback,
+        ...scheduling(definition, parsed.data, submitOptions),
       });
     },
 

@@ -2,21 +2,22 @@
  * Waitless: long-running AI jobs behind an asynchronous request-reply API.
  * @packageDocumentation
  */
-export { createWaitless, DEFAULT_TENANT, InputValidationError, InvalidWebhookError, NotRecoverableError, UnknownJobError } from './engine.ts';
+export { createWaitless, DEFAULT_TENANT, InputValidationError, InvalidSubmitOptionError, InvalidWebhookError, NotRecoverableError, UnknownJobError } from './engine.ts';
 export type { JobTokenOptions, SubmitOptions, Waitless, WaitlessOptions } from './engine.ts';
 export type { JobTokenScope, MintedJobToken } from './access/job-tokens.ts';
 export type { ApiKeyRole, CreateApiKeyOptions, CreatedApiKey } from './store/api-keys.ts';
 export { defineJob, isJobDefinition } from './job/definition.ts';
-export type { AnyJobDefinition, JobContext, JobDefinition, JobOptions, ProgressUpdate } from './job/definition.ts';
+export type { AnyJobDefinition, ChildContext, ChildTask, JobContext, JobDefinition, JobOptions, ProgressUpdate, StepContext, TokenUsage } from './job/definition.ts';
+export { SiblingFailedError } from './job/structured.ts';
 export type { Duration } from './job/duration.ts';
 export { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, WorkerShutdownError } from './job/errors.ts';
 export type { JobError } from './job/errors.ts';
-export type { Job, JobEvent, JobEventType } from './job/model.ts';
+export type { Job, JobEvent, JobEventType, JobStep, JobUsage } from './job/model.ts';
 export type { RetryPolicy } from './job/retry.ts';
 export { JOB_STATUSES, isTerminal } from './job/states.ts';
 export type { JobStatus } from './job/states.ts';
-export { IdempotencyConflictError } from './store/job-store.ts';
-export type { JobPage, SubmitOutcome } from './store/job-store.ts';
+export { IdempotencyConflictError, SupersedeConflictError } from './store/job-store.ts';
+export type { JobPage, SubmitOutcome, SupersedePolicy } from './store/job-store.ts';
 export { createHttpApp, createHttpHandler } from './http/app.ts';
 export type { HttpOptions } from './http/app.ts';
 export type { WorkerOptions } from './worker/worker.ts';

@@ -29,6 +29,7 @@ function view(overrides: Partial<JobView> = {}): JobView {
     createdAt: at,
     updatedAt: at,
     runAt: at,
+    priority: 0,
     fallback: { result: { kind: 'estimate', score: 40 }, provisional: true },
     links: { self: `/v1/jobs/${ID}`, events: `/v1/jobs/${ID}/events`, cancel: `/v1/jobs/${ID}/cancel` },
     ...overrides,

@@ -4,7 +4,7 @@
  * (no Node built-ins, no `EventSource`).
  */
 import type { Job, JobEvent } from '../job/model.ts';
-import type { JobStatus } from '../job/states.ts';
+import { type JobStatus, TERMINAL_STATUSES } from '../job/states.ts';
 import { parseRetryAfter, WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from './errors.ts';
 import { SseParser } from './sse-reader.ts';
 
@@ -90,7 +90,7 @@ export interface SubmitOptions {
    * sent: default the four terminal ones; add `job.progress` for every progress report.
    * Default: no job webhook (registered endpoints still receive).
    */
-  webhook?: { url: string; events?: Array<'job.completed' | 'job.failed' | 'job.cancelled' | 'job.timed_out' | 'job.progress'> };
+  webhook?: { url: string; events?: Array<'job.completed' | 'job.failed' | 'job.cancelled' | 'job.timed_out' | 'job.stale' | 'job.progress'> };
   /** Aborts the call (and its retries). Default: none. */
   signal?: AbortSignal;
 }
@@ -155,7 +155,7 @@ export interface ResultOptions {
   timeout?: number;
 }
 
-const TERMINAL: ReadonlySet<string> = new Set<JobStatus>(['completed', 'failed', 'cancelled', 'timed_out']);
+const TERMINAL: ReadonlySet<string> = TERMINAL_STATUSES;
 
 /** Whether an event is the last of its job's log. */
 export function isTerminalEvent(event: JobEvent): boolean {
@@ -292,7 +292,7 @@ export class WaitlessClient {
 
   /**
    * Every event of the job, in sequence order, each exactly once, ending after the terminal
-   * one (a `status` event whose `data.status` is `completed`, `failed`, `cancelled` or `timed_out`).
+   * one (a `status` event whose `data.status` is `completed`, `failed`, `cancelled`, `timed_out` or `stale`).
    *
    * Transports, tried in order:
    * 1. **SSE** (`GET /v1/jobs/:id/events`, parsed from the fetch stream). A dropped connection
@@ -327,7 +327,7 @@ export class WaitlessClient {
 
   /**
    * Waits for the job to finish. Resolves with its result when it `completed`; rejects with a
-   * {@link WaitlessJobError} (carrying the job) when it `failed`, was `cancelled` or `timed_out`,
+   * {@link WaitlessJobError} (carrying the job) when it `failed`, was `cancelled`, `timed_out` or ended `stale`,
    * with a {@link WaitlessTimeoutError} after `timeout` ms, with the signal's reason on abort.
    */
   async result<Result = unknown>(id: string, options: ResultOptions = {}): Promise<Result> {

@@ -86,13 +86,13 @@ export class WaitlessApiError extends Error {
   }
 }
 
-/** A job ended without a result: it `failed`, was `cancelled` or `timed_out`. Thrown by `result()`. */
+/** A job ended without a delivered result: it `failed`, was `cancelled`, `timed_out` or `stale`. Thrown by `result()`. */
 export class WaitlessJobError extends Error {
   override name = 'WaitlessJobError';
   /** The job as it ended (its `error` says why). */
   readonly job: Job;
   /** How it ended. */
-  readonly jobStatus: 'failed' | 'cancelled' | 'timed_out';
+  readonly jobStatus: 'failed' | 'cancelled' | 'timed_out' | 'stale';
   /** The job error's machine-readable code (`handler_error`, `timed_out`, `worker_lost`, `cancelled`, …). */
   readonly code: string | undefined;
 

@@ -10,7 +10,7 @@
  * through HTML parsing.
  */
 
-/** @typedef {'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timed_out'} JobStatus */
+/** @typedef {'queued' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timed_out' | 'stale'} JobStatus */
 /** @typedef {{ percent?: number, stage?: string, message?: string, data?: unknown }} Progress */
 /** @typedef {{ code?: string, message?: string, name?: string, [key: string]: unknown }} JobError */
 
@@ -61,9 +61,9 @@
 /** @typedef {'connecting' | 'live' | 'reconnecting' | 'signed-out'} ConnectionState */
 
 /** @type {readonly JobStatus[]} */
-const STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out'];
+const STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out', 'stale'];
 /** @type {readonly JobStatus[]} */
-const TERMINAL = ['completed', 'failed', 'cancelled', 'timed_out'];
+const TERMINAL = ['completed', 'failed', 'cancelled', 'timed_out', 'stale'];
 const PAGE_SIZE = 25;
 const KEY_STORAGE = 'waitless.dashboard.apiKey';
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
@@ -981,6 +981,10 @@ function summarise(event) {
   if (event.type === 'progress') {
     const percent = typeof d.percent === 'number' ? `${Math.round(d.percent)}%` : '';
     return { text: [percent, str(d.stage), str(d.message)].filter(Boolean).join(' · ') || preview(d) };
+  }
+  if (event.type === 'step') {
+    const took = typeof d.durationMs === 'number' ? ` in ${Math.round(d.durationMs)} ms` : '';
+    return { text: `step “${str(d.name)}” ${str(d.status)}${took}`, error: typeof d.error === 'string' ? d.error : undefined };
   }
   if (event.type !== 'status') return { text: preview(d) };
   const status = str(d.status);

@@ -2,11 +2,12 @@ import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
 import { z } from 'zod';
-import { InputValidationError, InvalidWebhookError, NotRecoverableError, UnknownJobError, type Waitless } from '../engine.ts';
+import { InputValidationError, InvalidSubmitOptionError, InvalidWebhookError, NotRecoverableError, UnknownJobError, type Waitless } from '../engine.ts';
+import type { Duration } from '../job/duration.ts';
 import { retryAfterSeconds } from '../job/cadence.ts';
 import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../job/states.ts';
-import { IdempotencyConflictError, InvalidCursorError } from '../store/job-store.ts';
+import { IdempotencyConflictError, InvalidCursorError, SupersedeConflictError } from '../store/job-store.ts';
 import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
 import { addDashboardRoutes } from './dashboard.ts';
 import { readJsonBody } from './body.ts';
@@ -49,6 +50,12 @@ const submitBody = z.strictObject({
   input: z.unknown(),
   webhook: z.strictObject({ url: z.string().min(1).max(2048), events: z.array(z.string()).min(1).optional() }).optional(),
   token: tokenRequest.optional(),
+  priority: z.number().int().min(-1000).max(1000).optional(),
+  runAt: z.iso.datetime({ offset: true }).optional(),
+  delay: z.union([z.number().int().min(0), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/)]).optional(),
+  supersede: z.strictObject({ key: z.string().min(1).max(255), policy: z.enum(['supersede', 'reject', 'queue']).default('supersede') }).optional(),
+  context: z.unknown().optional(),
+  concurrencyKey: z.string().min(1).max(255).optional(),
 });
 const idempotencyKeyPattern = /^[\x21-\x7e]{1,255}$/;
 
@@ -136,7 +143,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
         });
       }
       const envelope = await readJsonBody(c, submitBody, {
-        hint: 'The body is {"input": …, "webhook"?: {"url": …, "events"?: […]}, "token"?: {"cancel"?: boolean, "ttlSeconds"?: number}}.',
+        hint:
+          'The body is {"input": …, "webhook"?: {"url", "events"?}, "token"?: {"cancel"?, "ttlSeconds"?}, "priority"?, "runAt"? | "delay"?, "supersede"?: {"key", "policy"?}, "context"?, "concurrencyKey"?}.',
       });
       if (envelope instanceof Response) return envelope;
       try {
@@ -145,6 +153,12 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
           idempotencyKey: key,
           webhook: envelope.webhook,
           apiBaseUrl: `${new URL(c.req.url).origin}${base}`,
+          priority: envelope.priority,
+          runAt: envelope.runAt,
+          delay: envelope.delay as Duration | undefined,
+          supersede: envelope.supersede,
+          context: envelope.context,
+          concurrencyKey: envelope.concurrencyKey,
         });
         const headers: Record<string, string> = { location: links(job.id).self, ...pollHeaders(job) };
         if (!created) headers['idempotent-replayed'] = 'true';
@@ -164,6 +178,16 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
           if (error.temporary) return problem(c, 503, { title: 'Service Unavailable', detail: error.message }, { 'retry-after': '5' });
           return problem(c, 422, { type: '/problems/unsafe-webhook-url', title: 'Webhook refused', detail: error.message });
         }
+        if (error instanceof SupersedeConflictError) {
+          return problem(c, 409, {
+            type: '/problems/key-in-flight',
+            title: 'A job with this key is in flight',
+            detail: error.message,
+            runningJobId: error.runningJobId,
+            runningJob: links(error.runningJobId).self,
+          });
+        }
+        if (error instanceof InvalidSubmitOptionError) return problem(c, 422, { type: '/problems/invalid-option', title: 'Invalid option', detail: error.message });
         if (error instanceof IdempotencyConflictError) {
           return problem(c, 422, { type: '/problems/idempotency-key-reused', title: 'Idempotency-Key reused', detail: error.message });
         }

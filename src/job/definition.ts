@@ -40,6 +40,62 @@ export interface JobContext {
   write(chunk: string): void;
   /** Writes buffered partial output now. */
   flush(): Promise<void>;
+  /**
+   * Runs `fn` once for this job, however often the job runs: its result (JSON) is recorded
+   * durably (fenced by the lease, like every other write) and, when the job runs again after a
+   * crash, a lost lease or a retryable failure, a completed step returns the recorded result
+   * without running. Names are unique within a job. A step that throws records nothing and runs
+   * again next attempt. Steps and their timings are part of the job's status and events.
+   */
+  step<T>(name: string, fn: (step: StepContext) => Promise<T>): Promise<T>;
+  /**
+   * Runs tasks in parallel, each with a child signal. The first failure aborts the others,
+   * waits for them to settle, then rejects with that failure; cancelling or timing out the job
+   * aborts every child. Resolves with the results, in order, when all succeed.
+   */
+  all<T extends readonly ChildTask<unknown>[]>(tasks: T): Promise<{ -readonly [K in keyof T]: Awaited<ReturnType<T[K]>> }>;
+  /** Like {@link JobContext.all}, but waits for every task and reports each outcome; only the job's own abort stops them. */
+  allSettled<T extends readonly ChildTask<unknown>[]>(tasks: T): Promise<{ -readonly [K in keyof T]: PromiseSettledResult<Awaited<ReturnType<T[K]>>> }>;
+  /** Adds token usage (e.g. of one model call) to the job's running total, shown as `usage` in its status. */
+  recordUsage(usage: TokenUsage): Promise<void>;
+}
+
+/** One task of {@link JobContext.all}: gets a child context whose signal aborts with its siblings' failure or the job. */
+export type ChildTask<T> = (child: ChildContext) => Promise<T>;
+
+/** What a task of {@link JobContext.all} receives. */
+export interface ChildContext {
+  /** Aborts when a sibling fails (in `all`), or when the job is cancelled, times out or loses its lease. */
+  readonly signal: AbortSignal;
+  /** {@link JobContext.step}, bound to this child's signal. */
+  step<T>(name: string, fn: (step: StepContext) => Promise<T>): Promise<T>;
+}
+
+/** What a step's body receives. */
+export interface StepContext {
+  readonly name: string;
+  /**
+   * `<job id>:<step name>`: the same on every run of this step. Hand it to external APIs
+   * (payments, e-mail) as their idempotency key, so a step that ran but was not recorded (a
+   * crash between the call and the record) is not repeated by them either.
+   */
+  readonly idempotencyKey: string;
+  /** The job's signal, or the child's inside `ctx.all`. */
+  readonly signal: AbortSignal;
+  /** What an earlier, unfinished run of this step saved with `saveCheckpoint` (undefined if none). */
+  readonly checkpoint: unknown;
+  /** Saves how far the step got (JSON), durably and fenced, for a later run to resume from. */
+  saveCheckpoint(value: unknown): Promise<void>;
+}
+
+/** Token usage of model calls, as OpenAI-compatible APIs report it. */
+export interface TokenUsage {
+  /** Default: `"unknown"`. */
+  model?: string;
+  promptTokens?: number;
+  completionTokens?: number;
+  /** Default: prompt + completion. */
+  totalTokens?: number;
 }
 
 /** What `defineJob` accepts. */
@@ -62,6 +118,21 @@ export interface JobOptions<Schema extends z.ZodType, Result> {
    * throws, the job is submitted without one (and the error is logged). Default: none.
    */
   fallback?: (input: z.output<Schema>) => Result | Promise<Result>;
+  /**
+   * Relevance at delivery: called with the `context` the job was submitted with (e.g. the
+   * version of the document it was asked about) once the result is ready. If it answers
+   * false, the job ends `stale`: the result is kept for inspection, never delivered as
+   * completed, and webhooks get `job.stale`. Not called for jobs submitted without a context.
+   * Default: none (every result is delivered).
+   */
+  relevant?: (context: unknown, input: z.output<Schema>) => boolean | Promise<boolean>;
+  /**
+   * Flow control: at most `limit` jobs with the same key (per tenant) run at once, across
+   * every worker process; the rest wait in the queue, by priority then age. `key` derives the
+   * key from the input (e.g. the user id); a submit's own `concurrencyKey` overrides it.
+   * Default: no limit.
+   */
+  concurrency?: { limit: number; key?: (input: z.output<Schema>) => string };
 }
 
 /** A job definition, ready to register with `createWaitless({ jobs })`. */
@@ -72,6 +143,8 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType, Result = un
   readonly retry: ResolvedRetryPolicy;
   readonly run: (input: z.output<Schema>, ctx: JobContext) => Promise<Result>;
   readonly fallback?: (input: z.output<Schema>) => Result | Promise<Result>;
+  readonly relevant?: (context: unknown, input: z.output<Schema>) => boolean | Promise<boolean>;
+  readonly concurrency?: { limit: number; key?: (input: z.output<Schema>) => string };
   /** Marks the object as a definition, so a module's other exports are ignored. */
   readonly kind: 'waitless.job';
 }
@@ -103,6 +176,8 @@ export function defineJob<Schema extends z.ZodType, Result>(options: JobOptions<
     throw new TypeError(`Invalid job name "${options.name}": use letters, digits, ".", "_" and "-" (at most 100).`);
   }
   const timeoutMs = toMs(options.timeout ?? DEFAULT_TIMEOUT, 'timeout');
+  const limit = options.concurrency?.limit;
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1)) throw new TypeError(`Job "${options.name}": concurrency.limit must be a whole number ≥ 1.`);
   if (timeoutMs < 1 || timeoutMs > 2_147_483_647) throw new TypeError(`Job "${options.name}": timeout out of range.`);
   return Object.freeze({
     kind: 'waitless.job',
@@ -112,6 +187,8 @@ export function defineJob<Schema extends z.ZodType, Result>(options: JobOptions<
     retry: resolveRetryPolicy(options.retry),
     run: options.run,
     ...(options.fallback ? { fallback: options.fallback } : {}),
+    ...(options.relevant ? { relevant: options.relevant } : {}),
+    ...(options.concurrency ? { concurrency: { ...options.concurrency } } : {}),
   });
 }
 

@@ -28,12 +28,44 @@ export interface Job<Input = unknown, Result = unknown> {
   startedAt?: string;
   finishedAt?: string;
   updatedAt: string;
-  /** When a queued job becomes claimable (later than `createdAt` while a retry waits). */
+  /** When a queued job becomes claimable (later than `createdAt` while a retry waits or when it was delayed). */
   runAt: string;
+  /** Higher runs first. */
+  priority: number;
+  /** The job's steps (`ctx.step`), in the order they started, with their timings. */
+  steps?: JobStep[];
+  /** What the job was asked about, as submitted; `relevant(context)` is checked against it at delivery. */
+  context?: unknown;
+  /** Token usage of the job's model calls (`ctx.recordUsage`), in total and per model. */
+  usage?: JobUsage;
+  /** The latest-wins key it was submitted with. */
+  supersedeKey?: string;
+  /** The flow-control key it runs under, and how many of its jobs may run at once. */
+  concurrency?: { key: string; limit: number };
+}
+
+/** One step of a job, as its status shows it. */
+export interface JobStep {
+  name: string;
+  status: 'running' | 'completed' | 'failed';
+  /** The attempt that last ran it. */
+  attempt: number;
+  startedAt: string;
+  finishedAt?: string;
+  durationMs?: number;
+  error?: string;
+}
+
+/** Token counts, summed over the job's model calls. */
+export interface JobUsage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  byModel: Record<string, { promptTokens: number; completionTokens: number; totalTokens: number; calls: number }>;
 }
 
 /** Kinds of job event. The terminal one is a `status` event whose status is terminal. */
-export type JobEventType = 'status' | 'progress' | 'output';
+export type JobEventType = 'status' | 'progress' | 'output' | 'step';
 
 /** One entry of a job's event log. `seq` starts at 1 and grows by one per event. */
 export interface JobEvent {

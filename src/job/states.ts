@@ -1,10 +1,10 @@
 /** Every status a job can be in. */
-export const JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out'] as const;
+export const JOB_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out', 'stale'] as const;
 
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
 /** Statuses a job never leaves once written. */
-export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'cancelled', 'timed_out']);
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'cancelled', 'timed_out', 'stale']);
 
 export function isTerminal(status: JobStatus): boolean {
   return TERMINAL_STATUSES.has(status);
@@ -22,8 +22,10 @@ export const TRANSITIONS: Readonly<Record<JobStatus, readonly JobStatus[]>> = {
   // claimed by a worker, or cancelled before it started
   queued: ['running', 'cancelled'],
   // finished, or back to queued for a retry / after a lost lease / on graceful shutdown
-  running: ['completed', 'failed', 'cancelled', 'timed_out', 'queued'],
+  // (stale: the result came, but its context no longer matched: kept, not delivered)
+  running: ['completed', 'failed', 'cancelled', 'timed_out', 'stale', 'queued'],
   completed: [],
+  stale: [],
   failed: [],
   cancelled: [],
   timed_out: [],

@@ -6,7 +6,7 @@
 import type { JobView, WatchEvent } from '../client/client.ts';
 import { WaitlessJobError } from '../client/errors.ts';
 import type { Job } from '../job/model.ts';
-import type { JobStatus } from '../job/states.ts';
+import { type JobStatus, TERMINAL_STATUSES } from '../job/states.ts';
 
 /** A job's progress report: `{ percent?, stage?, message?, data? }`. */
 export type JobProgress = NonNullable<Job['progress']>;
@@ -44,9 +44,9 @@ export type JobAction =
   /** Reading the job failed. */
   | { type: 'error'; id: string; error: Error };
 
-const TERMINAL: ReadonlySet<string> = new Set<JobStatus>(['completed', 'failed', 'cancelled', 'timed_out']);
+const TERMINAL: ReadonlySet<string> = TERMINAL_STATUSES;
 
-/** Whether the status is final: `completed`, `failed`, `cancelled` or `timed_out`. */
+/** Whether the status is final: `completed`, `failed`, `cancelled`, `timed_out` or `stale`. */
 export function isTerminalStatus(status: string | undefined): boolean {
   return status !== undefined && TERMINAL.has(status);
 }
@@ -130,7 +130,7 @@ export interface JobSnapshot<Result = unknown> {
    * `result`, `fallback` and `output` are removed, as they describe the subject the user left.
    */
   job: JobView<unknown, Result> | undefined;
-  /** `queued`, `running`, `completed`, `failed`, `cancelled` or `timed_out`; `undefined` until known. */
+  /** `queued`, `running`, `completed`, `failed`, `cancelled`, `timed_out` or `stale`; `undefined` until known. */
   status: JobStatus | undefined;
   /** The latest progress report, if any. */
   progress: JobProgress | undefined;

@@ -140,6 +140,10 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
       const [row] = await tx.query<q.TrackedRow>(q.lockPending(job.id));
       if (!row) return undefined;
       const tracked = toTracked(row);
+      // The service judged the result irrelevant (its context moved on): never applied here either.
+      if (job.status === 'stale') {
+        return tx.query<q.TrackedRow>(q.markSettled(job.id, 'stale', by, job.status, job.error?.message ?? 'The service marked the result stale; it was not applied.'));
+      }
       if (job.status !== 'completed') {
         const message = job.error?.message ?? `The job ended ${job.status}.`;
         return tx.query<q.TrackedRow>(q.markSettled(job.id, 'failed', by, job.status, message));

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { JobError } from '../job/errors.ts';
-import type { Job, JobEvent, JobEventType } from '../job/model.ts';
+import type { Job, JobEvent, JobEventType, JobUsage } from '../job/model.ts';
 import type { JobStatus } from '../job/states.ts';
 import { isTerminal } from '../job/states.ts';
 import type { Driver } from './driver.ts';
@@ -32,6 +32,34 @@ export interface SubmitParams {
   apiBaseUrl?: string;
   /** The definition's instant answer for this input (JSON), shown as provisional until the result lands. */
   fallback?: unknown;
+  /** Higher runs first. Default: `0`. */
+  priority?: number;
+  /** Not claimable before this time. Default: now. */
+  runAt?: Date;
+  /** Latest wins: what to do with the tenant's in-flight jobs of the same key. */
+  supersede?: { key: string; policy: SupersedePolicy };
+  /** Stored with the job, for the definition's `relevant(context)` at delivery. */
+  context?: unknown;
+  /** At most `limit` of the tenant's jobs with this key run at once. */
+  concurrency?: { key: string; limit: number };
+}
+
+/**
+ * What a new job does to the tenant's in-flight jobs with its key: `supersede` cancels them,
+ * `reject` refuses the new one, `queue` runs it after them, one at a time.
+ */
+export type SupersedePolicy = 'supersede' | 'reject' | 'queue';
+
+/** A job with the same key is in flight and the policy is `reject`. */
+export class SupersedeConflictError extends Error {
+  override name = 'SupersedeConflictError';
+  readonly key: string;
+  readonly runningJobId: string;
+  constructor(key: string, runningJobId: string) {
+    super(`Job ${runningJobId} with key "${key}" is still in flight; wait for it, or cancel it first.`);
+    this.key = key;
+    this.runningJobId = runningJobId;
+  }
 }
 
 export interface SubmitOutcome {
@@ -81,11 +109,22 @@ export function toJob(row: q.JobRow): Job {
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
     runAt: row.run_at.toISOString(),
+    priority: row.priority,
   };
   if (row.progress != null) job.progress = row.progress;
   if (row.started_at) job.startedAt = iso(row.started_at);
   if (row.finished_at) job.finishedAt = iso(row.finished_at);
-  if (status === 'completed') job.result = row.result;
+  // A stale job keeps its result for inspection; it is never delivered as completed.
+  if (status === 'completed' || status === 'stale') job.result = row.result;
+  if (row.steps) {
+    job.steps = Object.entries(row.steps)
+      .map(([name, step]) => ({ name, ...step }))
+      .sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0));
+  }
+  if (row.context != null) job.context = row.context;
+  if (row.usage != null) job.usage = row.usage as JobUsage;
+  if (row.supersede_key) job.supersedeKey = row.supersede_key;
+  if (row.concurrency_key && row.concurrency_limit) job.concurrency = { key: row.concurrency_key, limit: row.concurrency_limit };
   // The instant answer stands in until the real one lands; after a failure it is still the best there is.
   if (status !== 'completed' && row.fallback != null) job.fallback = { result: row.fallback, provisional: true };
   // A queued job may carry the error of its previous attempt; it is shown so people see why it retries.
@@ -150,7 +189,39 @@ export class JobStore {
     const requested = params.webhook ? { input: params.input, webhook: params.webhook } : params.input;
     const fp = params.idempotencyKey === undefined ? undefined : fingerprint(params.name, requested);
     const statusUrl = params.apiBaseUrl ? `${params.apiBaseUrl.replace(/\/$/, '')}/v1/jobs/${id}` : undefined;
-    const rows = await this.driver.query<q.JobRow>(q.insertJob({ ...params, id, fingerprint: fp, statusUrl }));
+    const { supersede } = params;
+    // `queue` is flow control: one job of the key at a time, oldest first.
+    const concurrency = supersede?.policy === 'queue' ? { key: `supersede:${supersede.key}`, limit: 1 } : params.concurrency;
+    const insert = q.insertJob({
+      ...params,
+      id,
+      fingerprint: fp,
+      statusUrl,
+      supersedeKey: supersede?.key,
+      concurrencyKey: concurrency?.key,
+      concurrencyLimit: concurrency?.limit,
+    });
+    let rows: q.JobRow[];
+    if (!supersede || supersede.policy === 'queue') {
+      rows = await this.driver.query<q.JobRow>(insert);
+    } else {
+      // Submits sharing a key take turns, so "the latest" is well defined and two at once never both survive.
+      rows = await this.driver.transaction(async (tx) => {
+        await tx.query(q.lockSupersedeKey(params.tenant, supersede.key));
+        if (params.idempotencyKey !== undefined) {
+          // A replay must find its own job, not cancel it or be refused because of it.
+          const [replayed] = await tx.query<{ job_id: string }>(q.findIdempotencyKey(params.tenant, params.idempotencyKey));
+          if (replayed) return [];
+        }
+        if (supersede.policy === 'reject') {
+          const [inFlight] = await tx.query<{ id: string }>(q.inFlightWithKey(params.tenant, supersede.key));
+          if (inFlight) throw new SupersedeConflictError(supersede.key, inFlight.id);
+        } else {
+          await tx.query(q.supersedeJobs(params.tenant, supersede.key, id));
+        }
+        return tx.query<q.JobRow>(insert);
+      });
+    }
     if (rows[0]) return { job: toJob(rows[0]), created: true };
     // The key was taken (possibly a moment ago by a concurrent request that has now committed).
     const key = params.idempotencyKey!;
@@ -210,9 +281,28 @@ export class JobStore {
 
   // ---------------------------------------------------------------- worker side
 
+  /**
+   * Claims up to `limit` due jobs: those without a concurrency key in one statement, then
+   * keyed ones key by key, each in a transaction holding the key's lock, so per-key limits
+   * hold across every worker process.
+   */
   async claim(names: string[], limit: number, workerId: string, leaseMs: number): Promise<ClaimedJob[]> {
     if (limit < 1 || names.length === 0) return [];
     const rows = await this.driver.query<q.ClaimedJobRow>(q.claimJobs(names, limit, workerId, leaseMs));
+    let left = limit - rows.length;
+    if (left > 0) {
+      const keys = await this.driver.query<{ tenant_id: string; concurrency_key: string; concurrency_limit: number }>(q.dueConcurrencyKeys(names, left * 4));
+      for (const key of keys) {
+        if (left <= 0) break;
+        const claimed = await this.driver.transaction(async (tx) => {
+          const [lock] = await tx.query<{ locked: boolean }>(q.tryLockConcurrencyKey(key.tenant_id, key.concurrency_key));
+          if (!lock?.locked) return [];
+          return tx.query<q.ClaimedJobRow>(q.claimKeyedJobs(names, key.tenant_id, key.concurrency_key, key.concurrency_limit, left, workerId, leaseMs));
+        });
+        rows.push(...claimed);
+        left -= claimed.length;
+      }
+    }
     return rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms }));
   }
 
@@ -238,8 +328,34 @@ export class JobStore {
     return (await this.driver.query(q.appendOutput(id, token, text))).length > 0;
   }
 
-  async finish(id: string, token: string, status: 'completed' | 'failed' | 'timed_out', result: unknown, error?: JobError): Promise<boolean> {
-    return (await this.driver.query(q.finishJob(id, token, status, status === 'completed' ? (result ?? null) : undefined, error))).length > 0;
+  async finish(id: string, token: string, status: 'completed' | 'failed' | 'timed_out' | 'stale', result: unknown, error?: JobError): Promise<boolean> {
+    const kept = status === 'completed' || status === 'stale' ? (result ?? null) : undefined;
+    return (await this.driver.query(q.finishJob(id, token, status, kept, error))).length > 0;
+  }
+
+  /** A step's record from an earlier run of the job, if any. */
+  async getStep(jobId: string, name: string): Promise<q.StepRow | undefined> {
+    return (await this.driver.query<q.StepRow>(q.getStep(jobId, name)))[0];
+  }
+
+  async startStep(id: string, token: string, name: string): Promise<boolean> {
+    return (await this.driver.query(q.startStep(id, token, name))).length > 0;
+  }
+
+  async completeStep(id: string, token: string, name: string, result: unknown, startedAt: Date): Promise<boolean> {
+    return (await this.driver.query(q.completeStep(id, token, name, result, startedAt))).length > 0;
+  }
+
+  async failStep(id: string, token: string, name: string, message: string, startedAt: Date): Promise<boolean> {
+    return (await this.driver.query(q.failStep(id, token, name, message, startedAt))).length > 0;
+  }
+
+  async saveStepCheckpoint(id: string, token: string, name: string, checkpoint: unknown, startedAt: Date): Promise<boolean> {
+    return (await this.driver.query(q.saveStepCheckpoint(id, token, name, checkpoint, startedAt))).length > 0;
+  }
+
+  async recordUsage(id: string, token: string, usage: { model: string; promptTokens: number; completionTokens: number; totalTokens: number }): Promise<boolean> {
+    return (await this.driver.query(q.recordUsage(id, token, usage.model, usage.promptTokens, usage.completionTokens, usage.totalTokens))).length > 0;
   }
 
   /** Queues a failed attempt again after `delayMs`; the attempt counts. */

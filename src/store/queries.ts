@@ -11,8 +11,16 @@ import type { Sql } from './driver.ts';
 const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
 
 /** Columns every job reader gets. The lease token is left out on purpose: it is the worker's secret. */
-const JOB_COLUMNS = `id, tenant_id, name, status, input, result, error, progress, partial_output, attempt,
-  max_attempts, timeout_ms, priority, run_at, last_seq, created_at, started_at, finished_at, updated_at, fallback`;
+const JOB_COLUMN_NAMES = [
+  'id', 'tenant_id', 'name', 'status', 'input', 'result', 'error', 'progress', 'partial_output', 'attempt',
+  'max_attempts', 'timeout_ms', 'priority', 'run_at', 'last_seq', 'created_at', 'started_at', 'finished_at', 'updated_at',
+  'fallback', 'steps', 'context', 'usage', 'supersede_key', 'concurrency_key', 'concurrency_limit',
+] as const;
+const JOB_COLUMNS = JOB_COLUMN_NAMES.join(', ');
+
+/** The job columns read from alias `j`, some replaced by expressions (e.g. the values a CTE just wrote). */
+const jobColumnsOf = (overrides: Partial<Record<(typeof JOB_COLUMN_NAMES)[number], string>>) =>
+  JOB_COLUMN_NAMES.map((name) => (overrides[name] ? `${overrides[name]} AS ${name}` : `j.${name}`)).join(', ');
 
 /** A job row as the store reads it. */
 export interface JobRow {
@@ -36,6 +44,22 @@ export interface JobRow {
   finished_at: Date | null;
   updated_at: Date;
   fallback: unknown;
+  steps: Record<string, StepSummary> | null;
+  context: unknown;
+  usage: unknown;
+  supersede_key: string | null;
+  concurrency_key: string | null;
+  concurrency_limit: number | null;
+}
+
+/** What the job row keeps of each step, for readers. */
+export interface StepSummary {
+  status: 'running' | 'completed' | 'failed';
+  attempt: number;
+  startedAt: string;
+  finishedAt?: string;
+  durationMs?: number;
+  error?: string;
 }
 
 /** A job row as a worker claims it, with its lease. */
@@ -58,7 +82,7 @@ const appendEvent = (type: string, dataSql: string) => `
   )`;
 
 /** Event types a job's terminal status sends to webhooks (the default subscription). */
-export const TERMINAL_WEBHOOK_EVENTS = ['job.completed', 'job.failed', 'job.cancelled', 'job.timed_out'] as const;
+export const TERMINAL_WEBHOOK_EVENTS = ['job.completed', 'job.failed', 'job.cancelled', 'job.timed_out', 'job.stale'] as const;
 
 /** Every webhook event type; `job.progress` is sent only to those who ask for it. */
 export const WEBHOOK_EVENTS = [...TERMINAL_WEBHOOK_EVENTS, 'job.progress'] as const;
@@ -90,13 +114,13 @@ const outbox = () => `
     FROM (
       SELECT c.*, NULL::uuid AS endpoint_id, c.webhook->>'url' AS url, 'job.' || c.status AS event_type
       FROM changed c
-      WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out') AND c.webhook IS NOT NULL
+      WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out', 'stale') AND c.webhook IS NOT NULL
         AND (NOT (c.webhook ? 'events') OR (c.webhook->'events') ? ('job.' || c.status))
       UNION ALL
       SELECT c.*, e.id, e.url, 'job.' || c.status
       FROM changed c JOIN webhook_endpoints e
         ON e.tenant_id = c.tenant_id AND e.disabled_at IS NULL AND ('job.' || c.status) = ANY (e.events)
-      WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out')
+      WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out', 'stale')
     ) target
   )`;
 
@@ -162,6 +186,14 @@ export interface InsertJobParams {
   fingerprint?: string;
   /** The definition's instant answer, shown as provisional while the job runs. */
   fallback?: unknown;
+  /** Higher runs first. Default 0. */
+  priority?: number;
+  /** Not claimable before this time. Default: now. */
+  runAt?: Date;
+  supersedeKey?: string;
+  context?: unknown;
+  concurrencyKey?: string;
+  concurrencyLimit?: number;
 }
 
 /**
@@ -171,14 +203,19 @@ export interface InsertJobParams {
  * caller then reads the existing key with {@link findIdempotencyKey}.
  */
 export function insertJob(p: InsertJobParams): Sql {
-  const values = [p.id, p.tenant, p.name, json(p.input), p.maxAttempts, p.timeoutMs, p.idempotencyKey ?? null, json(p.webhook), p.statusUrl ?? null, json(p.fallback)];
-  const jobInsert = `INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url, fallback)`;
+  const values = [
+    p.id, p.tenant, p.name, json(p.input), p.maxAttempts, p.timeoutMs, p.idempotencyKey ?? null, json(p.webhook), p.statusUrl ?? null, json(p.fallback),
+    p.priority ?? 0, p.runAt ?? null, p.supersedeKey ?? null, json(p.context), p.concurrencyKey ?? null, p.concurrencyLimit ?? null,
+  ];
+  const jobInsert = `INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url, fallback,
+    priority, run_at, supersede_key, context, concurrency_key, concurrency_limit)`;
+  const rest = `$11::integer, coalesce($12::timestamptz, now()), $13::text, $14::jsonb, $15::text, $16::integer`;
   const firstEvent = `INSERT INTO job_events (job_id, seq, tenant_id, type, data)
     SELECT id, 1, tenant_id, 'status', jsonb_build_object('status', 'queued') FROM changed`;
   if (p.idempotencyKey === undefined) {
     return {
       text: `WITH changed AS (
-          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb) RETURNING ${JOB_COLUMNS}
+          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb, ${rest}) RETURNING ${JOB_COLUMNS}
         ), appended AS (${firstEvent})
         SELECT * FROM changed`,
       values,
@@ -186,10 +223,10 @@ export function insertJob(p: InsertJobParams): Sql {
   }
   return {
     text: `WITH claimed_key AS (
-        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $11, $1)
+        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $17, $1)
         ON CONFLICT (tenant_id, key) DO NOTHING RETURNING job_id
       ), changed AS (
-        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb FROM claimed_key RETURNING ${JOB_COLUMNS}
+        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb, ${rest} FROM claimed_key RETURNING ${JOB_COLUMNS}
       ), appended AS (${firstEvent})
       SELECT * FROM changed`,
     values: [...values, p.fingerprint ?? ''],
@@ -295,29 +332,79 @@ export const recoverJob = (tenant: string, id: string, attempts: number): Sql =>
 
 // ---------------------------------------------------------------- worker: claim, lease, fencing
 
-/**
- * Claims up to `limit` due jobs of the given names. `SKIP LOCKED` lets many workers claim at
- * once without waiting on each other; each claim gets a fresh lease token that every later
- * write must present.
- */
-export const claimJobs = (names: string[], limit: number, workerId: string, leaseMs: number): Sql => ({
-  text: `WITH next AS (
-      SELECT id FROM jobs
-      WHERE status = 'queued' AND run_at <= now() AND name = ANY($1::text[])
-      ORDER BY priority DESC, run_at, id
-      LIMIT $2 FOR UPDATE SKIP LOCKED
-    ), changed AS (
+/** Marks the jobs in `next` running under fresh leases, appends their events, and answers them. */
+const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => `WITH ${nextCte}, changed AS (
       UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), partial_output = '',
-        lease_expires_at = now() + $3 * interval '1 millisecond', worker_id = $4,
+        lease_expires_at = now() + ${leaseParam} * interval '1 millisecond', worker_id = ${workerParam},
         started_at = coalesce(j.started_at, now()), updated_at = now(), last_seq = j.last_seq + 1
       FROM next WHERE j.id = next.id
       RETURNING j.id, j.tenant_id, j.last_seq, j.attempt, j.lease_token
     ), ${appendEvent('status', `jsonb_build_object('status', 'running', 'attempt', attempt)`)}
-    SELECT j.id, j.tenant_id, j.name, 'running' AS status, j.input, j.result, j.error, j.progress, '' AS partial_output,
-      c.attempt, j.max_attempts, j.timeout_ms, j.priority, j.run_at, c.last_seq, j.created_at,
-      coalesce(j.started_at, now()) AS started_at, j.finished_at, now() AS updated_at, j.fallback, c.lease_token
-    FROM changed c JOIN jobs j ON j.id = c.id`,
+    SELECT ${jobColumnsOf({
+      status: `'running'`,
+      partial_output: `''`,
+      attempt: 'c.attempt',
+      last_seq: 'c.last_seq',
+      started_at: 'coalesce(j.started_at, now())',
+      updated_at: 'now()',
+    })}, c.lease_token
+    FROM changed c JOIN jobs j ON j.id = c.id`;
+
+/**
+ * Claims up to `limit` due jobs of the given names that have no concurrency key. `SKIP LOCKED`
+ * lets many workers claim at once without waiting on each other; each claim gets a fresh
+ * lease token that every later write must present.
+ */
+export const claimJobs = (names: string[], limit: number, workerId: string, leaseMs: number): Sql => ({
+  text: claimFrom(
+    `next AS (
+      SELECT id FROM jobs
+      WHERE status = 'queued' AND run_at <= now() AND name = ANY($1::text[]) AND concurrency_key IS NULL
+      ORDER BY priority DESC, run_at, id
+      LIMIT $2 FOR UPDATE SKIP LOCKED
+    )`,
+    '$3',
+    '$4',
+  ),
   values: [names, limit, leaseMs, workerId],
+});
+
+/** Keys with due work: each is claimed on its own, under its lock (see {@link claimKeyedJobs}). */
+export const dueConcurrencyKeys = (names: string[], limit: number): Sql => ({
+  text: `SELECT tenant_id, concurrency_key, min(concurrency_limit) AS concurrency_limit, max(priority) AS priority FROM jobs
+    WHERE status = 'queued' AND run_at <= now() AND name = ANY($1::text[]) AND concurrency_key IS NOT NULL
+    GROUP BY tenant_id, concurrency_key ORDER BY max(priority) DESC, min(run_at) LIMIT $2`,
+  values: [names, limit],
+});
+
+/**
+ * Takes the per-key lock for the rest of the transaction, without waiting: `false` means
+ * another worker is claiming this key's jobs right now (it will take what is free).
+ */
+export const tryLockConcurrencyKey = (tenant: string, key: string): Sql => ({
+  text: `SELECT pg_try_advisory_xact_lock(hashtext('waitless.concurrency'), hashtext($1 || chr(0) || $2)) AS locked`,
+  values: [tenant, key],
+});
+
+/**
+ * Claims jobs of one concurrency key, as many as its limit leaves free. Run in the
+ * transaction that holds the key's lock, as a later statement: its snapshot then sees every
+ * claim committed before the lock was taken, so two workers can never both fill the last slot.
+ */
+export const claimKeyedJobs = (names: string[], tenant: string, key: string, keyLimit: number, want: number, workerId: string, leaseMs: number): Sql => ({
+  text: claimFrom(
+    `next AS (
+      SELECT id FROM jobs
+      WHERE tenant_id = $5 AND concurrency_key = $6 AND status = 'queued' AND run_at <= now() AND name = ANY($1::text[])
+      ORDER BY priority DESC, run_at, id
+      LIMIT LEAST($2::integer, GREATEST(0, $7::integer - (
+        SELECT count(*) FROM jobs WHERE tenant_id = $5 AND concurrency_key = $6 AND status = 'running')::integer))
+      FOR UPDATE SKIP LOCKED
+    )`,
+    '$3',
+    '$4',
+  ),
+  values: [names, want, leaseMs, workerId, tenant, key, keyLimit],
 });
 
 /**
@@ -363,7 +450,7 @@ export const appendOutput = (id: string, token: string, text: string): Sql => ({
 export const finishJob = (
   id: string,
   token: string,
-  status: 'completed' | 'failed' | 'timed_out',
+  status: 'completed' | 'failed' | 'timed_out' | 'stale',
   result: unknown,
   error: unknown,
 ): Sql => ({
@@ -423,6 +510,130 @@ export const reclaimExpiredLeases = (limit: number): Sql => ({
     ${outbox()}
     SELECT id, status FROM changed`,
   values: [limit],
+});
+
+// ---------------------------------------------------------------- steps
+
+export interface StepRow {
+  status: 'running' | 'completed';
+  result: unknown;
+  checkpoint: unknown;
+}
+
+/** A step's record from any earlier run of the job: its result once completed, else its checkpoint. */
+export const getStep = (jobId: string, name: string): Sql => ({
+  text: `SELECT status, result, checkpoint FROM job_steps WHERE job_id = $1 AND name = $2`,
+  values: [jobId, name],
+});
+
+/** The step's entry in the job row's summary, replaced whole. */
+const stepSummary = (name: string, summary: string) => `steps = coalesce(steps, '{}'::jsonb) || jsonb_build_object(${name}::text, ${summary})`;
+
+/** Records that a step started (fenced): the summary and a `step` event. */
+export const startStep = (id: string, token: string, name: string): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET ${stepSummary('$3', `jsonb_build_object('status', 'running', 'attempt', attempt, 'startedAt', now())`)},
+        updated_at = now(), last_seq = last_seq + 1
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt
+    ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'started', 'attempt', attempt)`)}
+    SELECT last_seq FROM changed`,
+  values: [id, token, name],
+});
+
+/** Records a step's result (fenced), with its summary and `step` event, in one statement. */
+export const completeStep = (id: string, token: string, name: string, result: unknown, startedAt: Date): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET ${stepSummary(
+        '$3',
+        `jsonb_build_object('status', 'completed', 'attempt', attempt, 'startedAt', $5::timestamptz, 'finishedAt', now(),
+          'durationMs', round(extract(epoch FROM now() - $5::timestamptz) * 1000))`,
+      )}, updated_at = now(), last_seq = last_seq + 1
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt
+    ), recorded AS (
+      INSERT INTO job_steps (job_id, name, tenant_id, status, result, attempt, started_at, finished_at)
+      SELECT id, $3, tenant_id, 'completed', $4::jsonb, attempt, $5::timestamptz, now() FROM changed
+      ON CONFLICT (job_id, name) DO UPDATE SET status = 'completed', result = EXCLUDED.result, checkpoint = NULL,
+        attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
+    ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'completed', 'attempt', attempt, 'durationMs', round(extract(epoch FROM now() - $5::timestamptz) * 1000))`)}
+    SELECT last_seq FROM changed`,
+  values: [id, token, name, json(result) ?? 'null', startedAt],
+});
+
+/** Records that a step threw (fenced); nothing of it is kept but its checkpoint. */
+export const failStep = (id: string, token: string, name: string, message: string, startedAt: Date): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET ${stepSummary(
+        '$3',
+        `jsonb_build_object('status', 'failed', 'attempt', attempt, 'startedAt', $5::timestamptz, 'finishedAt', now(),
+          'durationMs', round(extract(epoch FROM now() - $5::timestamptz) * 1000), 'error', $4::text)`,
+      )}, updated_at = now(), last_seq = last_seq + 1
+      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt
+    ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'failed', 'attempt', attempt, 'error', $4::text)`)}
+    SELECT last_seq FROM changed`,
+  values: [id, token, name, message, startedAt],
+});
+
+/** Saves how far an unfinished step got (fenced: the job row is locked and checked first). */
+export const saveStepCheckpoint = (id: string, token: string, name: string, checkpoint: unknown, startedAt: Date): Sql => ({
+  text: `WITH held AS (
+      SELECT id, tenant_id, attempt FROM jobs WHERE ${FENCE} FOR SHARE
+    )
+    INSERT INTO job_steps (job_id, name, tenant_id, status, checkpoint, attempt, started_at)
+    SELECT id, $3, tenant_id, 'running', $4::jsonb, attempt, $5::timestamptz FROM held
+    ON CONFLICT (job_id, name) DO UPDATE SET checkpoint = EXCLUDED.checkpoint, attempt = EXCLUDED.attempt
+      WHERE job_steps.status = 'running'
+    RETURNING job_id`,
+  values: [id, token, name, json(checkpoint) ?? 'null', startedAt],
+});
+
+// ---------------------------------------------------------------- token usage
+
+/** Adds a model call's token counts to the job's totals and to its model's (fenced). */
+export const recordUsage = (id: string, token: string, model: string, prompt: number, completion: number, total: number): Sql => ({
+  text: `UPDATE jobs SET usage = jsonb_build_object(
+      'promptTokens', coalesce((usage->>'promptTokens')::bigint, 0) + $4,
+      'completionTokens', coalesce((usage->>'completionTokens')::bigint, 0) + $5,
+      'totalTokens', coalesce((usage->>'totalTokens')::bigint, 0) + $6,
+      'byModel', coalesce(usage->'byModel', '{}'::jsonb) || jsonb_build_object($3::text, jsonb_build_object(
+        'promptTokens', coalesce((usage->'byModel'->$3->>'promptTokens')::bigint, 0) + $4,
+        'completionTokens', coalesce((usage->'byModel'->$3->>'completionTokens')::bigint, 0) + $5,
+        'totalTokens', coalesce((usage->'byModel'->$3->>'totalTokens')::bigint, 0) + $6,
+        'calls', coalesce((usage->'byModel'->$3->>'calls')::bigint, 0) + 1))),
+      updated_at = now()
+    WHERE ${FENCE} RETURNING id`,
+  values: [id, token, model, prompt, completion, total],
+});
+
+// ---------------------------------------------------------------- latest wins
+
+/** Serializes submits sharing a supersede key, for the rest of the transaction. */
+export const lockSupersedeKey = (tenant: string, key: string): Sql => ({
+  text: `SELECT pg_advisory_xact_lock(hashtext('waitless.supersede'), hashtext($1 || chr(0) || $2))`,
+  values: [tenant, key],
+});
+
+/** The tenant's in-flight (queued or running) jobs with this key, oldest first. */
+export const inFlightWithKey = (tenant: string, key: string): Sql => ({
+  text: `SELECT id, status FROM jobs WHERE tenant_id = $1 AND supersede_key = $2 AND status IN ('queued', 'running') ORDER BY created_at, id`,
+  values: [tenant, key],
+});
+
+/**
+ * Cancels every in-flight job of the tenant with this key in favour of `newerId`: each ends
+ * `cancelled` with code `superseded`, its worker hears of it and stops, and whatever it
+ * returns later is fenced out, so it can never complete.
+ */
+export const supersedeJobs = (tenant: string, key: string, newerId: string): Sql => ({
+  text: `WITH changed AS (
+      UPDATE jobs SET status = 'cancelled',
+        error = jsonb_build_object('code', 'superseded', 'supersededBy', $3::text,
+          'message', 'A newer job with the same key (' || $3::text || ') replaced this one; its result, if any arrives, is discarded.'),
+        finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
+      WHERE tenant_id = $1 AND supersede_key = $2 AND status IN ('queued', 'running')
+      RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
+    ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'reason', 'superseded', 'error', error)`)}, ${outbox()}
+    SELECT id FROM changed`,
+  values: [tenant, key, newerId],
 });
 
 // ---------------------------------------------------------------- API keys

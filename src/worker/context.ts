@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { JobContext, ProgressUpdate } from '../job/definition.ts';
+import type { ChildContext, JobContext, ProgressUpdate, StepContext, TokenUsage } from '../job/definition.ts';
+import { runAll, runAllSettled } from '../job/structured.ts';
 import { LeaseLostError } from '../job/errors.ts';
 import type { Job } from '../job/model.ts';
 import type { JobStore } from '../store/job-store.ts';
@@ -68,6 +69,50 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     flush().catch((error: unknown) => p.log.debug({ err: error }, 'partial output not written'));
   };
 
+  /** Steps running in this attempt, so one name cannot run twice at once. */
+  const runningSteps = new Set<string>();
+
+  const step = async <T>(name: string, fn: (step: StepContext) => Promise<T>, signal: AbortSignal): Promise<T> => {
+    if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new TypeError('A step name is 1–200 characters.');
+    if (runningSteps.has(name)) throw new TypeError(`Step "${name}" is already running in this job: give each step its own name.`);
+    signal.throwIfAborted();
+    const recorded = await p.store.getStep(p.job.id, name);
+    // Done in an earlier run (or earlier in this one): its recorded result, without running it again.
+    if (recorded?.status === 'completed') return recorded.result as T;
+    runningSteps.add(name);
+    try {
+      const startedAt = new Date();
+      await enqueue(() => fenced(() => p.store.startStep(p.job.id, p.leaseToken, name)));
+      let result: T;
+      try {
+        result = await fn({
+          name,
+          idempotencyKey: `${p.job.id}:${name}`,
+          signal,
+          checkpoint: recorded?.checkpoint ?? undefined,
+          saveCheckpoint: (value: unknown) => enqueue(() => fenced(() => p.store.saveStepCheckpoint(p.job.id, p.leaseToken, name, value, startedAt))),
+        });
+      } catch (error) {
+        if (!signal.aborted) {
+          const message = error instanceof Error ? error.message : String(error);
+          await enqueue(() => fenced(() => p.store.failStep(p.job.id, p.leaseToken, name, message, startedAt))).catch(() => {});
+        }
+        throw error;
+      }
+      // The result goes through JSON now, so this run returns exactly what a replay would.
+      const stored = (result === undefined ? null : JSON.parse(JSON.stringify(result))) as T;
+      await enqueue(() => fenced(() => p.store.completeStep(p.job.id, p.leaseToken, name, stored, startedAt)));
+      return stored;
+    } finally {
+      runningSteps.delete(name);
+    }
+  };
+
+  const childOf = (signal: AbortSignal): ChildContext => ({
+    signal,
+    step: (name, fn) => step(name, fn, signal),
+  });
+
   return {
     jobId: p.job.id,
     tenant: p.tenant,
@@ -90,6 +135,19 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       else timer ??= setTimeout(flushInBackground, p.outputFlushMs);
     },
     flush,
+    step: (name, fn) => step(name, fn, p.signal),
+    all: (tasks) => runAll(tasks, p.signal, childOf),
+    allSettled: (tasks) => runAllSettled(tasks, p.signal, childOf),
+    async recordUsage(usage: TokenUsage) {
+      const count = (n: number | undefined, what: string) => {
+        if (n !== undefined && !(Number.isInteger(n) && n >= 0)) throw new RangeError(`usage.${what} must be a whole number ≥ 0, got ${n}`);
+        return n ?? 0;
+      };
+      const promptTokens = count(usage.promptTokens, 'promptTokens');
+      const completionTokens = count(usage.completionTokens, 'completionTokens');
+      const totalTokens = count(usage.totalTokens, 'totalTokens') || promptTokens + completionTokens;
+      await enqueue(() => fenced(() => p.store.recordUsage(p.job.id, p.leaseToken, { model: usage.model ?? 'unknown', promptTokens, completionTokens, totalTokens })));
+    },
     close() {
       clearTimeout(timer);
       timer = undefined;

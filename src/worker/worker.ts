@@ -320,7 +320,7 @@ export class Worker {
     const { job, leaseToken, timeoutMs } = entry.claimed;
     const { controller, context } = entry;
     const timer = setTimeout(() => void this.timeOut(entry, definition, log), timeoutMs);
-    let outcome: { ok: true; result: unknown } | { ok: false; thrown: unknown };
+    let outcome: { ok: true; result: unknown; stale: boolean } | { ok: false; thrown: unknown };
     try {
       // Parsed here, where the handler runs, so zod defaults and transforms apply to its input.
       const input = (definition.input as z.ZodType).safeParse(job.input);
@@ -329,7 +329,11 @@ export class Worker {
           `The stored input no longer matches the job's schema (was the schema changed after submit?): ${input.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
         );
       }
-      outcome = { ok: true, result: await definition.run(input.data, context) };
+      const result: unknown = await definition.run(input.data, context);
+      // Relevance is decided now that the result is ready, not when the job was asked for: the
+      // world may have moved on meanwhile (a newer document version, another conversation).
+      const stale = definition.relevant !== undefined && job.context !== undefined && !(await definition.relevant(job.context, input.data));
+      outcome = { ok: true, result, stale };
     } catch (thrown) {
       outcome = { ok: false, thrown };
     } finally {
@@ -340,12 +344,16 @@ export class Worker {
     // now is not the handler's failure: the write is retried, never the handler.
     entry.finishing = true;
     if (outcome.ok) {
-      const { result } = outcome;
+      const { result, stale } = outcome;
       const written = await this.persist(log, async () => {
         await context.flush();
-        return this.store.finish(job.id, leaseToken, 'completed', result);
+        if (!stale) return this.store.finish(job.id, leaseToken, 'completed', result);
+        return this.store.finish(job.id, leaseToken, 'stale', result, {
+          code: 'stale',
+          message: 'The result is ready, but the context it was asked about has changed (relevant() said no): it is kept for inspection and not delivered.',
+        });
       });
-      if (written) log.info('job completed');
+      if (written) log.info(stale ? 'job stale: result kept, not delivered' : 'job completed');
       return;
     }
     const { thrown } = outcome;

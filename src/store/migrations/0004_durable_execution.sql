@@ -1,0 +1,52 @@
+-- Durable execution inside a job (steps), latest-wins keys, relevance at delivery, flow
+-- control and token usage.
+
+-- `stale`: the result came, but the job's context no longer matched; kept, never delivered as completed.
+ALTER TABLE jobs DROP CONSTRAINT jobs_status_check;
+ALTER TABLE jobs ADD CONSTRAINT jobs_status_check
+  CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out', 'stale'));
+
+-- A step's recorded result (or, while unfinished, its checkpoint). Written fenced by the
+-- job's lease, in the statement that also appends the step's event.
+CREATE TABLE job_steps (
+  job_id      uuid NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  name        text NOT NULL,
+  tenant_id   text NOT NULL,
+  status      text NOT NULL CHECK (status IN ('running', 'completed')),
+  result      jsonb,
+  checkpoint  jsonb,
+  attempt     integer NOT NULL,
+  started_at  timestamptz NOT NULL,
+  finished_at timestamptz,
+  PRIMARY KEY (job_id, name)
+);
+
+-- Per-step summary ({ name: { status, attempt, startedAt, finishedAt, durationMs } }) for readers.
+ALTER TABLE jobs ADD COLUMN steps jsonb;
+-- Latest wins: in-flight jobs of a tenant sharing a key.
+ALTER TABLE jobs ADD COLUMN supersede_key text;
+-- What the job was asked about (e.g. a document's version), checked by `relevant()` at delivery.
+ALTER TABLE jobs ADD COLUMN context jsonb;
+-- Flow control: at most `concurrency_limit` running jobs per (tenant, key).
+ALTER TABLE jobs ADD COLUMN concurrency_key text;
+ALTER TABLE jobs ADD COLUMN concurrency_limit integer;
+-- Token usage of the job's model calls: totals and per model.
+ALTER TABLE jobs ADD COLUMN usage jsonb;
+
+CREATE INDEX jobs_in_flight_by_supersede_key ON jobs (tenant_id, supersede_key)
+  WHERE supersede_key IS NOT NULL AND status IN ('queued', 'running');
+CREATE INDEX jobs_in_flight_by_concurrency_key ON jobs (tenant_id, concurrency_key, status)
+  WHERE concurrency_key IS NOT NULL AND status IN ('queued', 'running');
+
+-- A keyed job leaving `running` frees a slot: wake the workers, since the jobs waiting for it
+-- were queued long ago and their own NOTIFY is spent.
+CREATE FUNCTION notify_slot_freed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF OLD.status = 'running' AND NEW.status <> 'running' AND NEW.concurrency_key IS NOT NULL THEN
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '_queued', NEW.name);
+  END IF;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER jobs_notify_slot_freed AFTER UPDATE OF status ON jobs
+  FOR EACH ROW EXECUTE FUNCTION notify_slot_freed();
