@@ -53,9 +53,9 @@ export interface JobContext {
    * waits for them to settle, then rejects with that failure; cancelling or timing out the job
    * aborts every child. Resolves with the results, in order, when all succeed.
    */
-  all<T extends readonly ChildTask<unknown>[]>(tasks: T): Promise<{ -readonly [K in keyof T]: Awaited<ReturnType<T[K]>> }>;
+  all<const T extends readonly ChildTask<unknown>[]>(tasks: T): Promise<{ -readonly [K in keyof T]: Awaited<ReturnType<T[K]>> }>;
   /** Like {@link JobContext.all}, but waits for every task and reports each outcome; only the job's own abort stops them. */
-  allSettled<T extends readonly ChildTask<unknown>[]>(tasks: T): Promise<{ -readonly [K in keyof T]: PromiseSettledResult<Awaited<ReturnType<T[K]>>> }>;
+  allSettled<const T extends readonly ChildTask<unknown>[]>(tasks: T): Promise<{ -readonly [K in keyof T]: PromiseSettledResult<Awaited<ReturnType<T[K]>>> }>;
   /** Adds token usage (e.g. of one model call) to the job's running total, shown as `usage` in its status. */
   recordUsage(usage: TokenUsage): Promise<void>;
 }
