@@ -382,7 +382,7 @@ export const dueConcurrencyKeys = (names: string[], limit: number): Sql => ({
  * another worker is claiming this key's jobs right now (it will take what is free).
  */
 export const tryLockConcurrencyKey = (tenant: string, key: string): Sql => ({
-  text: `SELECT pg_try_advisory_xact_lock(hashtext('waitless.concurrency'), hashtext($1 || chr(0) || $2)) AS locked`,
+  text: `SELECT pg_try_advisory_xact_lock(hashtext('waitless.concurrency'), hashtext($1 || '/' || $2)) AS locked`,
   values: [tenant, key],
 });
 
@@ -606,9 +606,9 @@ export const recordUsage = (id: string, token: string, model: string, prompt: nu
 
 // ---------------------------------------------------------------- latest wins
 
-/** Serializes submits sharing a supersede key, for the rest of the transaction. */
+/** Serializes submits sharing a supersede key, for the rest of the transaction. (Tenants have no "/": the pair is unambiguous.) */
 export const lockSupersedeKey = (tenant: string, key: string): Sql => ({
-  text: `SELECT pg_advisory_xact_lock(hashtext('waitless.supersede'), hashtext($1 || chr(0) || $2))`,
+  text: `SELECT pg_advisory_xact_lock(hashtext('waitless.supersede'), hashtext($1 || '/' || $2))`,
   values: [tenant, key],
 });
 
