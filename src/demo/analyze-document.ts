@@ -1,6 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type OpenAI from 'openai';
 import { z } from 'zod';
-import { defineJob } from '../job/definition.ts';
+import { defineJob, type JobContext } from '../job/definition.ts';
+import { streamChat } from '../llm/stream-chat.ts';
 
 const STAGES = [
   { stage: 'reading', message: 'Reading the document', share: 0.2 },
@@ -21,10 +23,78 @@ function summaryOf(text: string): string {
   );
 }
 
+/** The model the demo asks, when one is configured (see {@link analyzeDocument}). */
+interface DemoModel {
+  baseURL: string;
+  apiKey: string;
+  model: string;
+}
+
+function demoModelFromEnv(env: NodeJS.ProcessEnv = process.env): DemoModel | undefined {
+  const baseURL = env.WAITLESS_DEMO_LLM_BASE_URL?.trim();
+  if (!baseURL) return undefined;
+  return {
+    baseURL,
+    // Local servers (Ollama, llama.cpp, vLLM) ignore the key, but the SDK wants one.
+    apiKey: env.WAITLESS_DEMO_LLM_API_KEY || env.OPENAI_API_KEY || 'unused',
+    model: env.WAITLESS_DEMO_LLM_MODEL?.trim() || 'gpt-4o-mini',
+  };
+}
+
+const clients = new Map<string, OpenAI>();
+
+/** One client per endpoint and key; `openai` is loaded only here, the first time a model is configured. */
+async function clientFor({ baseURL, apiKey }: DemoModel): Promise<OpenAI> {
+  const key = `${baseURL}\n${apiKey}`;
+  let client = clients.get(key);
+  if (!client) {
+    let sdk: typeof import('openai');
+    try {
+      sdk = await import('openai');
+    } catch {
+      throw new Error('WAITLESS_DEMO_LLM_BASE_URL is set, but the "openai" package is not installed: npm install openai');
+    }
+    client = new sdk.default({ baseURL, apiKey });
+    clients.set(key, client);
+  }
+  return client;
+}
+
+const SYSTEM_PROMPT =
+  'You analyze documents. Answer with a summary of three to five sentences: what the document is, ' +
+  'its key terms and main themes, and the main risk a reader should keep in mind. Plain prose, no headings, no lists.';
+
+/** The demo with a real model: the summary is streamed from it, durably (see `streamChat`). */
+async function analyzeWithModel(text: string, model: DemoModel, ctx: JobContext) {
+  await ctx.progress({ percent: 0, stage: 'reading', message: 'Reading the document' });
+  const client = await clientFor(model);
+  await ctx.progress({ percent: 20, stage: 'writing', message: `Writing the summary with ${model.model}` });
+  const { text: summary } = await streamChat(ctx, {
+    client,
+    step: 'summary',
+    request: {
+      model: model.model,
+      messages: [
+        { role: 'system', content: SYSTEM_PROMPT },
+        { role: 'user', content: text },
+      ],
+    },
+  });
+  await ctx.progress({ percent: 100, stage: 'done', message: 'Analysis complete' });
+  return { summary: summary.trim(), words: text.split(/\s+/).filter(Boolean).length };
+}
+
 /**
  * A stand-in for a real AI job: it shows an instant fallback, moves through stages, reports
  * progress and streams its summary token by token, taking `seconds` in all (default 30). Every wait honours the signal,
  * so cancel, timeout and shutdown stop it at once.
+ *
+ * With `WAITLESS_DEMO_LLM_BASE_URL` set (any OpenAI-compatible API, e.g.
+ * `http://127.0.0.1:11434/v1` for Ollama or `https://api.openai.com/v1`), the summary comes
+ * from a real model instead, streamed with `streamChat` (and `seconds` is ignored):
+ * `WAITLESS_DEMO_LLM_MODEL` names the model (default `gpt-4o-mini`), `WAITLESS_DEMO_LLM_API_KEY`
+ * (else `OPENAI_API_KEY`) is its key. The `openai` package must be installed then. The variables
+ * are read when the job runs. A key alone never turns the model on: only an explicit endpoint does.
  */
 export const analyzeDocument = defineJob({
   name: 'analyze-document',
@@ -41,6 +111,8 @@ export const analyzeDocument = defineJob({
     return { summary: `A ${words}-word document opening with: "${opening.slice(0, 160)}". The full analysis is on its way.`, words };
   },
   async run({ text, seconds }, ctx) {
+    const model = demoModelFromEnv();
+    if (model) return analyzeWithModel(text, model, ctx);
     const totalMs = seconds * 1000;
     const summary = summaryOf(text);
     const tokens = summary.match(/\S+\s*/g) ?? [];
