@@ -56,7 +56,7 @@ export interface SubmitOptions {
   /**
    * Where to POST the outcome (Standard Webhooks, signed with the tenant's secrets). `events`
    * narrows which: default every terminal one (`job.completed`, `job.failed`, `job.cancelled`,
-   * `job.timed_out`); add `job.progress` to receive every progress report too. The URL must
+   * `job.timed_out`, `job.stale`); add `job.progress` to receive every progress report too. The URL must
    * pass the SSRF guard.
    */
   webhook?: { url: string; events?: string[] };
