@@ -36,7 +36,10 @@
 
 /**
  * A job as `GET /v1/jobs/:id` shows it.
- * @typedef {JobSummary & { input?: unknown, output?: string, result?: unknown, fallback?: { result: unknown, provisional: true } }} JobView
+ * @typedef {JobSummary & { input?: unknown, output?: string, result?: unknown, fallback?: { result: unknown, provisional: true },
+ *   steps?: Array<{ name: string, status: string, attempt: number, durationMs?: number, error?: string }>,
+ *   usage?: { promptTokens: number, completionTokens: number, totalTokens: number },
+ *   priority?: number, supersedeKey?: string, concurrency?: { key: string, limit: number } }} JobView
  */
 
 /** @typedef {{ seq: number, type: string, data: Record<string, unknown>, at: string }} JobEvent */
@@ -1220,6 +1223,17 @@ class JobDetail {
       ['Updated', timeWithExact(job.updatedAt)],
     ];
     if (job.status === 'queued' && Date.parse(job.runAt) > Date.now() + 1000) facts.push(['Runs', timeWithExact(job.runAt)]);
+    if (job.priority) facts.push(['Priority', String(job.priority)]);
+    if (job.supersedeKey) facts.push(['Key', job.supersedeKey]);
+    if (job.concurrency) facts.push(['Limit', `${job.concurrency.limit} at once for “${job.concurrency.key}”`]);
+    if (job.usage) facts.push(['Tokens', `${job.usage.totalTokens} (${job.usage.promptTokens} in, ${job.usage.completionTokens} out)`]);
+    if (job.steps?.length) {
+      const steps = job.steps.map((step) => {
+        const took = step.durationMs === undefined ? '' : ` ${Math.round(step.durationMs)} ms`;
+        return h('li', { text: `${step.name}: ${step.status}${took} (attempt ${step.attempt})${step.error ? ` — ${step.error}` : ''}` });
+      });
+      facts.push(['Steps', h('ul', { className: 'steps' }, steps)]);
+    }
     facts.push(['Version', String(job.version)]);
     detailEls.facts.replaceChildren(...facts.flatMap(([term, value]) => [h('dt', { text: term }), h('dd', { testid: `fact-${term.toLowerCase()}` }, [value])]));
 
