@@ -125,7 +125,8 @@ for (const backend of BACKENDS) {
         jobs: [checkout, fanOut, summarize],
         webhooks: { retrySchedule: ['100ms'], timeout: '1s', pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } },
       });
-      worker = engine.waitless.startWorker({ pollInterval: 100 });
+      // A slow poll: delayed jobs and retries must start on time without it (the worker's due timer).
+      worker = engine.waitless.startWorker({ pollInterval: 5000 });
       server = await startServer(engine.waitless);
     });
     after(async () => {
@@ -264,6 +265,7 @@ for (const backend of BACKENDS) {
       gate(k('delay')).resolve();
       const done = await finished(engine.waitless, delayed.id);
       assert.ok(Date.parse(done.startedAt!) >= Date.parse(runAt), 'not started before its runAt');
+      assert.ok(Date.parse(done.startedAt!) - Date.parse(runAt) < 1000, `started ${Date.parse(done.startedAt!) - Date.parse(runAt)} ms after its runAt, with a 5 s poll`);
 
       for (const bad of [{ priority: 1.5 }, { priority: 5000 }, { runAt: 'tomorrow' }, { delay: '-5s' }, { runAt, delay: '1s' }, { supersede: { key: '' } }, { concurrencyKey: 'u1' }]) {
         const { status } = await submit('summarize', { input: { doc: 'f', gate: 'x' }, ...bad });

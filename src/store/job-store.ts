@@ -333,6 +333,12 @@ export class JobStore {
     return (await this.driver.query(q.finishJob(id, token, status, kept, error))).length > 0;
   }
 
+  /** Milliseconds (by the database's clock) until the next queued job of these names falls due, if one waits. */
+  async nextDueInMs(names: string[]): Promise<number | undefined> {
+    const [row] = await this.driver.query<{ in_ms: number | null }>(q.nextDueInMs(names));
+    return row?.in_ms ?? undefined;
+  }
+
   /** A step's record from an earlier run of the job, if any. */
   async getStep(jobId: string, name: string): Promise<q.StepRow | undefined> {
     return (await this.driver.query<q.StepRow>(q.getStep(jobId, name)))[0];

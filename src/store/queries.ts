@@ -369,6 +369,13 @@ export const claimJobs = (names: string[], limit: number, workerId: string, leas
   values: [names, limit, leaseMs, workerId],
 });
 
+/** How long until the next queued job of these names falls due (by the database's clock, so app clocks may drift). */
+export const nextDueInMs = (names: string[]): Sql => ({
+  text: `SELECT (extract(epoch FROM min(run_at) - now()) * 1000)::float8 AS in_ms FROM jobs
+    WHERE status = 'queued' AND run_at > now() AND name = ANY($1::text[])`,
+  values: [names],
+});
+
 /** Keys with due work: each is claimed on its own, under its lock (see {@link claimKeyedJobs}). */
 export const dueConcurrencyKeys = (names: string[], limit: number): Sql => ({
   text: `SELECT tenant_id, concurrency_key, min(concurrency_limit) AS concurrency_limit, max(priority) AS priority FROM jobs

@@ -72,6 +72,9 @@ export class Worker {
    */
   private readonly running = new Map<string, RunningJob>();
   private pollTimer: NodeJS.Timeout | undefined;
+  /** Wakes the worker when the next delayed (or backing-off) job falls due, if that is before the next poll. */
+  private dueTimer: NodeJS.Timeout | undefined;
+  private dueAt = Infinity;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly unsubscribe: Array<() => void> = [];
   private wakeRequested = false;
@@ -151,6 +154,7 @@ export class Worker {
     this.stopping = true;
     for (const fn of this.unsubscribe.splice(0)) fn();
     clearInterval(this.pollTimer);
+    clearTimeout(this.dueTimer);
     const inFlight = () => [...this.running.values()].map((entry) => entry.done);
     await Promise.race([Promise.allSettled(inFlight()), sleep(this.graceMs)]);
     const unfinished = [...this.running.values()].filter((entry) => !entry.finishing);
@@ -192,6 +196,7 @@ export class Worker {
   private async claimLoop(): Promise<void> {
     this.claiming = true;
     try {
+      let idle = false;
       while (this.wakeRequested && !this.stopping) {
         this.wakeRequested = false;
         const free = this.concurrency - this.running.size;
@@ -200,12 +205,35 @@ export class Worker {
         const claimed = await this.store.claim(this.names, free, this.id, this.leaseMs);
         for (const job of claimed) this.run(job, claimedAt + this.leaseMs);
         if (claimed.length === free) this.wakeRequested = true; // there may be more
+        idle = claimed.length === 0;
       }
+      if (idle && !this.stopping) await this.wakeWhenDue();
     } catch (error) {
       this.log.error({ err: error }, 'claim failed; retrying at the next poll');
     } finally {
       this.claiming = false;
     }
+  }
+
+  /**
+   * A delayed job (or a retry backing off) queues no NOTIFY when its time comes: without this
+   * it would wait for the next poll. Only asked when a claim found nothing, so it costs a
+   * worker under load nothing.
+   */
+  private async wakeWhenDue(): Promise<void> {
+    const inMs = await this.store.nextDueInMs(this.names);
+    if (inMs === undefined || inMs >= this.pollMs) return; // the poll comes first
+    const at = Date.now() + Math.max(0, inMs);
+    if (at >= this.dueAt) return; // an earlier wake-up is already set
+    clearTimeout(this.dueTimer);
+    this.dueAt = at;
+    this.dueTimer = setTimeout(
+      () => {
+        this.dueAt = Infinity;
+        this.wake();
+      },
+      Math.max(0, inMs) + 5,
+    );
   }
 
   /**

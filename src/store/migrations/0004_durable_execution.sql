@@ -33,6 +33,20 @@ ALTER TABLE jobs ADD COLUMN concurrency_limit integer;
 -- Token usage of the job's model calls: totals and per model.
 ALTER TABLE jobs ADD COLUMN usage jsonb;
 
+-- Workers with nothing due ask when the next delayed job falls due.
+CREATE INDEX jobs_queued_by_run_at ON jobs (run_at) WHERE status = 'queued';
+
+-- A job queued for later (a delay, a retry backing off) wakes the workers too: finding nothing
+-- due, they set a timer for it instead of leaving it to the next poll.
+CREATE OR REPLACE FUNCTION notify_job_queued() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.status = 'queued' THEN
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '_queued', NEW.name);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
 CREATE INDEX jobs_in_flight_by_supersede_key ON jobs (tenant_id, supersede_key)
   WHERE supersede_key IS NOT NULL AND status IN ('queued', 'running');
 CREATE INDEX jobs_in_flight_by_concurrency_key ON jobs (tenant_id, concurrency_key, status)
