@@ -211,6 +211,7 @@ async function computeFallback(definition: AnyJobDefinition, input: unknown, log
 }
 
 const KEY_PATTERN = /^[\x20-\x7e]{1,255}$/;
+const MAX_DELAY_MS = 365 * 86_400_000;
 
 /** Priority, run time, latest-wins key, context and concurrency key of a submit, checked. */
 function scheduling(definition: AnyJobDefinition, input: unknown, o: SubmitOptions | undefined) {
@@ -221,6 +222,8 @@ function scheduling(definition: AnyJobDefinition, input: unknown, o: SubmitOptio
   if (o?.runAt !== undefined) {
     runAt = new Date(o.runAt);
     if (Number.isNaN(runAt.getTime())) throw new InvalidSubmitOptionError(`runAt is not a date: "${String(o.runAt)}". Use ISO 8601, e.g. 2026-12-24T18:00:00Z.`);
+    const year = runAt.getUTCFullYear();
+    if (year < 1970 || year > 9999) throw new InvalidSubmitOptionError(`runAt must fall between 1970 and 9999, got "${String(o.runAt)}".`);
   } else if (o?.delay !== undefined) {
     let ms: number;
     try {
@@ -229,12 +232,16 @@ function scheduling(definition: AnyJobDefinition, input: unknown, o: SubmitOptio
       throw new InvalidSubmitOptionError(`delay must be a duration such as 500ms, 30s or 10m, or a number of milliseconds.`);
     }
     if (ms < 0) throw new InvalidSubmitOptionError('delay cannot be negative.');
+    if (ms > MAX_DELAY_MS) throw new InvalidSubmitOptionError('delay can be at most 365 days; use runAt for a date further out.');
     runAt = new Date(Date.now() + ms);
   }
   const supersede = o?.supersede && { key: o.supersede.key, policy: o.supersede.policy ?? 'supersede' };
   if (supersede && !KEY_PATTERN.test(supersede.key)) throw new InvalidSubmitOptionError('supersede.key must be 1–255 printable ASCII characters.');
   if (supersede && !['supersede', 'reject', 'queue'].includes(supersede.policy)) throw new InvalidSubmitOptionError('supersede.policy must be supersede, reject or queue.');
   const limit = definition.concurrency?.limit;
+  if (supersede?.policy === 'queue' && limit) {
+    throw new InvalidSubmitOptionError(`Job "${definition.name}" has a concurrency limit, which the queue policy would override: use supersede or reject with it.`);
+  }
   const concurrencyKey = o?.concurrencyKey ?? (limit ? (definition.concurrency?.key?.(input) ?? undefined) : undefined);
   if (o?.concurrencyKey !== undefined && !limit) throw new InvalidSubmitOptionError(`Job "${definition.name}" declares no concurrency limit, so it takes no concurrencyKey.`);
   if (concurrencyKey !== undefined && !KEY_PATTERN.test(concurrencyKey)) throw new InvalidSubmitOptionError('The concurrency key must be 1–255 printable ASCII characters.');
@@ -242,9 +249,22 @@ function scheduling(definition: AnyJobDefinition, input: unknown, o: SubmitOptio
     priority,
     runAt,
     supersede,
-    context: o?.context === undefined ? undefined : toJsonValue(o.context),
+    context: o?.context === undefined ? undefined : checkedContext(toJsonValue(o.context)),
     concurrency: concurrencyKey !== undefined && limit ? { key: concurrencyKey, limit } : undefined,
   };
+}
+
+/** True when a JSON value holds a NUL character in a string or a key (PostgreSQL's text cannot). */
+function hasNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\0');
+  if (Array.isArray(value)) return value.some(hasNul);
+  if (value && typeof value === 'object') return Object.entries(value).some(([key, v]) => key.includes('\0') || hasNul(v));
+  return false;
+}
+
+function checkedContext(context: unknown): unknown {
+  if (hasNul(context)) throw new InvalidSubmitOptionError('context contains a NUL character (\\u0000), which cannot be stored.');
+  return context;
 }
 
 function collectJobs(jobs: WaitlessOptions['jobs']): Map<string, AnyJobDefinition> {
@@ -315,6 +335,8 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       // The input is stored as JSON and parsed again in the worker, so the schema is checked
       // against that JSON form here: what passes now is exactly what the handler will get.
       const stored = toJsonValue(input);
+      // PostgreSQL cannot store a NUL character in text or jsonb: refuse it here, with a reason.
+      if (hasNul(stored)) throw new InputValidationError(name, [{ code: 'custom', path: [], message: 'contains a NUL character (\\u0000), which cannot be stored', input: stored }]);
       const parsed = (definition.input as z.ZodType).safeParse(stored);
       if (!parsed.success) throw new InputValidationError(name, parsed.error.issues);
       const fallback = await computeFallback(definition, parsed.data, logger);

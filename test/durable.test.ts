@@ -84,6 +84,44 @@ const summarize = defineJob({
   },
 });
 
+/** At most one per user runs; each waits for its gate. */
+const perUser = defineJob({
+  name: 'per-user',
+  input: z.object({ user: z.string(), gate: z.string() }),
+  retry: { attempts: 1 },
+  concurrency: { limit: 1, key: (input) => input.user },
+  async run({ gate: key }) {
+    await gate(key).promise;
+    return { ok: true };
+  },
+});
+
+/** Fails its first attempt (retried 300 ms later), then succeeds. */
+const flakyOnce = defineJob({
+  name: 'flaky-once',
+  input: z.object({ tag: z.string() }),
+  retry: { attempts: 2, initialDelay: 300 },
+  async run({ tag }, ctx) {
+    if (ctx.attempt === 1) throw new Error(`first try of ${tag} fails`);
+    return { tag };
+  },
+});
+
+/** Two siblings of ctx.all that (wrongly) share a step name. */
+const sharedStep = defineJob({
+  name: 'shared-step',
+  input: z.object({ key: z.string() }),
+  retry: { attempts: 1 },
+  async run({ key }, ctx) {
+    const body = async () => {
+      count(`${key}:body`);
+      await sleep(50);
+      return 1;
+    };
+    return ctx.allSettled([({ step }) => step('fetch', body), ({ step }) => step('fetch', body)]);
+  },
+});
+
 const json = (body: unknown) => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
 for (const backend of BACKENDS) {
@@ -122,11 +160,13 @@ for (const backend of BACKENDS) {
       await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
       receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
       engine = await openEngine(backend, {
-        jobs: [checkout, fanOut, summarize],
+        jobs: [checkout, fanOut, summarize, perUser, flakyOnce, sharedStep],
         webhooks: { retrySchedule: ['100ms'], timeout: '1s', pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } },
       });
       // A slow poll: delayed jobs and retries must start on time without it (the worker's due timer).
-      worker = engine.waitless.startWorker({ pollInterval: 5000 });
+      worker = engine.waitless.startWorker({ pollInterval: 5000, names: ['checkout', 'fan-out', 'summarize', 'flaky-once', 'shared-step'] });
+      // Few slots for the per-user jobs, so full keys could crowd out the others.
+      engine.waitless.startWorker({ pollInterval: 5000, names: ['per-user'], concurrency: 6 });
       server = await startServer(engine.waitless);
     });
     after(async () => {
@@ -257,6 +297,53 @@ for (const backend of BACKENDS) {
       });
     });
 
+    it('runs a job whose key has a free slot even when many keys ahead of it are full', async () => {
+      const users = ['u1', 'u2', 'u3', 'u4', 'u5'];
+      const first = await Promise.all(users.map((user) => submit('per-user', { input: { user, gate: k(`${user}-1`) } })));
+      await eventually(async () => (await Promise.all(first.map((j) => engine.waitless.get(j.body.id)))).every((j) => j?.status === 'running'), 'one running per user');
+      const second = await Promise.all(users.map((user) => submit('per-user', { input: { user, gate: k(`${user}-2`) } })));
+      // Five keys are full, each with a job waiting; one slot of six is free.
+      const other = await submit('per-user', { input: { user: 'u6', gate: k('u6') } });
+      await eventually(async () => (await engine.waitless.get(other.body.id))?.status === 'running', 'u6 runs in the free slot');
+      for (const j of second) assert.equal((await engine.waitless.get(j.body.id))?.status, 'queued', 'the full keys stay at their limit');
+      for (const user of [...users, 'u6']) {
+        gate(k(`${user}-1`)).resolve();
+        gate(k(`${user}-2`)).resolve();
+      }
+      gate(k('u6')).resolve();
+      for (const j of [...first, ...second, other]) assert.equal((await finished(engine.waitless, j.body.id)).status, 'completed');
+    });
+
+    it('keeps submit order under the queue policy even when the first job backs off for a retry', async () => {
+      const a = await submit('flaky-once', { input: { tag: 'a' }, supersede: { key: k('q'), policy: 'queue' } });
+      const b = await submit('flaky-once', { input: { tag: 'b' }, supersede: { key: k('q'), policy: 'queue' } });
+      const doneA = await finished(engine.waitless, a.body.id);
+      const doneB = await finished(engine.waitless, b.body.id);
+      assert.equal(doneA.attempt, 2);
+      assert.ok(Date.parse(doneB.startedAt!) >= Date.parse(doneA.finishedAt!), 'b waited for a, retry included');
+      const limited = await submit('per-user', { input: { user: 'u7', gate: 'x' }, supersede: { key: k('q2'), policy: 'queue' } });
+      assert.equal(limited.status, 422, 'a job with its own concurrency limit cannot also take the queue policy');
+    });
+
+    it('never runs one step name twice at once inside ctx.all', async () => {
+      const { body: job } = await submit('shared-step', { input: { key: k('shared') } });
+      const done = await finished(engine.waitless, job.id);
+      assert.equal(counters.get(`${k('shared')}:body`), 1, 'the body ran once');
+      const outcomes = done.result as Array<{ status: string; reason?: { message?: string } }>;
+      assert.deepEqual(outcomes.map((o) => o.status).sort(), ['fulfilled', 'rejected']);
+    });
+
+    it('does not recover a superseded job over its replacement', async () => {
+      const older = await submit('summarize', { input: { doc: 'g', gate: k('rec-1') }, supersede: { key: k('doc:g') } });
+      const newer = await submit('summarize', { input: { doc: 'g', gate: k('rec-2') }, supersede: { key: k('doc:g') } });
+      assert.equal((await engine.waitless.get(older.body.id))?.error?.code, 'superseded');
+      const recovered = await fetch(`${server.url}/v1/jobs/${older.body.id}/recover`, { method: 'POST' });
+      assert.equal(recovered.status, 409);
+      gate(k('rec-1')).resolve();
+      gate(k('rec-2')).resolve();
+      await finished(engine.waitless, newer.body.id);
+    });
+
     it('holds a delayed job until its time, and refuses bad scheduling options with 422', async () => {
       const runAt = new Date(Date.now() + 1500).toISOString();
       const { body: delayed } = await submit('summarize', { input: { doc: 'f', gate: k('delay') }, runAt, priority: 5 });
@@ -267,9 +354,22 @@ for (const backend of BACKENDS) {
       assert.ok(Date.parse(done.startedAt!) >= Date.parse(runAt), 'not started before its runAt');
       assert.ok(Date.parse(done.startedAt!) - Date.parse(runAt) < 1000, `started ${Date.parse(done.startedAt!) - Date.parse(runAt)} ms after its runAt, with a 5 s poll`);
 
-      for (const bad of [{ priority: 1.5 }, { priority: 5000 }, { runAt: 'tomorrow' }, { delay: '-5s' }, { runAt, delay: '1s' }, { supersede: { key: '' } }, { concurrencyKey: 'u1' }]) {
-        const { status } = await submit('summarize', { input: { doc: 'f', gate: 'x' }, ...bad });
-        assert.ok(status === 400 || status === 422, `${JSON.stringify(bad)} answered ${status}`);
+      const bads = [
+        { priority: 1.5 },
+        { priority: 5000 },
+        { runAt: 'tomorrow' },
+        { runAt: '0000-01-01T00:00:00Z' },
+        { delay: '-5s' },
+        { delay: '99999999999h' },
+        { runAt, delay: '1s' },
+        { supersede: { key: '' } },
+        { concurrencyKey: 'u1' },
+        { context: { note: 'a\u0000b' } },
+        { input: { doc: 'nul\u0000', gate: 'x' } },
+      ];
+      for (const bad of bads) {
+        const { status, body } = await submit('summarize', { input: { doc: 'f', gate: 'x' }, ...bad });
+        assert.ok(status === 400 || status === 422, `${JSON.stringify(bad)} answered ${status}: ${body.detail}`);
       }
     });
   });

@@ -67,8 +67,8 @@ export type ChildTask<T> = (child: ChildContext) => Promise<T>;
 export interface ChildContext {
   /** Aborts when a sibling fails (in `all`), or when the job is cancelled, times out or loses its lease. */
   readonly signal: AbortSignal;
-  /** {@link JobContext.step}, bound to this child's signal. */
-  step<T>(name: string, fn: (step: StepContext) => Promise<T>): Promise<T>;
+  /** {@link JobContext.step}, bound to this child's signal (safe to destructure). */
+  readonly step: <T>(name: string, fn: (step: StepContext) => Promise<T>) => Promise<T>;
 }
 
 /** What a step's body receives. */

@@ -50,6 +50,9 @@ export interface SubmitParams {
  */
 export type SupersedePolicy = 'supersede' | 'reject' | 'queue';
 
+/** Rolls back a supersede whose insert lost its idempotency key to a concurrent request. */
+class IdempotencyRace extends Error {}
+
 /** A job with the same key is in flight and the policy is `reject`. */
 export class SupersedeConflictError extends Error {
   override name = 'SupersedeConflictError';
@@ -185,13 +188,15 @@ export class JobStore {
 
   async submit(params: SubmitParams): Promise<SubmitOutcome> {
     const id = uuidv7();
-    // Where the result goes is part of the request: another webhook under the same key is another request.
-    const requested = params.webhook ? { input: params.input, webhook: params.webhook } : params.input;
+    // Where the result goes, what it is about and what it replaces are part of the request:
+    // under the same key, another webhook, context or supersede key is another request.
+    const extras = { webhook: params.webhook, context: params.context, supersede: params.supersede };
+    const requested = Object.values(extras).some((v) => v !== undefined) ? { input: params.input, ...extras } : params.input;
     const fp = params.idempotencyKey === undefined ? undefined : fingerprint(params.name, requested);
     const statusUrl = params.apiBaseUrl ? `${params.apiBaseUrl.replace(/\/$/, '')}/v1/jobs/${id}` : undefined;
     const { supersede } = params;
     // `queue` is flow control: one job of the key at a time, oldest first.
-    const concurrency = supersede?.policy === 'queue' ? { key: `supersede:${supersede.key}`, limit: 1 } : params.concurrency;
+    const concurrency = supersede?.policy === 'queue' ? { key: `${q.QUEUE_KEY_PREFIX}${supersede.key}`, limit: 1 } : params.concurrency;
     const insert = q.insertJob({
       ...params,
       id,
@@ -219,7 +224,14 @@ export class JobStore {
         } else {
           await tx.query(q.supersedeJobs(params.tenant, supersede.key, id));
         }
-        return tx.query<q.JobRow>(insert);
+        const inserted = await tx.query<q.JobRow>(insert);
+        // The idempotency key was taken meanwhile (by a request outside this key's lock): undo
+        // the cancellations and answer as a replay.
+        if (inserted.length === 0) throw new IdempotencyRace();
+        return inserted;
+      }).catch((error: unknown) => {
+        if (error instanceof IdempotencyRace) return [];
+        throw error;
       });
     }
     if (rows[0]) return { job: toJob(rows[0]), created: true };
@@ -290,18 +302,24 @@ export class JobStore {
     if (limit < 1 || names.length === 0) return [];
     const rows = await this.driver.query<q.ClaimedJobRow>(q.claimJobs(names, limit, workerId, leaseMs));
     let left = limit - rows.length;
-    if (left > 0) {
-      const keys = await this.driver.query<{ tenant_id: string; concurrency_key: string; concurrency_limit: number }>(q.dueConcurrencyKeys(names, left * 4));
-      for (const key of keys) {
-        if (left <= 0) break;
-        const claimed = await this.driver.transaction(async (tx) => {
-          const [lock] = await tx.query<{ locked: boolean }>(q.tryLockConcurrencyKey(key.tenant_id, key.concurrency_key));
-          if (!lock?.locked) return [];
-          return tx.query<q.ClaimedJobRow>(q.claimKeyedJobs(names, key.tenant_id, key.concurrency_key, key.concurrency_limit, left, workerId, leaseMs));
-        });
-        rows.push(...claimed);
-        left -= claimed.length;
+    try {
+      if (left > 0) {
+        const keys = await this.driver.query<{ tenant_id: string; concurrency_key: string; concurrency_limit: number }>(q.dueConcurrencyKeys(names, left * 4));
+        for (const key of keys) {
+          if (left <= 0) break;
+          const claimed = await this.driver.transaction(async (tx) => {
+            const [lock] = await tx.query<{ locked: boolean }>(q.tryLockConcurrencyKey(key.tenant_id, key.concurrency_key));
+            if (!lock?.locked) return [];
+            return tx.query<q.ClaimedJobRow>(q.claimKeyedJobs(names, key.tenant_id, key.concurrency_key, key.concurrency_limit, left, workerId, leaseMs));
+          });
+          rows.push(...claimed);
+          left -= claimed.length;
+        }
       }
+    } catch (error) {
+      // The jobs claimed so far are committed and ours: run them, or they would sit `running`
+      // under nobody until their lease ran out. The caller hears of the failure next time.
+      if (rows.length === 0) throw error;
     }
     return rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms }));
   }

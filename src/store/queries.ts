@@ -318,6 +318,8 @@ export const recoverJob = (tenant: string, id: string, attempts: number): Sql =>
   text: `WITH previous AS (
       SELECT id AS previous_id, status AS from_status FROM jobs
       WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[])
+        -- A superseded job stays cancelled: its replacement is the live one.
+        AND coalesce(error->>'code', '') <> 'superseded'
       FOR UPDATE
     ), changed AS (
       UPDATE jobs SET status = 'queued', run_at = now(), finished_at = NULL, result = NULL,
@@ -376,20 +378,33 @@ export const nextDueInMs = (names: string[]): Sql => ({
   values: [names],
 });
 
-/** Keys with due work: each is claimed on its own, under its lock (see {@link claimKeyedJobs}). */
+/**
+ * Keys with due work and a free slot: each is claimed on its own, under its lock (see
+ * {@link claimKeyedJobs}). Full keys are left out here, so they cannot crowd out the keys
+ * behind them. (The count is re-checked under the lock: this one may be stale.)
+ */
 export const dueConcurrencyKeys = (names: string[], limit: number): Sql => ({
-  text: `SELECT tenant_id, concurrency_key, min(concurrency_limit) AS concurrency_limit, max(priority) AS priority FROM jobs
-    WHERE status = 'queued' AND run_at <= now() AND name = ANY($1::text[]) AND concurrency_key IS NOT NULL
-    GROUP BY tenant_id, concurrency_key ORDER BY max(priority) DESC, min(run_at) LIMIT $2`,
+  text: `SELECT q.tenant_id, q.concurrency_key, min(q.concurrency_limit) AS concurrency_limit FROM jobs q
+    WHERE q.status = 'queued' AND q.run_at <= now() AND q.name = ANY($1::text[]) AND q.concurrency_key IS NOT NULL
+    GROUP BY q.tenant_id, q.concurrency_key
+    HAVING (SELECT count(*) FROM jobs r
+      WHERE r.tenant_id = q.tenant_id AND r.concurrency_key = q.concurrency_key AND r.status = 'running') < min(q.concurrency_limit)
+    ORDER BY max(q.priority) DESC, min(q.run_at) LIMIT $2`,
   values: [names, limit],
 });
+
+/**
+ * Prefix of the concurrency keys of the `queue` policy (first in, first out, one at a time).
+ * Its control character cannot occur in a key a caller gives, so the two never meet.
+ */
+export const QUEUE_KEY_PREFIX = 'queue\u0001';
 
 /**
  * Takes the per-key lock for the rest of the transaction, without waiting: `false` means
  * another worker is claiming this key's jobs right now (it will take what is free).
  */
 export const tryLockConcurrencyKey = (tenant: string, key: string): Sql => ({
-  text: `SELECT pg_try_advisory_xact_lock(hashtext('waitless.concurrency'), hashtext($1 || '/' || $2)) AS locked`,
+  text: `SELECT pg_try_advisory_xact_lock(hashtext('waitless.concurrency'), hashtext(current_schema() || '/' || $1 || '/' || $2)) AS locked`,
   values: [tenant, key],
 });
 
@@ -397,12 +412,16 @@ export const tryLockConcurrencyKey = (tenant: string, key: string): Sql => ({
  * Claims jobs of one concurrency key, as many as its limit leaves free. Run in the
  * transaction that holds the key's lock, as a later statement: its snapshot then sees every
  * claim committed before the lock was taken, so two workers can never both fill the last slot.
+ * A `queue` key runs its jobs strictly in submit order: only its oldest queued job, once due
+ * (a retry backing off keeps its place instead of letting a newer job pass).
  */
 export const claimKeyedJobs = (names: string[], tenant: string, key: string, keyLimit: number, want: number, workerId: string, leaseMs: number): Sql => ({
   text: claimFrom(
     `next AS (
       SELECT id FROM jobs
       WHERE tenant_id = $5 AND concurrency_key = $6 AND status = 'queued' AND run_at <= now() AND name = ANY($1::text[])
+        AND (NOT starts_with($6, 'queue' || chr(1)) OR id = (SELECT o.id FROM jobs o
+          WHERE o.tenant_id = $5 AND o.concurrency_key = $6 AND o.status = 'queued' ORDER BY o.created_at, o.id LIMIT 1))
       ORDER BY priority DESC, run_at, id
       LIMIT LEAST($2::integer, GREATEST(0, $7::integer - (
         SELECT count(*) FROM jobs WHERE tenant_id = $5 AND concurrency_key = $6 AND status = 'running')::integer))
@@ -615,7 +634,7 @@ export const recordUsage = (id: string, token: string, model: string, prompt: nu
 
 /** Serializes submits sharing a supersede key, for the rest of the transaction. (Tenants have no "/": the pair is unambiguous.) */
 export const lockSupersedeKey = (tenant: string, key: string): Sql => ({
-  text: `SELECT pg_advisory_xact_lock(hashtext('waitless.supersede'), hashtext($1 || '/' || $2))`,
+  text: `SELECT pg_advisory_xact_lock(hashtext('waitless.supersede'), hashtext(current_schema() || '/' || $1 || '/' || $2))`,
   values: [tenant, key],
 });
 

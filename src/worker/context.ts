@@ -76,11 +76,12 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new TypeError('A step name is 1–200 characters.');
     if (runningSteps.has(name)) throw new TypeError(`Step "${name}" is already running in this job: give each step its own name.`);
     signal.throwIfAborted();
-    const recorded = await p.store.getStep(p.job.id, name);
-    // Done in an earlier run (or earlier in this one): its recorded result, without running it again.
-    if (recorded?.status === 'completed') return recorded.result as T;
+    // Taken before the first await, so two siblings of ctx.all cannot both get past the check.
     runningSteps.add(name);
     try {
+      const recorded = await p.store.getStep(p.job.id, name);
+      // Done in an earlier run (or earlier in this one): its recorded result, without running it again.
+      if (recorded?.status === 'completed') return recorded.result as T;
       const startedAt = new Date();
       await enqueue(() => fenced(() => p.store.startStep(p.job.id, p.leaseToken, name)));
       let result: T;
@@ -140,7 +141,7 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     allSettled: (tasks) => runAllSettled(tasks, p.signal, childOf),
     async recordUsage(usage: TokenUsage) {
       const count = (n: number | undefined, what: string) => {
-        if (n !== undefined && !(Number.isInteger(n) && n >= 0)) throw new RangeError(`usage.${what} must be a whole number ≥ 0, got ${n}`);
+        if (n !== undefined && !(Number.isSafeInteger(n) && n >= 0)) throw new RangeError(`usage.${what} must be a whole number ≥ 0, got ${n}`);
         return n ?? 0;
       };
       const promptTokens = count(usage.promptTokens, 'promptTokens');

@@ -47,6 +47,11 @@ BEGIN
 END
 $$;
 
+-- The two claim paths: jobs without a key in one scan, keyed jobs key by key.
+CREATE INDEX jobs_claimable_unkeyed ON jobs (priority DESC, run_at, id) WHERE status = 'queued' AND concurrency_key IS NULL;
+CREATE INDEX jobs_claimable_keyed ON jobs (tenant_id, concurrency_key, priority DESC, run_at, id)
+  WHERE status = 'queued' AND concurrency_key IS NOT NULL;
+
 CREATE INDEX jobs_in_flight_by_supersede_key ON jobs (tenant_id, supersede_key)
   WHERE supersede_key IS NOT NULL AND status IN ('queued', 'running');
 CREATE INDEX jobs_in_flight_by_concurrency_key ON jobs (tenant_id, concurrency_key, status)
