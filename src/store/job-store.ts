@@ -293,15 +293,21 @@ export class JobStore {
 
   // ---------------------------------------------------------------- worker side
 
-  /**
-   * Claims up to `limit` due jobs: those without a concurrency key in one statement, then
-   * keyed ones key by key, each in a transaction holding the key's lock, so per-key limits
-   * hold across every worker process.
-   */
+  /** Claims up to `limit` due jobs without a concurrency key, in one statement. */
   async claim(names: string[], limit: number, workerId: string, leaseMs: number): Promise<ClaimedJob[]> {
     if (limit < 1 || names.length === 0) return [];
     const rows = await this.driver.query<q.ClaimedJobRow>(q.claimJobs(names, limit, workerId, leaseMs));
-    let left = limit - rows.length;
+    return rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms }));
+  }
+
+  /**
+   * Claims up to `limit` due jobs with a concurrency key, key by key, each in a transaction
+   * holding the key's lock, so per-key limits hold across every worker process.
+   */
+  async claimKeyed(names: string[], limit: number, workerId: string, leaseMs: number): Promise<ClaimedJob[]> {
+    if (limit < 1 || names.length === 0) return [];
+    const rows: q.ClaimedJobRow[] = [];
+    let left = limit;
     try {
       if (left > 0) {
         const keys = await this.driver.query<{ tenant_id: string; concurrency_key: string; concurrency_limit: number }>(q.dueConcurrencyKeys(names, left * 4));

@@ -203,9 +203,17 @@ export class Worker {
         if (free <= 0) break; // a finishing job wakes us again
         const claimedAt = Date.now();
         const claimed = await this.store.claim(this.names, free, this.id, this.leaseMs);
+        // Started before the keyed claim's round trips, so they do not wait on it.
         for (const job of claimed) this.run(job, claimedAt + this.leaseMs);
-        if (claimed.length === free) this.wakeRequested = true; // there may be more
-        idle = claimed.length === 0;
+        let got = claimed.length;
+        if (got < free) {
+          const keyedAt = Date.now();
+          const keyed = await this.store.claimKeyed(this.names, free - got, this.id, this.leaseMs);
+          for (const job of keyed) this.run(job, keyedAt + this.leaseMs);
+          got += keyed.length;
+        }
+        if (got === free) this.wakeRequested = true; // there may be more
+        idle = got === 0;
       }
       if (idle && !this.stopping) await this.wakeWhenDue();
     } catch (error) {

@@ -47,7 +47,9 @@ BEGIN
 END
 $$;
 
--- The two claim paths: jobs without a key in one scan, keyed jobs key by key.
+-- The two claim paths: jobs without a key in one scan, keyed jobs key by key. (The first
+-- replaces jobs_claimable: every claim of unkeyed jobs now says so.)
+DROP INDEX jobs_claimable;
 CREATE INDEX jobs_claimable_unkeyed ON jobs (priority DESC, run_at, id) WHERE status = 'queued' AND concurrency_key IS NULL;
 CREATE INDEX jobs_claimable_keyed ON jobs (tenant_id, concurrency_key, priority DESC, run_at, id)
   WHERE status = 'queued' AND concurrency_key IS NOT NULL;
