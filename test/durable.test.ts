@@ -107,6 +107,9 @@ const flakyOnce = defineJob({
   },
 });
 
+/** Served only by the worker a test starts for it. */
+const betweenClaims = defineJob({ name: 'between-claims', input: z.object({ tag: z.string() }), run: async ({ tag }) => ({ tag }) });
+
 /** Two siblings of ctx.all that (wrongly) share a step name. */
 const sharedStep = defineJob({
   name: 'shared-step',
@@ -160,7 +163,7 @@ for (const backend of BACKENDS) {
       await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
       receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
       engine = await openEngine(backend, {
-        jobs: [checkout, fanOut, summarize, perUser, flakyOnce, sharedStep],
+        jobs: [checkout, fanOut, summarize, perUser, flakyOnce, sharedStep, betweenClaims],
         webhooks: { retrySchedule: ['100ms'], timeout: '1s', pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } },
       });
       // A slow poll: delayed jobs and retries must start on time without it (the worker's due timer).
@@ -342,6 +345,33 @@ for (const backend of BACKENDS) {
       gate(k('rec-1')).resolve();
       gate(k('rec-2')).resolve();
       await finished(engine.waitless, newer.body.id);
+    });
+
+    it('serves a job submitted while an idle worker is between claims, without waiting for its poll', async () => {
+      // A worker whose poll would take a minute, held just after a claim that found nothing.
+      const held = deferred();
+      const reached = deferred();
+      let holds = 1;
+      const idle = engine.waitless.startWorker({
+        names: ['between-claims'],
+        pollInterval: 60_000,
+        debugPoints: {
+          beforeNextDueCheck: async () => {
+            if (holds-- <= 0) return;
+            reached.resolve();
+            await held.promise;
+          },
+        },
+      });
+      try {
+        await reached.promise;
+        const { body: job } = await submit('between-claims', { input: { tag: k('between') } }); // its NOTIFY lands now
+        held.resolve();
+        await eventually(async () => (await engine.waitless.get(job.id))?.startedAt, 'picked up by the wake-up that landed between claims', 3000);
+      } finally {
+        held.resolve();
+        await idle.stop();
+      }
     });
 
     it('holds a delayed job until its time, and refuses bad scheduling options with 422', async () => {

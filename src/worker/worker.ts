@@ -32,7 +32,7 @@ export interface WorkerOptions {
    * Named pause points for tests that replay races deterministically (e.g. a worker that stalls
    * before its heartbeat). Each is awaited at the point it names. Leave unset in production.
    */
-  debugPoints?: { beforeHeartbeat?: () => Promise<void> };
+  debugPoints?: { beforeHeartbeat?: () => Promise<void>; beforeNextDueCheck?: () => Promise<void> };
 }
 
 interface RunningJob {
@@ -196,26 +196,30 @@ export class Worker {
   private async claimLoop(): Promise<void> {
     this.claiming = true;
     try {
-      let idle = false;
+      // Until a pass ends with no wake-up requested during it: a NOTIFY that lands while the
+      // last query runs must start another pass, not wait for the next poll.
       while (this.wakeRequested && !this.stopping) {
-        this.wakeRequested = false;
-        const free = this.concurrency - this.running.size;
-        if (free <= 0) break; // a finishing job wakes us again
-        const claimedAt = Date.now();
-        const claimed = await this.store.claim(this.names, free, this.id, this.leaseMs);
-        // Started before the keyed claim's round trips, so they do not wait on it.
-        for (const job of claimed) this.run(job, claimedAt + this.leaseMs);
-        let got = claimed.length;
-        if (got < free) {
-          const keyedAt = Date.now();
-          const keyed = await this.store.claimKeyed(this.names, free - got, this.id, this.leaseMs);
-          for (const job of keyed) this.run(job, keyedAt + this.leaseMs);
-          got += keyed.length;
+        let idle = false;
+        while (this.wakeRequested && !this.stopping) {
+          this.wakeRequested = false;
+          const free = this.concurrency - this.running.size;
+          if (free <= 0) break; // a finishing job wakes us again
+          const claimedAt = Date.now();
+          const claimed = await this.store.claim(this.names, free, this.id, this.leaseMs);
+          // Started before the keyed claim's round trips, so they do not wait on it.
+          for (const job of claimed) this.run(job, claimedAt + this.leaseMs);
+          let got = claimed.length;
+          if (got < free) {
+            const keyedAt = Date.now();
+            const keyed = await this.store.claimKeyed(this.names, free - got, this.id, this.leaseMs);
+            for (const job of keyed) this.run(job, keyedAt + this.leaseMs);
+            got += keyed.length;
+          }
+          if (got === free) this.wakeRequested = true; // there may be more
+          idle = got === 0;
         }
-        if (got === free) this.wakeRequested = true; // there may be more
-        idle = got === 0;
+        if (idle && !this.stopping) await this.wakeWhenDue();
       }
-      if (idle && !this.stopping) await this.wakeWhenDue();
     } catch (error) {
       this.log.error({ err: error }, 'claim failed; retrying at the next poll');
     } finally {
@@ -229,6 +233,7 @@ export class Worker {
    * worker under load nothing.
    */
   private async wakeWhenDue(): Promise<void> {
+    await this.options.debugPoints?.beforeNextDueCheck?.();
     const inMs = await this.store.nextDueInMs(this.names);
     if (inMs === undefined || inMs >= this.pollMs) return; // the poll comes first
     const at = Date.now() + Math.max(0, inMs);
