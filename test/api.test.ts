@@ -3,15 +3,10 @@ import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { defineJob } from '../src/job/definition.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
-import { BACKENDS, deferred, eventually, openEngine, readSse, startServer, type TestEngine, type TestServer } from './helpers.ts';
+import { BACKENDS, createGates, eventually, openEngine, readSse, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
-/** Gates keyed by input, so a test decides when a handler may finish. */
-const gates = new Map<string, ReturnType<typeof deferred<void>>>();
-const gate = (key: string) => {
-  let g = gates.get(key);
-  if (!g) gates.set(key, (g = deferred()));
-  return g;
-};
+/** Gates by key, so a test decides when a handler may finish (each backend's keys start with its name). */
+const { gate, releaseAll } = createGates();
 
 const echo = defineJob({
   name: 'echo',
@@ -53,7 +48,7 @@ for (const backend of BACKENDS) {
       server = await startServer(engine.waitless, { sseHeartbeatMs: 100 });
     });
     after(async () => {
-      for (const g of gates.values()) g.resolve();
+      releaseAll();
       await server.close();
       await engine.close();
     });

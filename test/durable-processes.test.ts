@@ -13,12 +13,9 @@
  * test/fixtures/durable-jobs.ts: a JSON-lines log and a counter of side effects.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import { createWaitless, type Waitless } from '../src/engine.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
@@ -33,110 +30,14 @@ import {
   perUser,
   SELF_KILL_ENV,
 } from './fixtures/durable-jobs.ts';
+import { WorkerProcess, within } from './worker-process.ts';
 import { dropSchema, eventually, openEngine, silentLogger, type TestEngine } from './helpers.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const JOBS_MODULE = 'test/fixtures/durable-jobs.ts';
 
-/** Resolves with `promise`, or rejects after `ms` with `what`; leaves no timer behind either way. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms}ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
-interface LogLine {
-  level?: number;
-  msg?: string;
-  err?: { message?: string; code?: string };
-}
 
-const parseLine = (line: string): LogLine | undefined => {
-  try {
-    return JSON.parse(line) as LogLine;
-  } catch {
-    return undefined;
-  }
-};
 
-/** One `waitless worker` OS process, with its output kept for diagnostics. */
-class WorkerProcess {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  readonly lines: string[] = [];
-  readonly ready: Promise<void>;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  exitedAlready = false;
-
-  constructor(database: string, schema: string | undefined, env: Record<string, string>, extraArgs: string[]) {
-    const args = ['src/cli/main.ts', 'worker', '--jobs', JOBS_MODULE, '--database', database, ...(schema ? ['--schema', schema] : []), ...extraArgs];
-    this.child = spawn(process.execPath, args, {
-      cwd: ROOT,
-      // `info`: "worker started" is the readiness signal, and the log is what a failure shows.
-      env: { ...process.env, LOG_LEVEL: 'info', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    if (this.child.pid === undefined) throw new Error('could not spawn a worker process');
-    this.pid = this.child.pid;
-    this.exited = new Promise((resolve) => {
-      this.child.once('exit', (code, signal) => {
-        this.exitedAlready = true;
-        resolve({ code, signal });
-      });
-    });
-    let markReady: () => void = () => {};
-    this.ready = new Promise<void>((resolve, reject) => {
-      markReady = resolve;
-      void this.exited.then(({ code, signal }) => reject(new Error(`worker ${this.pid} exited before it was ready (code ${code}, signal ${signal})`)));
-    });
-    this.ready.catch(() => {});
-    createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      this.lines.push(line);
-      if (parseLine(line)?.msg === 'worker started') markReady();
-    });
-    createInterface({ input: this.child.stderr! }).on('line', (line) => this.lines.push(`[stderr] ${line}`));
-  }
-
-  /** Error-level log lines and anything on stderr: what an operator would see as trouble. */
-  troubles(): string[] {
-    const found: string[] = [];
-    for (const line of this.lines) {
-      if (line.startsWith('[stderr]')) {
-        found.push(line);
-        continue;
-      }
-      const entry = parseLine(line);
-      if ((entry?.level ?? 0) < 50) continue;
-      found.push(`${entry?.msg ?? '?'}${entry?.err ? `: ${entry.err.message ?? '?'}${entry.err.code ? ` (${entry.err.code})` : ''}` : ''}`);
-    }
-    return found;
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    if (!this.exitedAlready) this.child.kill(signal);
-  }
-
-  /** Graceful stop, as an operator's SIGTERM: resolves with the exit code. */
-  async stop(timeoutMs = 15_000): Promise<number | null> {
-    this.signal('SIGTERM');
-    return (await within(this.exited, timeoutMs, `worker ${this.pid} to exit after SIGTERM`)).code;
-  }
-
-  tail(n: number): string {
-    return this.lines
-      .filter((line) => parseLine(line)?.msg !== 'job completed')
-      .slice(-n)
-      .join('\n');
-  }
-}
 
 /** Everything one test owns; `cleanup` runs in t.after, so a failing test leaves nothing behind. */
 class Scenario {
@@ -180,7 +81,13 @@ class Scenario {
     const database = this.engine?.databaseUrl ?? this.pgliteDir;
     assert.ok(database, 'no database to start a worker on');
     assert.ok(this.pglite === undefined, 'close the PGlite folder here before a worker opens it');
-    const worker = new WorkerProcess(database, this.engine?.schema, { [DURABLE_LOG_ENV]: this.handlerLog, [DURABLE_COUNTER_ENV]: this.counter, ...env }, extraArgs);
+    const worker = new WorkerProcess({
+      jobs: JOBS_MODULE,
+      database,
+      schema: this.engine?.schema,
+      env: { [DURABLE_LOG_ENV]: this.handlerLog, [DURABLE_COUNTER_ENV]: this.counter, ...env },
+      args: extraArgs,
+    });
     this.workers.push(worker);
     return worker;
   }

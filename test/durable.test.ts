@@ -13,15 +13,10 @@ import { z } from 'zod';
 import { defineJob } from '../src/job/definition.ts';
 import type { Worker } from '../src/worker/worker.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
-import { BACKENDS, deferred, eventually, finished, openEngine, startServer, type TestEngine, type TestServer } from './helpers.ts';
+import { BACKENDS, createGates, deferred, eventually, finished, openEngine, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
-/** Gates and counters by key; each backend's keys start with its name. */
-const gates = new Map<string, ReturnType<typeof deferred<void>>>();
-const gate = (key: string) => {
-  let g = gates.get(key);
-  if (!g) gates.set(key, (g = deferred()));
-  return g;
-};
+/** Gates by key, so a test decides when a handler may finish (each backend's keys start with its name). */
+const { gate, releaseAll } = createGates();
 const counters = new Map<string, number>();
 const count = (key: string) => counters.set(key, (counters.get(key) ?? 0) + 1);
 
@@ -173,7 +168,7 @@ for (const backend of BACKENDS) {
       server = await startServer(engine.waitless);
     });
     after(async () => {
-      for (const g of gates.values()) g.resolve();
+      releaseAll();
       await server.close();
       await engine.close();
       hanging.closeAllConnections();

@@ -89,6 +89,22 @@ export async function eventually<T>(check: () => Promise<T> | T, what: string, t
   }
 }
 
+/**
+ * Gates by key, for handlers a test releases when it chooses: `gate(key).promise` in the
+ * handler, `gate(key).resolve()` in the test, `releaseAll()` in `after`.
+ */
+export function createGates(): { gate: (key: string) => ReturnType<typeof deferred<void>>; releaseAll: () => void } {
+  const gates = new Map<string, ReturnType<typeof deferred<void>>>();
+  return {
+    gate(key) {
+      let g = gates.get(key);
+      if (!g) gates.set(key, (g = deferred()));
+      return g;
+    },
+    releaseAll: () => gates.forEach((g) => g.resolve()),
+  };
+}
+
 /** A promise plus its resolve function, for gating handlers from a test. */
 export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
   let resolve!: (value: T) => void;

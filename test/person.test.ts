@@ -8,15 +8,10 @@ import { z } from 'zod';
 import { WaitlessApiError, WaitlessClient } from '../src/client/index.ts';
 import { defineJob } from '../src/job/definition.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
-import { BACKENDS, deferred, eventually, finished, openEngine, readSse, startServer, type TestEngine, type TestServer } from './helpers.ts';
+import { BACKENDS, createGates, eventually, finished, openEngine, readSse, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
-/** Gates by key; each backend's keys start with its name, so one run cannot open another's. */
-const gates = new Map<string, ReturnType<typeof deferred<void>>>();
-const gate = (key: string) => {
-  let g = gates.get(key);
-  if (!g) gates.set(key, (g = deferred()));
-  return g;
-};
+/** Gates by key, so a test decides when a handler may finish (each backend's keys start with its name). */
+const { gate, releaseAll } = createGates();
 
 /** Scores answers by rule at once; the "AI" answer comes when the test opens the gate. */
 const assess = defineJob({
@@ -82,7 +77,7 @@ for (const backend of BACKENDS) {
       otherTenantKey = (await engine.waitless.apiKeys.create('globex', { admin: true })).token;
     });
     after(async () => {
-      for (const g of gates.values()) g.resolve();
+      releaseAll();
       await server.close();
       await engine.close();
     });

@@ -8,132 +8,21 @@
  * test/fixtures/process-jobs.ts.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import type { Job, JobEvent } from '../src/job/model.ts';
 import { cancellable, HANDLER_LOG_ENV, type HandlerRecord, processJobs, quick, stalling } from './fixtures/process-jobs.ts';
+import { WorkerProcess, within } from './worker-process.ts';
 import { dropSchema, eventually, openEngine, type TestEngine } from './helpers.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** Short leases so a dead or frozen worker's job comes back in about a second, not 30. */
 const FAST_RECLAIM = ['--lease', '1s', '--heartbeat', '250ms', '--poll-interval', '200ms'];
 
-/** Resolves with `promise`, or rejects after `ms` with `what`; leaves no timer behind either way. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms}ms: ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
-interface LogLine {
-  level?: number;
-  msg?: string;
-  [key: string]: unknown;
-}
 
-/** One `waitless worker` OS process, with its output kept for assertions and diagnostics. */
-class WorkerProcess {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  readonly lines: string[] = [];
-  readonly ready: Promise<void>;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  exitedAlready = false;
-
-  constructor(schema: string, databaseUrl: string, handlerLog: string, extraArgs: string[]) {
-    const args = ['src/cli/main.ts', 'worker', '--jobs', 'test/fixtures/process-jobs.ts', '--database', databaseUrl, '--schema', schema, ...extraArgs];
-    // `info`, not `silent`: "worker started" is the readiness signal, and the log is what we
-    // show when a test fails.
-    this.child = spawn(process.execPath, args, {
-      cwd: ROOT,
-      env: { ...process.env, LOG_LEVEL: 'info', [HANDLER_LOG_ENV]: handlerLog },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    if (this.child.pid === undefined) throw new Error('could not spawn a worker process');
-    this.pid = this.child.pid;
-    this.exited = new Promise((resolve) => {
-      this.child.once('exit', (code, signal) => {
-        this.exitedAlready = true;
-        resolve({ code, signal });
-      });
-    });
-    let markReady: () => void = () => {};
-    this.ready = new Promise<void>((resolve, reject) => {
-      markReady = resolve;
-      void this.exited.then(({ code, signal }) => reject(new Error(`worker ${this.pid} exited before it was ready (code ${code}, signal ${signal})`)));
-    });
-    // Awaited by the test that spawned it; this only keeps an early exit from being "unhandled".
-    this.ready.catch(() => {});
-    createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      this.lines.push(line);
-      if (this.parsed(line)?.msg === 'worker started') markReady();
-    });
-    createInterface({ input: this.child.stderr! }).on('line', (line) => this.lines.push(`[stderr] ${line}`));
-  }
-
-  private parsed(line: string): LogLine | undefined {
-    try {
-      return JSON.parse(line) as LogLine;
-    } catch {
-      return undefined;
-    }
-  }
-
-  logs(): LogLine[] {
-    return this.lines.map((line) => this.parsed(line)).filter((entry): entry is LogLine => entry !== undefined);
-  }
-
-  /**
-   * Error-level log lines and anything on stderr, one short line each ("heartbeat failed:
-   * deadlock detected (40P01)"): what an operator would see as trouble.
-   */
-  troubles(): string[] {
-    const found: string[] = [];
-    for (const line of this.lines) {
-      if (line.startsWith('[stderr]')) {
-        found.push(line);
-        continue;
-      }
-      const entry = this.parsed(line);
-      if ((entry?.level ?? 0) < 50) continue;
-      const err = entry?.err as { message?: string; code?: string } | undefined;
-      found.push(`${entry?.msg ?? '?'}${err ? `: ${err.message ?? '?'}${err.code ? ` (${err.code})` : ''}` : ''}`);
-    }
-    return found;
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    if (!this.exitedAlready) this.child.kill(signal);
-  }
-
-  /** Graceful stop, as an operator's SIGTERM: resolves with the exit code. */
-  async stop(timeoutMs = 15_000): Promise<number | null> {
-    this.signal('SIGTERM');
-    return (await within(this.exited, timeoutMs, `worker ${this.pid} to exit after SIGTERM`)).code;
-  }
-
-  /** The last lines worth reading: one "job completed" per job would drown everything else. */
-  tail(n: number): string {
-    return this.lines
-      .filter((line) => this.parsed(line)?.msg !== 'job completed')
-      .slice(-n)
-      .join('\n');
-  }
-}
 
 /** Everything one scenario owns; `cleanup` runs in t.after, so a failing test leaves nothing behind. */
 class Scenario {
@@ -158,7 +47,13 @@ class Scenario {
     assert.ok(this.engine);
     const started: WorkerProcess[] = [];
     for (let i = 0; i < count; i++) {
-      const worker = new WorkerProcess(this.engine.schema, this.engine.databaseUrl, this.handlerLog, extraArgs);
+      const worker = new WorkerProcess({
+        jobs: 'test/fixtures/process-jobs.ts',
+        database: this.engine.databaseUrl,
+        schema: this.engine.schema,
+        env: { [HANDLER_LOG_ENV]: this.handlerLog },
+        args: extraArgs,
+      });
       this.workers.push(worker);
       started.push(worker);
     }

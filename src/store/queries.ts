@@ -6,6 +6,7 @@
  * inserts the matching event (data-modifying CTEs), so the row and its event log can never
  * disagree, and the event's NOTIFY (a trigger) fires only if the statement commits.
  */
+import type { JobStep } from '../job/model.ts';
 import type { Sql } from './driver.ts';
 
 const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
@@ -52,15 +53,8 @@ export interface JobRow {
   concurrency_limit: number | null;
 }
 
-/** What the job row keeps of each step, for readers. */
-export interface StepSummary {
-  status: 'running' | 'completed' | 'failed';
-  attempt: number;
-  startedAt: string;
-  finishedAt?: string;
-  durationMs?: number;
-  error?: string;
-}
+/** What the job row keeps of each step, for readers (keyed by the step's name). */
+export type StepSummary = Omit<JobStep, 'name'>;
 
 /** A job row as a worker claims it, with its lease. */
 export interface ClaimedJobRow extends JobRow {
