@@ -98,6 +98,7 @@ export function submitScript(): string {
     $4: `'{"n": 1}'`,
     $5: '1',
     $6: String(noop.timeoutMs),
+    $11: '0', // priority
   };
   // Any other parameter is an optional one the submit leaves unset.
   const text = sql.text.replace(/\$(\d+)/g, (p: string) => literals[p] ?? 'NULL');

@@ -302,20 +302,29 @@ export class JobStore {
 
   /**
    * Claims up to `limit` due jobs with a concurrency key, key by key, each in a transaction
-   * holding the key's lock, so per-key limits hold across every worker process.
+   * holding the key's lock, so per-key limits hold across every worker process. `more` says
+   * some may be left that a second look could take (keys it had no room or no lock for).
    */
-  async claimKeyed(names: string[], limit: number, workerId: string, leaseMs: number): Promise<ClaimedJob[]> {
-    if (limit < 1 || names.length === 0) return [];
+  async claimKeyed(names: string[], limit: number, workerId: string, leaseMs: number): Promise<{ jobs: ClaimedJob[]; more: boolean }> {
+    if (limit < 1 || names.length === 0) return { jobs: [], more: false };
     const rows: q.ClaimedJobRow[] = [];
     let left = limit;
+    let more = false;
     try {
       if (left > 0) {
         const keys = await this.driver.query<{ tenant_id: string; concurrency_key: string; concurrency_limit: number }>(q.dueConcurrencyKeys(names, left * 4));
+        more = keys.length === left * 4;
         for (const key of keys) {
-          if (left <= 0) break;
+          if (left <= 0) {
+            more = true;
+            break;
+          }
           const claimed = await this.driver.transaction(async (tx) => {
             const [lock] = await tx.query<{ locked: boolean }>(q.tryLockConcurrencyKey(key.tenant_id, key.concurrency_key));
-            if (!lock?.locked) return [];
+            if (!lock?.locked) {
+              more = true; // another worker is at this key now; it may leave some for us
+              return [];
+            }
             return tx.query<q.ClaimedJobRow>(q.claimKeyedJobs(names, key.tenant_id, key.concurrency_key, key.concurrency_limit, left, workerId, leaseMs));
           });
           rows.push(...claimed);
@@ -326,8 +335,9 @@ export class JobStore {
       // The jobs claimed so far are committed and ours: run them, or they would sit `running`
       // under nobody until their lease ran out. The caller hears of the failure next time.
       if (rows.length === 0) throw error;
+      more = true;
     }
-    return rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms }));
+    return { jobs: rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms })), more };
   }
 
   /** Returns the set of job ids whose lease is still held and was extended. */

@@ -1,5 +1,8 @@
 import type { Driver } from './driver.ts';
 
+/** What a queued-work notification says; `name` undefined means "anything may have changed". */
+export type QueuedListener = (name: string | undefined, hint?: { keyed: boolean; later: boolean }) => void;
+
 export type JobEventListener = (jobId: string, seq: number, type: string) => void;
 
 /**
@@ -10,7 +13,7 @@ export type JobEventListener = (jobId: string, seq: number, type: string) => voi
 export class Notifier {
   private readonly byJob = new Map<string, Set<JobEventListener>>();
   private readonly all = new Set<JobEventListener>();
-  private readonly queued = new Set<(name: string | undefined) => void>();
+  private readonly queued = new Set<QueuedListener>();
   private readonly webhooksDue = new Set<() => void>();
   private readonly resyncs = new Set<() => void>();
   private readonly unlisten: Array<() => Promise<void>> = [];
@@ -21,8 +24,11 @@ export class Notifier {
     const notifier = new Notifier();
     notifier.unlisten.push(
       await driver.listen(`${schema}_events`, (payload) => notifier.dispatchEvent(payload), () => notifier.resync()),
-      await driver.listen(`${schema}_queued`, (name) => {
-        for (const listener of notifier.queued) listener(name);
+      await driver.listen(`${schema}_queued`, (payload) => {
+        // "<job name>[ keyed][ later]": job names have no spaces.
+        const [name, ...flags] = payload.split(' ');
+        const hint = { keyed: flags.includes('keyed'), later: flags.includes('later') };
+        for (const listener of notifier.queued) listener(name, hint);
       }),
       await driver.listen(`${schema}_webhooks`, () => {
         for (const listener of notifier.webhooksDue) listener();
@@ -79,8 +85,12 @@ export class Notifier {
     return () => this.all.delete(listener);
   }
 
-  /** Calls `listener` with the job name whenever a job becomes claimable (`undefined`: maybe any). */
-  onQueued(listener: (name: string | undefined) => void): () => void {
+  /**
+   * Calls `listener` with the job name whenever a job is queued or a concurrency slot frees
+   * (`undefined`: maybe any, after a lost connection). The hint says whether the job has a
+   * concurrency key and whether it is due only later.
+   */
+  onQueued(listener: QueuedListener): () => void {
     this.queued.add(listener);
     return () => this.queued.delete(listener);
   }

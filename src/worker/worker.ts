@@ -75,6 +75,13 @@ export class Worker {
   /** Wakes the worker when the next delayed (or backing-off) job falls due, if that is before the next poll. */
   private dueTimer: NodeJS.Timeout | undefined;
   private dueAt = Infinity;
+  /**
+   * Whether keyed jobs may be claimable, and whether jobs wait for a later time: set by the
+   * wake-ups that say so and by every poll (the backstop), so the keyed claim and the due-time
+   * query run only when they can find something. Both start true.
+   */
+  private keyedWork = true;
+  private laterWork = true;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly unsubscribe: Array<() => void> = [];
   private wakeRequested = false;
@@ -117,8 +124,12 @@ export class Worker {
   start(): this {
     const names = new Set(this.names);
     this.unsubscribe.push(
-      this.notifier.onQueued((name) => {
-        if (name === undefined || names.has(name)) this.wake();
+      this.notifier.onQueued((name, hint) => {
+        if (name !== undefined && !names.has(name)) return;
+        // Unknown (a resync) counts as both: better one query too many than a job left waiting.
+        if (!hint || hint.keyed) this.keyedWork = true;
+        if (!hint || hint.later) this.laterWork = true;
+        this.wake();
       }),
       // A status event this worker did not write (cancel, reclaim) means: check our leases now,
       // so a cancel reaches the handler in well under a second instead of at the next heartbeat.
@@ -185,6 +196,8 @@ export class Worker {
     } catch (error) {
       this.log.error({ err: error }, 'lease reclaim failed');
     }
+    this.keyedWork = true;
+    this.laterWork = true;
     this.wake();
   }
 
@@ -209,16 +222,22 @@ export class Worker {
           // Started before the keyed claim's round trips, so they do not wait on it.
           for (const job of claimed) this.run(job, claimedAt + this.leaseMs);
           let got = claimed.length;
-          if (got < free) {
+          if (got < free && this.keyedWork) {
+            this.keyedWork = false;
             const keyedAt = Date.now();
             const keyed = await this.store.claimKeyed(this.names, free - got, this.id, this.leaseMs);
-            for (const job of keyed) this.run(job, keyedAt + this.leaseMs);
-            got += keyed.length;
+            for (const job of keyed.jobs) this.run(job, keyedAt + this.leaseMs);
+            got += keyed.jobs.length;
+            // Keys it had no room or no lock for: look again (with the next free slot, or now).
+            if (keyed.more) this.keyedWork = true;
           }
           if (got === free) this.wakeRequested = true; // there may be more
           idle = got === 0;
         }
-        if (idle && !this.stopping) await this.wakeWhenDue();
+        if (idle && this.laterWork && !this.stopping) {
+          this.laterWork = false;
+          await this.wakeWhenDue();
+        }
       }
     } catch (error) {
       this.log.error({ err: error }, 'claim failed; retrying at the next poll');

@@ -37,11 +37,14 @@ ALTER TABLE jobs ADD COLUMN usage jsonb;
 CREATE INDEX jobs_queued_by_run_at ON jobs (run_at) WHERE status = 'queued';
 
 -- A job queued for later (a delay, a retry backing off) wakes the workers too: finding nothing
--- due, they set a timer for it instead of leaving it to the next poll.
+-- due, they set a timer for it instead of leaving it to the next poll. The payload says which
+-- claim paths may find it ("<name>[ keyed][ later]"), so workers skip the queries that cannot.
 CREATE OR REPLACE FUNCTION notify_job_queued() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF NEW.status = 'queued' THEN
-    PERFORM pg_notify(TG_TABLE_SCHEMA || '_queued', NEW.name);
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '_queued', NEW.name
+      || CASE WHEN NEW.concurrency_key IS NOT NULL THEN ' keyed' ELSE '' END
+      || CASE WHEN NEW.run_at > now() THEN ' later' ELSE '' END);
   END IF;
   RETURN NULL;
 END
@@ -64,7 +67,7 @@ CREATE INDEX jobs_in_flight_by_concurrency_key ON jobs (tenant_id, concurrency_k
 CREATE FUNCTION notify_slot_freed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF OLD.status = 'running' AND NEW.status <> 'running' AND NEW.concurrency_key IS NOT NULL THEN
-    PERFORM pg_notify(TG_TABLE_SCHEMA || '_queued', NEW.name);
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '_queued', NEW.name || ' keyed');
   END IF;
   RETURN NULL;
 END
