@@ -30,8 +30,8 @@ import {
   perUser,
   SELF_KILL_ENV,
 } from './fixtures/durable-jobs.ts';
-import { WorkerProcess, within } from './worker-process.ts';
-import { dropSchema, eventually, openEngine, silentLogger, type TestEngine } from './helpers.ts';
+import { killAll, WorkerProcess, within } from './worker-process.ts';
+import { dropSchema, eventually, finished, openEngine, silentLogger, type TestEngine } from './helpers.ts';
 
 const JOBS_MODULE = 'test/fixtures/durable-jobs.ts';
 
@@ -111,16 +111,12 @@ class Scenario {
     return this.lines(this.counter);
   }
 
-  async done(jobId: string, timeoutMs = 15_000): Promise<Job> {
-    return eventually(async () => {
-      const job = await this.waitless.get(jobId);
-      return job?.done ? job : undefined;
-    }, `job ${jobId} to finish`, timeoutMs);
+  done(jobId: string, timeoutMs = 15_000): Promise<Job> {
+    return finished(this.waitless, jobId, timeoutMs);
   }
 
   async cleanup(): Promise<void> {
-    for (const worker of this.workers) worker.signal('SIGKILL');
-    await within(Promise.all(this.workers.map((w) => w.exited)), 5000, 'killed workers to exit').catch(() => {});
+    await killAll(this.workers);
     try {
       await this.closePglite();
       // Drops the schema too.

@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { Job, JobEvent } from '../src/job/model.ts';
 import { cancellable, HANDLER_LOG_ENV, type HandlerRecord, processJobs, quick, stalling } from './fixtures/process-jobs.ts';
-import { WorkerProcess, within } from './worker-process.ts';
-import { dropSchema, eventually, openEngine, type TestEngine } from './helpers.ts';
+import { killAll, WorkerProcess, within } from './worker-process.ts';
+import { dropSchema, eventually, finished, openEngine, type TestEngine } from './helpers.ts';
 
 
 /** Short leases so a dead or frozen worker's job comes back in about a second, not 30. */
@@ -89,17 +89,12 @@ class Scenario {
     );
   }
 
-  async done(jobId: string, timeoutMs = 15_000): Promise<Job> {
-    return eventually(async () => {
-      const job = await this.waitless.get(jobId);
-      return job?.done ? job : undefined;
-    }, `job ${jobId} to finish`, timeoutMs);
+  done(jobId: string, timeoutMs = 15_000): Promise<Job> {
+    return finished(this.waitless, jobId, timeoutMs);
   }
 
   async cleanup(): Promise<void> {
-    // SIGKILL also ends a SIGSTOPped process; wait for the exits so no process outlives the test.
-    for (const worker of this.workers) worker.signal('SIGKILL');
-    await within(Promise.all(this.workers.map((w) => w.exited)), 5000, 'killed workers to exit').catch(() => {});
+    await killAll(this.workers);
     const schema = this.engine?.schema;
     try {
       await this.engine?.close();

@@ -52,6 +52,12 @@ export interface WorkerProcessOptions {
   args?: string[];
 }
 
+/** SIGKILLs every worker (a SIGSTOPped one too) and waits for the exits, so none outlives its test. */
+export async function killAll(workers: WorkerProcess[]): Promise<void> {
+  for (const worker of workers) worker.signal('SIGKILL');
+  await within(Promise.all(workers.map((w) => w.exited)), 5000, 'killed workers to exit').catch(() => {});
+}
+
 export class WorkerProcess {
   readonly child: ChildProcess;
   readonly pid: number;
