@@ -31,7 +31,7 @@ import {
   SELF_KILL_ENV,
 } from './fixtures/durable-jobs.ts';
 import { killAll, WorkerProcess, within } from './worker-process.ts';
-import { dropSchema, eventually, finished, openEngine, silentLogger, type TestEngine } from './helpers.ts';
+import { drained, dropSchema, eventually, finished, openEngine, silentLogger, type TestEngine } from './helpers.ts';
 
 const JOBS_MODULE = 'test/fixtures/durable-jobs.ts';
 
@@ -302,14 +302,7 @@ durableTest('PostgreSQL: 200 jobs over 5 users on two worker processes never run
   assert.deepEqual(submitted[7]?.job.concurrency, { key: 'user-2', limit: LIMIT });
 
   const { driver } = s.waitless;
-  await eventually(
-    async () => {
-      const [row] = await driver.query<{ n: number }>({ text: `SELECT count(*)::int AS n FROM jobs WHERE status IN ('queued', 'running')`, values: [] });
-      return row?.n === 0;
-    },
-    `all ${TOTAL} jobs to finish`,
-    30_000,
-  );
+  await drained(s.waitless, `all ${TOTAL} jobs to finish`);
   const jobs = await driver.query<{ id: string; status: string; attempt: number; input: { n: number }; result: { n: number; pid: number } | null }>({
     text: 'SELECT id, status, attempt, input, result FROM jobs',
     values: [],

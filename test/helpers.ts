@@ -156,6 +156,18 @@ export async function readSse(response: Response, stopAfter: (event: SseEvent) =
   return { events, comments };
 }
 
+/** Waits until no job is queued or running, whatever its tenant (not until all completed: a failure shows fast). */
+export async function drained(waitless: Waitless, what: string, timeoutMs = 30_000): Promise<void> {
+  await eventually(
+    async () => {
+      const [row] = await waitless.driver.query<{ n: number }>({ text: `SELECT count(*)::int AS n FROM jobs WHERE status IN ('queued', 'running')`, values: [] });
+      return row?.n === 0;
+    },
+    what,
+    timeoutMs,
+  );
+}
+
 /** Waits until the job is done (terminal) and answers it. */
 export async function finished(waitless: Waitless, id: string, timeoutMs = 15_000, tenant?: string): Promise<Job> {
   return eventually(async () => {

@@ -15,7 +15,7 @@ import { test, type TestContext } from 'node:test';
 import type { Job, JobEvent } from '../src/job/model.ts';
 import { cancellable, HANDLER_LOG_ENV, type HandlerRecord, processJobs, quick, stalling } from './fixtures/process-jobs.ts';
 import { killAll, WorkerProcess, within } from './worker-process.ts';
-import { dropSchema, eventually, finished, openEngine, type TestEngine } from './helpers.ts';
+import { drained, dropSchema, eventually, finished, openEngine, type TestEngine } from './helpers.ts';
 
 
 /** Short leases so a dead or frozen worker's job comes back in about a second, not 30. */
@@ -305,15 +305,7 @@ processTest('two worker processes share 1000 jobs: each runs exactly once and bo
   assert.equal(ids.size, TOTAL);
 
   const { driver } = s.waitless;
-  // Until nothing is left to run (not until all are completed, so a failed job fails fast below).
-  await eventually(
-    async () => {
-      const [row] = await driver.query<{ n: number }>({ text: `SELECT count(*)::int AS n FROM jobs WHERE status IN ('queued', 'running')`, values: [] });
-      return row?.n === 0;
-    },
-    `all ${TOTAL} jobs to finish`,
-    30_000,
-  );
+  await drained(s.waitless, `all ${TOTAL} jobs to finish`);
 
   const jobs = await driver.query<{ id: string; status: string; attempt: number; input: { n: number }; result: { n: number; pid: number } }>({
     text: 'SELECT id, status, attempt, input, result FROM jobs',

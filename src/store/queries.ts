@@ -289,15 +289,22 @@ export const listEvents = (tenant: string, jobId: string, afterSeq: number, limi
 
 /** Cancels a job that is not finished. Returns no row when it was already terminal (or unknown). */
 export const cancelJob = (tenant: string, id: string, message: string): Sql => ({
-  text: `WITH changed AS (
-      UPDATE jobs SET status = 'cancelled', error = jsonb_build_object('code', 'cancelled', 'message', $3::text),
-        finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
-      WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running')
-      RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
-    ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'error', error)`)}, ${outbox()}
-    SELECT id FROM changed`,
+  text: cancelWhere('id = $2', `jsonb_build_object('code', 'cancelled', 'message', $3::text)`, `'{}'::jsonb`),
   values: [tenant, id, message],
 });
+
+/**
+ * Cancels the tenant's unfinished jobs matching `where` (which follows `tenant_id = $1`): the
+ * status, `error`, the event (with `eventExtra` merged in) and the webhook outbox, in one
+ * statement. Clearing the lease fences out a worker still running one.
+ */
+const cancelWhere = (where: string, error: string, eventExtra: string) => `WITH changed AS (
+      UPDATE jobs SET status = 'cancelled', error = ${error},
+        finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
+      WHERE tenant_id = $1 AND ${where} AND status IN ('queued', 'running')
+      RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
+    ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'error', error) || ${eventExtra}`)}, ${outbox()}
+    SELECT id FROM changed`;
 
 /** Statuses an admin may send back to the queue: ended without a result, or running but stuck. */
 export const RECOVERABLE_STATUSES = ['failed', 'timed_out', 'cancelled', 'running'] as const;
@@ -414,7 +421,7 @@ export const claimKeyedJobs = (names: string[], tenant: string, key: string, key
     `next AS (
       SELECT id FROM jobs
       WHERE tenant_id = $5 AND concurrency_key = $6 AND status = 'queued' AND run_at <= now() AND name = ANY($1::text[])
-        AND (NOT starts_with($6, 'queue' || chr(1)) OR id = (SELECT o.id FROM jobs o
+        AND (NOT starts_with($6, $8) OR id = (SELECT o.id FROM jobs o
           WHERE o.tenant_id = $5 AND o.concurrency_key = $6 AND o.status = 'queued' ORDER BY o.created_at, o.id LIMIT 1))
       ORDER BY priority DESC, run_at, id
       LIMIT LEAST($2::integer, GREATEST(0, $7::integer - (
@@ -424,7 +431,7 @@ export const claimKeyedJobs = (names: string[], tenant: string, key: string, key
     '$3',
     '$4',
   ),
-  values: [names, want, leaseMs, workerId, tenant, key, keyLimit],
+  values: [names, want, leaseMs, workerId, tenant, key, keyLimit, QUEUE_KEY_PREFIX],
 });
 
 /**
@@ -644,15 +651,12 @@ export const inFlightWithKey = (tenant: string, key: string): Sql => ({
  * returns later is fenced out, so it can never complete.
  */
 export const supersedeJobs = (tenant: string, key: string, newerId: string): Sql => ({
-  text: `WITH changed AS (
-      UPDATE jobs SET status = 'cancelled',
-        error = jsonb_build_object('code', 'superseded', 'supersededBy', $3::text,
-          'message', 'A newer job with the same key (' || $3::text || ') replaced this one; its result, if any arrives, is discarded.'),
-        finished_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
-      WHERE tenant_id = $1 AND supersede_key = $2 AND status IN ('queued', 'running')
-      RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
-    ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'reason', 'superseded', 'error', error)`)}, ${outbox()}
-    SELECT id FROM changed`,
+  text: cancelWhere(
+    'supersede_key = $2',
+    `jsonb_build_object('code', 'superseded', 'supersededBy', $3::text,
+      'message', 'A newer job with the same key (' || $3::text || ') replaced this one; its result, if any arrives, is discarded.')`,
+    `jsonb_build_object('reason', 'superseded')`,
+  ),
   values: [tenant, key, newerId],
 });
 
