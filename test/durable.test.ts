@@ -9,11 +9,14 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
 import { z } from 'zod';
 import { defineJob } from '../src/job/definition.ts';
 import type { Worker } from '../src/worker/worker.ts';
+import type { Driver } from '../src/store/driver.ts';
+import { JobStore } from '../src/store/job-store.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
-import { BACKENDS, createGates, deferred, eventually, finished, openEngine, startServer, type TestEngine, type TestServer } from './helpers.ts';
+import { BACKENDS, createGates, deferred, eventually, finished, openEngine, POSTGRES_URL, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
 /** Gates by key, so a test decides when a handler may finish (each backend's keys start with its name). */
 const { gate, releaseAll } = createGates();
@@ -102,6 +105,14 @@ const flakyOnce = defineJob({
   },
 });
 
+/** Keyed, and served by no worker: a test claims it through the store itself. */
+const claimProbe = defineJob({
+  name: 'claim-probe',
+  input: z.object({ user: z.string() }),
+  concurrency: { limit: 1, key: (input) => input.user },
+  run: async () => ({}),
+});
+
 /** Served only by the worker a test starts for it. */
 const betweenClaims = defineJob({ name: 'between-claims', input: z.object({ tag: z.string() }), run: async ({ tag }) => ({ tag }) });
 
@@ -158,7 +169,7 @@ for (const backend of BACKENDS) {
       await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
       receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
       engine = await openEngine(backend, {
-        jobs: [checkout, fanOut, summarize, perUser, flakyOnce, sharedStep, betweenClaims],
+        jobs: [checkout, fanOut, summarize, perUser, flakyOnce, sharedStep, betweenClaims, claimProbe],
         webhooks: { retrySchedule: ['100ms'], timeout: '1s', pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } },
       });
       // A slow poll: delayed jobs and retries must start on time without it (the worker's due timer).
@@ -329,6 +340,54 @@ for (const backend of BACKENDS) {
       assert.equal(counters.get(`${k('shared')}:body`), 1, 'the body ran once');
       const outcomes = done.result as Array<{ status: string; reason?: { message?: string } }>;
       assert.deepEqual(outcomes.map((o) => o.status).sort(), ['fulfilled', 'rejected']);
+    });
+
+    // PostgreSQL only: it takes a second connection holding a transaction open (PGlite runs one at a time).
+    if (backend === 'postgres') it('undoes a supersede whose idempotency key a concurrent request took meanwhile: the older job keeps running', async () => {
+      const older = await submit('summarize', { input: { doc: 'h', gate: k('race-old') }, supersede: { key: k('doc:h') } });
+      await eventually(async () => (await engine.waitless.get(older.body.id))?.status === 'running', 'older running');
+      // Another request (outside this key's lock) holds the idempotency key, not yet committed.
+      const other = new pg.Client({ connectionString: POSTGRES_URL });
+      await other.connect();
+      try {
+        await other.query(`SET search_path TO ${engine.schema}`);
+        await other.query('BEGIN');
+        await other.query(`INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ('default', $1, 'another request', gen_random_uuid())`, [k('race-key')]);
+        const racing = engine.waitless.submit('summarize', { doc: 'h', gate: k('race-new') }, { supersede: { key: k('doc:h') }, idempotencyKey: k('race-key') });
+        await eventually(async () => {
+          const { rows } = await other.query<{ waiting: number }>(`SELECT count(*)::int AS waiting FROM pg_locks WHERE NOT granted`);
+          return rows[0]!.waiting > 0;
+        }, 'the supersede waiting on the key');
+        await other.query('COMMIT');
+        await assert.rejects(racing, /already used for a different request/);
+      } finally {
+        await other.end();
+      }
+      const kept = await engine.waitless.get(older.body.id);
+      assert.equal(kept?.status, 'running', 'the cancellation was rolled back with the failed insert');
+      gate(k('race-old')).resolve();
+      assert.equal((await finished(engine.waitless, older.body.id)).status, 'completed');
+    });
+
+    it('hands back the keyed jobs it claimed when a later key fails, instead of losing them', async () => {
+      // Two users' jobs wait; no worker serves this name, so only the store below claims them.
+      const a = await engine.waitless.submit(claimProbe, { user: k('fault-a') }, { priority: 1000 });
+      const b = await engine.waitless.submit(claimProbe, { user: k('fault-b') }, { priority: 999 });
+      // The database stays real; the second key's transaction fails as a dropped connection would.
+      const real = engine.waitless.driver;
+      let transactions = 0;
+      const faulty: Driver = {
+        ...real,
+        query: (sql) => real.query(sql),
+        exec: (text) => real.exec(text),
+        transaction: (fn) => (++transactions === 2 ? Promise.reject(new Error('connection terminated')) : real.transaction(fn)),
+        listen: (channel, onPayload, onResync) => real.listen(channel, onPayload, onResync),
+        close: () => real.close(),
+      };
+      const claimed = await new JobStore(faulty).claimKeyed(['claim-probe'], 10, 'test-worker', 30_000);
+      assert.deepEqual(claimed.jobs.map((c) => c.job.id), [a.job.id], "the first key's job comes back to be run");
+      assert.equal(claimed.more, true, 'and the caller is told to look again');
+      assert.equal((await engine.waitless.get(b.job.id))?.status, 'queued', "the failed key's job is still queued");
     });
 
     it('does not recover a superseded job over its replacement', async () => {
