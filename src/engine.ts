@@ -2,6 +2,7 @@ import type { PGlite } from '@electric-sql/pglite';
 import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
 import { JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
+import { EventHub, type EventHubOptions } from './events/hub.ts';
 import { type Duration, toMs } from './job/duration.ts';
 import { type AnyJobDefinition, type JobDefinition, isJobDefinition } from './job/definition.ts';
 import type { Job, JobEvent } from './job/model.ts';
@@ -46,6 +47,8 @@ export interface WaitlessOptions {
    * beside every worker started with `startWorker()`. Default: Svix's schedule, 15 s, no allow-list.
    */
   webhooks?: DispatcherOptions;
+  /** How this process reads job events for its SSE streams and long-polls. Default: see {@link EventHubOptions}. */
+  events?: EventHubOptions;
 }
 
 export interface SubmitOptions {
@@ -150,6 +153,8 @@ export interface Waitless {
   readonly apiKeys: ApiKeyStore;
   readonly webhooks: WebhookStore;
   readonly notifier: Notifier;
+  /** Feeds every SSE stream and long-poll of this process from one read per change. */
+  readonly hub: EventHub;
   /** Mints and verifies the job-scoped tokens of {@link Waitless.createJobToken}. */
   readonly jobTokens: JobTokens;
   readonly jobs: ReadonlyMap<string, AnyJobDefinition>;
@@ -310,9 +315,10 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     await driver.close();
     throw error;
   }
-  const store = new JobStore(driver);
+  const store = new JobStore(driver, (error) => logger.warn({ err: error }, 'could not wake the workers after a submit; they find the job at their next poll'));
   const jobTokens = new JobTokens(driver);
   const notifier = await Notifier.start(driver, schema);
+  const hub = new EventHub(driver, notifier, logger.child({ component: 'events' }), options.events);
   const workers: Worker[] = [];
   const webhooks = new WebhookStore(driver);
   let dispatcher: WebhookDispatcher | undefined;
@@ -322,6 +328,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     driver,
     store,
     notifier,
+    hub,
     jobTokens,
     jobs,
     logger,
@@ -399,38 +406,36 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     async wait(id, o) {
       const tenant = tenantOf(o);
       const deadline = Date.now() + o.timeoutMs;
-      let since = o.since;
-      // Subscribe before reading, so an event landing between the read and the wait is not missed.
-      let changed = false;
-      let wakeUp: () => void = () => {};
-      const wake = () => {
-        changed = true;
-        wakeUp();
-      };
-      const unsubscribe = notifier.onJob(id, wake);
-      o.signal?.addEventListener('abort', wake, { once: true });
+      // Watch before reading, so a change landing between the read and the wait is not missed.
+      // The hub reads the job once per change for every long-poll on it.
+      let latest: Job | undefined;
+      let wake: () => void = () => {};
+      const unwatch = hub.watch(tenant, id, (job) => {
+        latest = job;
+        wake();
+      });
+      const onAbort = () => wake();
+      o.signal?.addEventListener('abort', onAbort, { once: true });
       try {
+        let current = await store.get(tenant, id);
+        if (!current) return undefined;
+        const since = o.since ?? current.version;
         for (;;) {
-          changed = false;
-          const job = await store.get(tenant, id);
-          if (!job) return undefined;
-          since ??= job.version;
+          if (latest && latest.version >= current.version) current = latest;
           const remaining = deadline - Date.now();
-          if (job.done || job.version > since || remaining <= 0 || o.signal?.aborted) return job;
-          if (changed) continue;
+          if (current.done || current.version > since || remaining <= 0 || o.signal?.aborted) return current;
           await new Promise<void>((resolve) => {
-            // A slow re-read as a backstop for a notification lost to a reconnect.
-            const timer = setTimeout(resolve, Math.min(remaining, 5000));
-            wakeUp = () => {
+            const timer = setTimeout(resolve, remaining);
+            wake = () => {
               clearTimeout(timer);
               resolve();
             };
           });
-          wakeUp = () => {};
+          wake = () => {};
         }
       } finally {
-        unsubscribe();
-        o.signal?.removeEventListener('abort', wake);
+        unwatch();
+        o.signal?.removeEventListener('abort', onAbort);
       }
     },
 
@@ -444,6 +449,8 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     async close() {
       await Promise.all(workers.splice(0).map((worker) => worker.stop()));
       await dispatcher?.stop();
+      hub.close();
+      await store.drain();
       await notifier.close();
       await driver.close();
     },

@@ -253,7 +253,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     if (!Number.isInteger(after) || after < 0) {
       return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid resume point', detail: 'Last-Event-ID / "after" must be an event sequence number (an integer ≥ 0).' });
     }
-    const job = await waitless.store.get(tenant, id);
+    const job = await waitless.store.head(tenant, id);
     if (!job) return notFound(c, id);
     // The stream already ended for this client: 204 tells EventSource to stop reconnecting.
     if (job.done && after >= job.version) return c.body(null, 204);

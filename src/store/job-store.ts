@@ -5,6 +5,7 @@ import type { JobStatus } from '../job/states.ts';
 import { isTerminal } from '../job/states.ts';
 import type { Driver } from './driver.ts';
 import * as q from './queries.ts';
+import { GroupCommit } from './group-commit.ts';
 import { uuidv7 } from './uuid.ts';
 
 /** Thrown when an idempotency key is reused with a different request. */
@@ -135,7 +136,7 @@ export function toJob(row: q.JobRow): Job {
   return job;
 }
 
-function toEvent(row: q.EventRow): JobEvent {
+export function toEvent(row: q.EventRow): JobEvent {
   return { seq: row.seq, type: row.type as JobEventType, data: row.data, at: row.created_at.toISOString() };
 }
 
@@ -182,8 +183,39 @@ export const isJobId = (id: string): boolean => UUID_PATTERN.test(id);
  */
 export class JobStore {
   readonly driver: Driver;
-  constructor(driver: Driver) {
+  /** Wake-ups of committed submits, many per statement (see {@link q.notifyCommitted}). */
+  private readonly wakeUps: GroupCommit<{ queued: string; event: string }, null>;
+  private readonly finishes: GroupCommit<q.JobOutcome, boolean>;
+
+  private readonly onWakeUpError: (error: unknown) => void;
+
+  /** @param onWakeUpError told when a wake-up sent after a submit's commit failed. Default: ignored. */
+  constructor(driver: Driver, onWakeUpError: (error: unknown) => void = () => {}) {
     this.driver = driver;
+    this.onWakeUpError = onWakeUpError;
+    this.wakeUps = new GroupCommit(async (items) => {
+      await this.driver.query(q.notifyCommitted([...new Set(items.map((i) => i.queued))], items.map((i) => i.event)));
+      return items.map(() => null);
+    });
+    this.finishes = new GroupCommit(async (outcomes) => {
+      const written = new Set((await this.driver.query<{ token: string }>(q.finishJobs(outcomes))).map((row) => row.token));
+      return outcomes.map((o) => written.has(o.token));
+    });
+  }
+
+  /**
+   * Tells workers and event readers about a job that committed. Sent after the commit, so a
+   * crash in between only leaves the job to the workers' next poll; a failure is only reported
+   * to `onWakeUpError`: the job itself is stored.
+   */
+  private announce(job: Job, hint: { keyed: boolean; later: boolean }): void {
+    const queued = `${job.name}${hint.keyed ? ' keyed' : ''}${hint.later ? ' later' : ''}`;
+    this.wakeUps.add({ queued, event: `${job.id} 1 status` }).catch(this.onWakeUpError);
+  }
+
+  /** Resolves once the wake-ups and outcomes handed to this store so far were sent. */
+  async drain(): Promise<void> {
+    await Promise.all([this.wakeUps.drain(), this.finishes.drain()]);
   }
 
   async submit(params: SubmitParams): Promise<SubmitOutcome> {
@@ -234,7 +266,12 @@ export class JobStore {
         throw error;
       });
     }
-    if (rows[0]) return { job: toJob(rows[0]), created: true };
+    if (rows[0]) {
+      const job = toJob(rows[0]);
+      // Both times are the database's: a job due at once has run_at = created_at.
+      this.announce(job, { keyed: concurrency !== undefined, later: job.runAt > job.createdAt });
+      return { job, created: true };
+    }
     // The key was taken (possibly a moment ago by a concurrent request that has now committed).
     const key = params.idempotencyKey!;
     const [existing] = await this.driver.query<{ fingerprint: string; job_id: string }>(q.findIdempotencyKey(params.tenant, key));
@@ -249,6 +286,13 @@ export class JobStore {
     if (!isJobId(id)) return undefined;
     const [row] = await this.driver.query<q.JobRow>(q.getJob(tenant, id));
     return row && toJob(row);
+  }
+
+  /** A job's latest event number and whether it is done, without reading its payloads. */
+  async head(tenant: string, id: string): Promise<{ version: number; done: boolean } | undefined> {
+    if (!isJobId(id)) return undefined;
+    const [row] = await this.driver.query<{ last_seq: number; status: JobStatus }>(q.getJobHead(tenant, id));
+    return row && { version: row.last_seq, done: isTerminal(row.status) };
   }
 
   async list(params: ListParams): Promise<JobPage> {
@@ -353,18 +397,23 @@ export class JobStore {
     return new Set(rows.map((row) => row.id));
   }
 
-  /** Fenced writes answer false when the lease is no longer held: the write did not happen. */
-  async recordProgress(id: string, token: string, progress: unknown): Promise<boolean> {
-    return (await this.driver.query(q.recordProgress(id, token, progress))).length > 0;
+  /**
+   * Writes buffered output and progress of many running jobs in one statement, each fenced by
+   * its lease token. Answers the lease tokens whose writes were made; a job missing from it is
+   * no longer held by that lease, and nothing of it was written.
+   */
+  async writeJobs(writes: q.JobWrite[]): Promise<Set<string>> {
+    if (writes.length === 0) return new Set();
+    return new Set((await this.driver.query<{ token: string }>(q.writeJobs(writes))).map((row) => row.token));
   }
 
-  async appendOutput(id: string, token: string, text: string): Promise<boolean> {
-    return (await this.driver.query(q.appendOutput(id, token, text))).length > 0;
-  }
-
+  /**
+   * Records a job's terminal status (fenced). Outcomes recorded at the same moment share one
+   * statement. Answers false when the lease is no longer held: nothing was written.
+   */
   async finish(id: string, token: string, status: 'completed' | 'failed' | 'timed_out' | 'stale', result: unknown, error?: JobError): Promise<boolean> {
     const kept = status === 'completed' || status === 'stale' ? (result ?? null) : undefined;
-    return (await this.driver.query(q.finishJob(id, token, status, kept, error))).length > 0;
+    return this.finishes.add({ id, token, status, result: kept, error });
   }
 
   /** Milliseconds (by the database's clock) until the next queued job of these names falls due, if one waits. */

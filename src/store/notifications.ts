@@ -37,12 +37,15 @@ export class Notifier {
     return notifier;
   }
 
+  /** A payload lists "<job id> <seq> <type>" entries separated by commas (one NOTIFY per statement). */
   private dispatchEvent(payload: string): void {
-    const [jobId, seqText, type] = payload.split(' ');
-    if (!jobId || !seqText || !type) return;
-    const seq = Number(seqText);
-    for (const listener of this.byJob.get(jobId) ?? []) listener(jobId, seq, type);
-    for (const listener of this.all) listener(jobId, seq, type);
+    for (const entry of payload.split(',')) {
+      const [jobId, seqText, type] = entry.split(' ');
+      if (!jobId || !seqText || !type) continue;
+      const seq = Number(seqText);
+      for (const listener of this.byJob.get(jobId) ?? []) listener(jobId, seq, type);
+      for (const listener of this.all) listener(jobId, seq, type);
+    }
   }
 
   /**

@@ -17,11 +17,30 @@ const JOB_COLUMN_NAMES = [
   'max_attempts', 'timeout_ms', 'priority', 'run_at', 'last_seq', 'created_at', 'started_at', 'finished_at', 'updated_at',
   'fallback', 'steps', 'context', 'usage', 'supersede_key', 'concurrency_key', 'concurrency_limit',
 ] as const;
-const JOB_COLUMNS = JOB_COLUMN_NAMES.join(', ');
+type JobColumn = (typeof JOB_COLUMN_NAMES)[number];
 
-/** The job columns read from alias `j`, some replaced by expressions (e.g. the values a CTE just wrote). */
-const jobColumnsOf = (overrides: Partial<Record<(typeof JOB_COLUMN_NAMES)[number], string>>) =>
-  JOB_COLUMN_NAMES.map((name) => (overrides[name] ? `${overrides[name]} AS ${name}` : `j.${name}`)).join(', ');
+/**
+ * The current attempt's output: its `output` events joined in order (appending one costs the
+ * chunk, not the whole output). `partial_output` itself holds only what rows written before
+ * migration 0005 had; `output_from_seq` is NULL on those.
+ */
+const outputOf = (table: string) => `${table}.partial_output || coalesce((SELECT string_agg(e.data->>'text', '' ORDER BY e.seq)
+    FROM job_events e WHERE e.job_id = ${table}.id AND e.type = 'output' AND e.seq > ${table}.output_from_seq), '')`;
+
+/** The job columns of `table` (a name or alias), some replaced by expressions (e.g. the values a CTE just wrote). */
+const jobColumnsOf = (table: string, overrides: Partial<Record<JobColumn, string>> = {}) =>
+  JOB_COLUMN_NAMES.map((name) => {
+    const expression = overrides[name] ?? (name === 'partial_output' ? outputOf(table) : undefined);
+    return expression ? `${expression} AS ${name}` : `${table}.${name}`;
+  }).join(', ');
+
+const JOB_COLUMNS = jobColumnsOf('jobs');
+
+/** A job as submit returns it: it has no output yet. */
+const INSERTED_JOB_COLUMNS = jobColumnsOf('jobs', { partial_output: `''` });
+
+/** A job's state without its payloads (input, result, fallback, output), for the tenant-wide stream. */
+const JOB_SUMMARY_COLUMNS = jobColumnsOf('jobs', { input: 'NULL::jsonb', result: 'NULL::jsonb', fallback: 'NULL::jsonb', partial_output: `''` });
 
 /** A job row as the store reads it. */
 export interface JobRow {
@@ -119,11 +138,11 @@ const outbox = () => `
   )`;
 
 /**
- * The opt-in progress webhooks, as a CTE over the job rows in `changed` (id, tenant_id, name,
- * attempt, progress, webhook, status_url): one delivery per progress report to the job's own
- * webhook if its `events` name `job.progress`, and to each endpoint subscribed to it.
+ * The opt-in progress webhooks, as a CTE over `reports` (a relation of id, tenant_id, name,
+ * attempt, progress, webhook, status_url: one row per progress report): one delivery per report
+ * to the job's own webhook if its `events` name `job.progress`, and to each endpoint subscribed to it.
  */
-const progressOutbox = () => `
+const progressOutbox = (reports: string) => `
   outbox AS (
     INSERT INTO webhook_deliveries (id, tenant_id, job_id, endpoint_id, url, event_type, payload)
     SELECT gen_random_uuid(), target.tenant_id, target.id, target.endpoint_id, target.url, 'job.progress',
@@ -134,11 +153,11 @@ const progressOutbox = () => `
           'attempt', target.attempt, 'progress', target.progress, 'statusUrl', target.status_url)
       )::text
     FROM (
-      SELECT c.*, NULL::uuid AS endpoint_id, c.webhook->>'url' AS url FROM changed c
-      WHERE c.webhook IS NOT NULL AND (c.webhook->'events') ? 'job.progress'
+      SELECT r.*, NULL::uuid AS endpoint_id, r.webhook->>'url' AS url FROM ${reports} r
+      WHERE r.webhook IS NOT NULL AND (r.webhook->'events') ? 'job.progress'
       UNION ALL
-      SELECT c.*, e.id, e.url FROM changed c JOIN webhook_endpoints e
-        ON e.tenant_id = c.tenant_id AND e.disabled_at IS NULL AND 'job.progress' = ANY (e.events)
+      SELECT r.*, e.id, e.url FROM ${reports} r JOIN webhook_endpoints e
+        ON e.tenant_id = r.tenant_id AND e.disabled_at IS NULL AND 'job.progress' = ANY (e.events)
     ) target
   )`;
 
@@ -209,7 +228,7 @@ export function insertJob(p: InsertJobParams): Sql {
   if (p.idempotencyKey === undefined) {
     return {
       text: `WITH changed AS (
-          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb, ${rest}) RETURNING ${JOB_COLUMNS}
+          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb, ${rest}) RETURNING ${INSERTED_JOB_COLUMNS}
         ), appended AS (${firstEvent})
         SELECT * FROM changed`,
       values,
@@ -220,12 +239,25 @@ export function insertJob(p: InsertJobParams): Sql {
         INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $17, $1)
         ON CONFLICT (tenant_id, key) DO NOTHING RETURNING job_id
       ), changed AS (
-        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb, ${rest} FROM claimed_key RETURNING ${JOB_COLUMNS}
+        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb, ${rest} FROM claimed_key RETURNING ${INSERTED_JOB_COLUMNS}
       ), appended AS (${firstEvent})
       SELECT * FROM changed`,
     values: [...values, p.fingerprint ?? ''],
   };
 }
+
+/**
+ * Sends wake-ups for jobs that committed already, in one statement: `queued` payloads to the
+ * workers and `events` payloads to event readers (channel = the schema's name + suffix). A
+ * submit sends these after its commit rather than from a trigger inside it, so concurrent
+ * submits are not serialised on the NOTIFY queue's commit lock, and many share one statement.
+ */
+export const notifyCommitted = (queued: string[], events: string[]): Sql => ({
+  text: `SELECT pg_notify(current_schema() || n.suffix, n.payload)
+    FROM (SELECT '_queued' AS suffix, p AS payload FROM unnest($1::text[]) p
+          UNION ALL SELECT '_events', p FROM unnest($2::text[]) p) n`,
+  values: [queued, events],
+});
 
 export const findIdempotencyKey = (tenant: string, key: string): Sql => ({
   text: `SELECT fingerprint, job_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`,
@@ -285,6 +317,39 @@ export const listEvents = (tenant: string, jobId: string, afterSeq: number, limi
   values: [tenant, jobId, afterSeq, limit],
 });
 
+/** What a reader needs to decide whether to open a job's event stream: its latest event and status. */
+export const getJobHead = (tenant: string, id: string): Sql => ({
+  text: `SELECT last_seq, status FROM jobs WHERE tenant_id = $1 AND id = $2`,
+  values: [tenant, id],
+});
+
+/**
+ * The events of many jobs at once, each after its own sequence number and scoped by its own
+ * tenant, at most `perJobLimit` per job: the event hub's one read per wake-up, however many
+ * jobs changed and however many readers follow each.
+ */
+export const listEventsOfJobs = (jobs: Array<{ id: string; tenant: string; after: number }>, perJobLimit: number): Sql => ({
+  text: `SELECT c.job_id, c.tenant_id, e.seq, e.type, e.data, e.created_at
+    FROM unnest($1::uuid[], $2::text[], $3::integer[]) AS c(job_id, tenant_id, after)
+    CROSS JOIN LATERAL (
+      SELECT seq, type, data, created_at FROM job_events
+      WHERE job_id = c.job_id AND tenant_id = c.tenant_id AND seq > c.after ORDER BY seq LIMIT $4
+    ) e`,
+  values: [jobs.map((j) => j.id), jobs.map((j) => j.tenant), jobs.map((j) => j.after), perJobLimit],
+});
+
+/** Many jobs by id, whole (with output), whatever their tenant: callers hand each only to its own tenant's readers. */
+export const getJobsById = (ids: string[]): Sql => ({
+  text: `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[])`,
+  values: [ids],
+});
+
+/** Many jobs by id without their payloads (input, result, fallback and output read as empty), for the tenant-wide stream. */
+export const getJobSummariesById = (ids: string[]): Sql => ({
+  text: `SELECT ${JOB_SUMMARY_COLUMNS} FROM jobs WHERE id = ANY($1::uuid[])`,
+  values: [ids],
+});
+
 // ---------------------------------------------------------------- API-side changes
 
 /** Cancels a job that is not finished. Returns no row when it was already terminal (or unknown). */
@@ -337,13 +402,13 @@ export const recoverJob = (tenant: string, id: string, attempts: number): Sql =>
 
 /** Marks the jobs in `next` running under fresh leases, appends their events, and answers them. */
 const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => `WITH ${nextCte}, changed AS (
-      UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), partial_output = '',
+      UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), partial_output = '', output_from_seq = j.last_seq + 1,
         lease_expires_at = now() + ${leaseParam} * interval '1 millisecond', worker_id = ${workerParam},
         started_at = coalesce(j.started_at, now()), updated_at = now(), last_seq = j.last_seq + 1
       FROM next WHERE j.id = next.id
       RETURNING j.id, j.tenant_id, j.last_seq, j.attempt, j.lease_token
     ), ${appendEvent('status', `jsonb_build_object('status', 'running', 'attempt', attempt)`)}
-    SELECT ${jobColumnsOf({
+    SELECT ${jobColumnsOf('j', {
       status: `'running'`,
       partial_output: `''`,
       attempt: 'c.attempt',
@@ -453,42 +518,82 @@ export const extendLeases = (ids: string[], tokens: string[], leaseMs: number): 
 /** The fence every worker write carries: the job is still running under this lease. */
 const FENCE = `id = $1 AND lease_token = $2 AND status = 'running'`;
 
-/** Records progress (fenced). No row back means the lease is gone. */
-export const recordProgress = (id: string, token: string, progress: unknown): Sql => ({
-  text: `WITH changed AS (
-      UPDATE jobs SET progress = $3::jsonb, updated_at = now(), last_seq = last_seq + 1
-      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, progress, name, attempt, webhook, status_url
-    ), ${appendEvent('progress', 'progress')}, ${progressOutbox()}
-    SELECT last_seq FROM changed`,
-  values: [id, token, json(progress)],
+/** One buffered write of a running job: a chunk of output, or a progress report (JSON). */
+export interface JobWrite {
+  id: string;
+  token: string;
+  kind: 'output' | 'progress';
+  /** The output text, or the progress report as JSON text. */
+  body: string;
+}
+
+/**
+ * Writes the buffered output and progress of many running jobs in one statement, each job
+ * fenced by its own lease token: a job whose lease is gone gets nothing written and is missing
+ * from the answer (the lease tokens written). A job's writes become consecutive events in the order
+ * given; its last progress report becomes the job's `progress`.
+ */
+export const writeJobs = (writes: JobWrite[]): Sql => ({
+  text: `WITH batch AS (
+      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS b(id, token, kind, body, ord)
+    ), per_job AS (
+      SELECT id, token, count(*)::integer AS n,
+        (array_agg(body ORDER BY ord DESC) FILTER (WHERE kind = 'progress'))[1]::jsonb AS progress
+      FROM batch GROUP BY id, token
+    ), held AS (
+      -- Rows are locked in id order, so two statements over overlapping jobs can never deadlock.
+      SELECT j.id, j.lease_token AS token FROM jobs j JOIN per_job p ON j.id = p.id AND j.lease_token = p.token
+      WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
+    ), changed AS (
+      UPDATE jobs j SET last_seq = j.last_seq + p.n, progress = coalesce(p.progress, j.progress), updated_at = now()
+      FROM per_job p JOIN held h ON h.id = p.id AND h.token = p.token WHERE j.id = p.id
+      RETURNING j.id, p.token, j.tenant_id, j.last_seq, p.n, j.name, j.attempt, j.webhook, j.status_url
+    ), appended AS (
+      INSERT INTO job_events (job_id, seq, tenant_id, type, data)
+      SELECT b.id, c.last_seq - c.n + (row_number() OVER (PARTITION BY b.id ORDER BY b.ord))::integer, c.tenant_id, b.kind,
+        CASE b.kind WHEN 'output' THEN jsonb_build_object('text', b.body) ELSE b.body::jsonb END
+      FROM batch b JOIN changed c ON c.id = b.id AND c.token = b.token
+    ), ${progressOutbox(`(SELECT c.id, c.tenant_id, c.name, c.attempt, b.body::jsonb AS progress, c.webhook, c.status_url
+        FROM changed c JOIN batch b ON b.id = c.id AND b.token = c.token AND b.kind = 'progress')`)}
+    SELECT token FROM changed`,
+  values: [writes.map((w) => w.id), writes.map((w) => w.token), writes.map((w) => w.kind), writes.map((w) => w.body)],
 });
 
-/** Appends a batch of partial output (fenced). */
-export const appendOutput = (id: string, token: string, text: string): Sql => ({
-  text: `WITH changed AS (
-      UPDATE jobs SET partial_output = partial_output || $3::text, updated_at = now(), last_seq = last_seq + 1
-      WHERE ${FENCE} RETURNING id, tenant_id, last_seq
-    ), ${appendEvent('output', `jsonb_build_object('text', $3::text)`)}
-    SELECT last_seq FROM changed`,
-  values: [id, token, text],
-});
+/** A terminal outcome to record: the status with its result (completed, stale) or error. */
+export interface JobOutcome {
+  id: string;
+  token: string;
+  status: 'completed' | 'failed' | 'timed_out' | 'stale';
+  result?: unknown;
+  error?: unknown;
+}
 
-/** Writes a terminal status with its result or error (fenced). Terminal states are written once. */
-export const finishJob = (
-  id: string,
-  token: string,
-  status: 'completed' | 'failed' | 'timed_out' | 'stale',
-  result: unknown,
-  error: unknown,
-): Sql => ({
-  text: `WITH changed AS (
-      UPDATE jobs SET status = $3, result = $4::jsonb, error = $5::jsonb, finished_at = now(), updated_at = now(),
-        lease_token = NULL, lease_expires_at = NULL, last_seq = last_seq + 1
-      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
+/**
+ * Writes the terminal status of many jobs in one statement (each fenced by its lease token),
+ * with each one's event and webhook outbox rows. Terminal states are written once. Answers the
+ * lease tokens written; a job missing from it was no longer held.
+ */
+export const finishJobs = (outcomes: JobOutcome[]): Sql => ({
+  text: `WITH batch AS (
+      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) AS b(id, token, status, result, error)
+    ), held AS (
+      SELECT j.id, j.lease_token AS token FROM jobs j JOIN batch b ON j.id = b.id AND j.lease_token = b.token
+      WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
+    ), changed AS (
+      UPDATE jobs j SET status = b.status, result = b.result::jsonb, error = b.error::jsonb, finished_at = now(), updated_at = now(),
+        lease_token = NULL, lease_expires_at = NULL, last_seq = j.last_seq + 1
+      FROM batch b JOIN held h ON h.id = b.id AND h.token = b.token WHERE j.id = b.id
+      RETURNING j.id, h.token, j.tenant_id, j.last_seq, j.name, j.status, j.result, j.error, j.attempt, j.webhook, j.status_url
     ), ${appendEvent('status', `jsonb_build_object('status', status, 'attempt', attempt) || CASE WHEN status = 'completed' THEN jsonb_build_object('result', result) ELSE jsonb_build_object('error', error) END`)},
     ${outbox()}
-    SELECT last_seq FROM changed`,
-  values: [id, token, status, json(result), json(error)],
+    SELECT token FROM changed`,
+  values: [
+    outcomes.map((o) => o.id),
+    outcomes.map((o) => o.token),
+    outcomes.map((o) => o.status),
+    outcomes.map((o) => json(o.result)),
+    outcomes.map((o) => json(o.error)),
+  ],
 });
 
 /**

@@ -4,9 +4,7 @@ import { runAll, runAllSettled } from '../job/structured.ts';
 import { LeaseLostError } from '../job/errors.ts';
 import type { Job } from '../job/model.ts';
 import type { JobStore } from '../store/job-store.ts';
-
-/** Above this many buffered characters, partial output is written at once instead of on the timer. */
-const OUTPUT_FLUSH_CHARS = 16_384;
+import type { JobWriter } from './job-writes.ts';
 
 export interface ContextParams {
   job: Job;
@@ -15,22 +13,21 @@ export interface ContextParams {
   store: JobStore;
   signal: AbortSignal;
   log: Logger;
-  /** How long partial output may sit in memory before it is written. */
-  outputFlushMs: number;
+  /** Output and progress go through it: buffered, written with every other running job's, fenced. */
+  writer: JobWriter;
   /** Called when a fenced write finds the lease gone; aborts the signal with the reason. */
   onLeaseLost: () => Promise<void>;
 }
 
 /** The handler's context plus what the worker needs to wind it down. */
 export interface WorkerJobContext extends JobContext {
-  /** Stops the output timer; buffered output is dropped (call `flush` first to keep it). */
+  /** Drops buffered output (call `flush` first to keep it); later writes are ignored. */
   close(): void;
 }
 
 export function createJobContext(p: ContextParams): WorkerJobContext {
-  let buffer = '';
-  let timer: NodeJS.Timeout | undefined;
-  // Writes go one after another so events keep the order the handler made them in.
+  // Step, checkpoint and usage writes go one after another, after the output written before
+  // them, so events keep the order the handler made them in.
   let chain: Promise<void> = Promise.resolve();
 
   const fenced = async (write: () => Promise<boolean>) => {
@@ -48,26 +45,12 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     return next;
   };
 
-  const flush = (): Promise<void> => {
-    clearTimeout(timer);
-    timer = undefined;
-    return enqueue(async () => {
-      if (!buffer) return;
-      const text = buffer;
-      buffer = '';
-      try {
-        await fenced(() => p.store.appendOutput(p.job.id, p.leaseToken, text));
-      } catch (error) {
-        // A database error must not lose output: it goes back in front of what came since.
-        if (!(error instanceof LeaseLostError)) buffer = text + buffer;
-        throw error;
-      }
+  /** A fenced statement of its own, after the output buffered before it. */
+  const direct = (write: () => Promise<boolean>) =>
+    enqueue(async () => {
+      await p.writer.flush();
+      await fenced(write);
     });
-  };
-
-  const flushInBackground = () => {
-    flush().catch((error: unknown) => p.log.debug({ err: error }, 'partial output not written'));
-  };
 
   /** Steps running in this attempt, so one name cannot run twice at once. */
   const runningSteps = new Set<string>();
@@ -83,7 +66,7 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       // Done in an earlier run (or earlier in this one): its recorded result, without running it again.
       if (recorded?.status === 'completed') return recorded.result as T;
       const startedAt = new Date();
-      await enqueue(() => fenced(() => p.store.startStep(p.job.id, p.leaseToken, name)));
+      await direct(() => p.store.startStep(p.job.id, p.leaseToken, name));
       let result: T;
       try {
         result = await fn({
@@ -91,18 +74,18 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
           idempotencyKey: `${p.job.id}:${name}`,
           signal,
           checkpoint: recorded?.checkpoint ?? undefined,
-          saveCheckpoint: (value: unknown) => enqueue(() => fenced(() => p.store.saveStepCheckpoint(p.job.id, p.leaseToken, name, value, startedAt))),
+          saveCheckpoint: (value: unknown) => direct(() => p.store.saveStepCheckpoint(p.job.id, p.leaseToken, name, value, startedAt)),
         });
       } catch (error) {
         if (!signal.aborted) {
           const message = error instanceof Error ? error.message : String(error);
-          await enqueue(() => fenced(() => p.store.failStep(p.job.id, p.leaseToken, name, message, startedAt))).catch(() => {});
+          await direct(() => p.store.failStep(p.job.id, p.leaseToken, name, message, startedAt)).catch(() => {});
         }
         throw error;
       }
       // The result goes through JSON now, so this run returns exactly what a replay would.
       const stored = (result === undefined ? null : JSON.parse(JSON.stringify(result))) as T;
-      await enqueue(() => fenced(() => p.store.completeStep(p.job.id, p.leaseToken, name, stored, startedAt)));
+      await direct(() => p.store.completeStep(p.job.id, p.leaseToken, name, stored, startedAt));
       return stored;
     } finally {
       runningSteps.delete(name);
@@ -125,17 +108,21 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
         throw new RangeError(`progress.percent must be between 0 and 100, got ${update.percent}`);
       }
       if (p.signal.aborted) throw p.signal.reason;
-      // Output written before this progress report is stored before it, too.
-      void flush().catch(() => {});
-      await enqueue(() => fenced(() => p.store.recordProgress(p.job.id, p.leaseToken, update)));
+      // Queued behind step writes in flight; output written before it is stored before it.
+      await enqueue(async () => {
+        try {
+          await p.writer.progress(update);
+        } catch (error) {
+          if (error instanceof LeaseLostError) await p.onLeaseLost();
+          throw error;
+        }
+      });
     },
     write(chunk: string) {
       if (!chunk || p.signal.aborted) return;
-      buffer += chunk;
-      if (buffer.length >= OUTPUT_FLUSH_CHARS) flushInBackground();
-      else timer ??= setTimeout(flushInBackground, p.outputFlushMs);
+      p.writer.write(chunk);
     },
-    flush,
+    flush: () => p.writer.flush(),
     step: (name, fn) => step(name, fn, p.signal),
     all: (tasks) => runAll(tasks, p.signal, childOf),
     allSettled: (tasks) => runAllSettled(tasks, p.signal, childOf),
@@ -147,12 +134,10 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       const promptTokens = count(usage.promptTokens, 'promptTokens');
       const completionTokens = count(usage.completionTokens, 'completionTokens');
       const totalTokens = count(usage.totalTokens, 'totalTokens') || promptTokens + completionTokens;
-      await enqueue(() => fenced(() => p.store.recordUsage(p.job.id, p.leaseToken, { model: usage.model ?? 'unknown', promptTokens, completionTokens, totalTokens })));
+      await direct(() => p.store.recordUsage(p.job.id, p.leaseToken, { model: usage.model ?? 'unknown', promptTokens, completionTokens, totalTokens }));
     },
     close() {
-      clearTimeout(timer);
-      timer = undefined;
-      buffer = '';
+      p.writer.close();
     },
   };
 }

@@ -9,6 +9,7 @@ import { retryDelayMs } from '../job/retry.ts';
 import type { ClaimedJob, JobStore } from '../store/job-store.ts';
 import type { Notifier } from '../store/notifications.ts';
 import { createJobContext, type WorkerJobContext } from './context.ts';
+import { JobWriteBuffer } from './job-writes.ts';
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -22,7 +23,10 @@ export interface WorkerOptions {
   pollInterval?: Duration;
   /** On `stop()`, how long running jobs may take to finish before their leases are handed back. Default: `"10s"`. */
   shutdownGrace?: Duration;
-  /** How long partial output may be buffered before it is written. Default: `"200ms"`. */
+  /**
+   * How long output and progress may be buffered before they are written. One statement per
+   * interval carries the writes of every job this worker runs. Default: `"100ms"`.
+   */
   outputFlushInterval?: Duration;
   /** Only run these job names. Default: every registered job. */
   names?: string[];
@@ -93,6 +97,7 @@ export class Worker {
   private heartbeatAgain = false;
 
   private readonly store: JobStore;
+  private readonly writes: JobWriteBuffer;
   private readonly notifier: Notifier;
   private readonly jobs: ReadonlyMap<string, AnyJobDefinition>;
   private readonly log: Logger;
@@ -111,7 +116,8 @@ export class Worker {
     this.heartbeatMs = toMs(options.heartbeat ?? Math.max(50, Math.floor(this.leaseMs / 3)), 'heartbeat');
     this.pollMs = toMs(options.pollInterval ?? '2s', 'pollInterval');
     this.graceMs = toMs(options.shutdownGrace ?? '10s', 'shutdownGrace');
-    this.flushMs = toMs(options.outputFlushInterval ?? '200ms', 'outputFlushInterval');
+    this.flushMs = toMs(options.outputFlushInterval ?? '100ms', 'outputFlushInterval');
+    this.writes = new JobWriteBuffer(store, this.flushMs, log);
     this.names = options.names ?? [...jobs.keys()];
     for (const name of this.names) if (!jobs.has(name)) throw new TypeError(`Worker asked to run unknown job "${name}".`);
   }
@@ -357,7 +363,7 @@ export class Worker {
       store: this.store,
       signal: controller.signal,
       log,
-      outputFlushMs: this.flushMs,
+      writer: this.writes.open(job.id, leaseToken, () => void this.abortTakenAway(entry)),
       onLeaseLost: () => this.abortTakenAway(entry),
     });
     const entry: RunningJob = {

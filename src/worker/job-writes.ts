@@ -1,0 +1,228 @@
+import type { Logger } from 'pino';
+import { LeaseLostError } from '../job/errors.ts';
+import type { JobStore } from '../store/job-store.ts';
+import type { JobWrite } from '../store/queries.ts';
+
+/** Above this many buffered characters in one job, its output goes out at once instead of on the timer. */
+const OUTPUT_FLUSH_CHARS = 16_384;
+
+interface Waiter {
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+interface JobBuffer {
+  id: string;
+  token: string;
+  /** Writes not yet sent, in the order the handler made them (consecutive output merged). */
+  items: JobWrite[];
+  chars: number;
+  /** Settled when the items pending now are written (or refused). */
+  waiters: Waiter[];
+  /** The round that took this job's last items, while it runs. */
+  writing?: Promise<void>;
+  closed: boolean;
+  onLeaseLost: () => void;
+}
+
+/** The writes of one job taken into a round. */
+interface TakenWrites {
+  buffer: JobBuffer;
+  items: JobWrite[];
+  chars: number;
+  waiters: Waiter[];
+}
+
+/** What a running job's context writes through: output and progress, buffered and fenced. */
+export interface JobWriter {
+  /** Buffers a chunk of output; it goes out with the next round. */
+  write(text: string): void;
+  /** Buffers a progress report; resolves once it is stored, rejects with {@link LeaseLostError} when the lease is gone. */
+  progress(update: unknown): Promise<void>;
+  /** Writes everything this job buffered now, with every other job's buffered writes, and waits for it. */
+  flush(): Promise<void>;
+  /** Drops what is still buffered; later writes are ignored. */
+  close(reason?: unknown): void;
+}
+
+/**
+ * The output and progress of every job a worker runs, written together: one statement per
+ * flush interval carries all of them, each job fenced by its own lease token, so the database
+ * sees a few statements a second however many jobs stream and however fast. Rounds run one at
+ * a time; writes made during a round go in the next.
+ */
+export class JobWriteBuffer {
+  private readonly buffers = new Map<string, JobBuffer>();
+  private readonly store: JobStore;
+  private readonly flushMs: number;
+  private readonly log: Logger;
+  private timer: NodeJS.Timeout | undefined;
+  private round: Promise<void> | undefined;
+  /** Another round was asked for while one ran. */
+  private again = false;
+
+  constructor(store: JobStore, flushMs: number, log: Logger) {
+    this.store = store;
+    this.flushMs = flushMs;
+    this.log = log;
+  }
+
+  /** A writer for one attempt of a job, keyed by its lease token. */
+  open(id: string, token: string, onLeaseLost: () => void): JobWriter {
+    const buffer: JobBuffer = { id, token, items: [], chars: 0, waiters: [], closed: false, onLeaseLost };
+    this.buffers.set(token, buffer);
+    return {
+      write: (text) => {
+        if (buffer.closed || !text) return;
+        const last = buffer.items.at(-1);
+        if (last?.kind === 'output') last.body += text;
+        else buffer.items.push({ id, token, kind: 'output', body: text });
+        buffer.chars += text.length;
+        if (buffer.chars >= OUTPUT_FLUSH_CHARS) this.startRound();
+        else this.schedule();
+      },
+      progress: (update) => {
+        if (buffer.closed) return Promise.reject(new LeaseLostError(id));
+        buffer.items.push({ id, token, kind: 'progress', body: JSON.stringify(update) });
+        const written = this.waitFor(buffer);
+        this.schedule();
+        return written;
+      },
+      flush: () => this.flushJob(buffer),
+      close: (reason) => {
+        buffer.closed = true;
+        buffer.items = [];
+        buffer.chars = 0;
+        for (const waiter of buffer.waiters.splice(0)) waiter.reject(reason ?? new LeaseLostError(id));
+        this.buffers.delete(token);
+      },
+    };
+  }
+
+  /** Writes whatever is buffered and waits for it: on shutdown, nothing is left behind. */
+  async drain(): Promise<void> {
+    while (this.round || [...this.buffers.values()].some((b) => b.items.length > 0)) {
+      if (this.round) await this.round;
+      else this.startRound();
+    }
+  }
+
+  private waitFor(buffer: JobBuffer): Promise<void> {
+    return new Promise((resolve, reject) => buffer.waiters.push({ resolve, reject }));
+  }
+
+  private async flushJob(buffer: JobBuffer): Promise<void> {
+    for (;;) {
+      if (buffer.items.length > 0) {
+        const written = this.waitFor(buffer);
+        this.startRound();
+        return written;
+      }
+      if (!buffer.writing) return;
+      // Its last items are on their way: wait for them (a failed round puts output back, so look again).
+      await buffer.writing.catch(() => {});
+      if (buffer.items.length === 0) return;
+    }
+  }
+
+  private schedule(): void {
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.startRound();
+    }, this.flushMs);
+  }
+
+  private startRound(): void {
+    if (this.round) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.round = this.writeRound().finally(() => {
+      this.round = undefined;
+      if (this.again) {
+        this.again = false;
+        this.startRound();
+      } else if ([...this.buffers.values()].some((b) => b.items.length > 0)) {
+        this.schedule();
+      }
+    });
+  }
+
+  private async writeRound(): Promise<void> {
+    const taken = [...this.buffers.values()]
+      .filter((buffer) => buffer.items.length > 0)
+      .map((buffer) => {
+        const part: TakenWrites = { buffer, items: buffer.items, chars: buffer.chars, waiters: buffer.waiters };
+        buffer.items = [];
+        buffer.chars = 0;
+        buffer.waiters = [];
+        return part;
+      });
+    if (taken.length === 0) return;
+    let finished: () => void = () => {};
+    const done = { promise: new Promise<void>((resolve) => (finished = resolve)) };
+    for (const part of taken) part.buffer.writing = done.promise;
+    try {
+      const outcomes = await this.write(taken);
+      taken.forEach((part, i) => {
+        const outcome = outcomes[i]!;
+        if (outcome === true) for (const waiter of part.waiters) waiter.resolve();
+        else if (outcome === false) this.refused(part);
+        else this.failed(part, outcome.error);
+      });
+    } finally {
+      for (const part of taken) if (part.buffer.writing === done.promise) part.buffer.writing = undefined;
+      finished();
+    }
+  }
+
+  /**
+   * One statement for every job; if it fails, each job again alone, so that one job's bad write
+   * (a value the database refuses) cannot hold back the others. Per job: written, refused (the
+   * lease is gone), or the error.
+   */
+  private async write(taken: TakenWrites[]): Promise<Array<boolean | { error: unknown }>> {
+    try {
+      const written = await this.store.writeJobs(taken.flatMap((part) => part.items));
+      return taken.map((part) => written.has(part.buffer.token));
+    } catch (error) {
+      if (taken.length === 1) return [{ error }];
+      const outcomes: Array<boolean | { error: unknown }> = [];
+      for (const part of taken) {
+        try {
+          outcomes.push((await this.store.writeJobs(part.items)).has(part.buffer.token));
+        } catch (alone) {
+          outcomes.push({ error: alone });
+        }
+      }
+      return outcomes;
+    }
+  }
+
+  /** The lease is gone: nothing of this job was written, and its handler is told. */
+  private refused(part: TakenWrites): void {
+    const error = new LeaseLostError(part.buffer.id);
+    for (const waiter of part.waiters) waiter.reject(error);
+    if (!part.buffer.closed) part.buffer.onLeaseLost();
+  }
+
+  /**
+   * A database error: the output goes back in front of what came since, so none is lost, and
+   * is tried again with the next round; a progress report fails to its caller, as a direct write would.
+   */
+  private failed(part: TakenWrites, error: unknown): void {
+    const { buffer } = part;
+    if (!buffer.closed) {
+      const output = part.items.filter((item) => item.kind === 'output');
+      if (output.length > 0) {
+        buffer.items = [...output, ...buffer.items];
+        buffer.chars += part.chars;
+        this.schedule();
+      }
+    }
+    this.log.debug({ err: error, jobId: buffer.id }, 'buffered job writes failed; output kept for the next round');
+    for (const waiter of part.waiters) waiter.reject(error);
+  }
+}
