@@ -1,0 +1,236 @@
+/**
+ * The paths that carry load: the event hub (one read per change for every reader of a job,
+ * bounded slow readers, tenant streams fed from shared reads), the worker's batched writes
+ * (many jobs per statement, each fenced alone, one bad write isolated) and grouped finishes,
+ * and the wake-up a submit sends after its commit.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import { z } from 'zod';
+import type { Waitless } from '../src/engine.ts';
+import { defineJob, type JobContext } from '../src/job/definition.ts';
+import type { JobEvent } from '../src/job/model.ts';
+import { listEvents, listEventsOfJobs, getJobSummariesById, writeJobs } from '../src/store/queries.ts';
+import { JobWriteBuffer } from '../src/worker/job-writes.ts';
+import { BACKENDS, createGates, eventually, finished, openEngine, silentLogger, type TestEngine } from './helpers.ts';
+
+type Handler = (input: { n: number }, ctx: JobContext) => Promise<unknown>;
+
+function probeJob(handler: { current: Handler }) {
+  return defineJob({
+    name: 'probe',
+    input: z.object({ n: z.number() }),
+    retry: { attempts: 1 },
+    run: (input, ctx) => handler.current(input, ctx),
+  });
+}
+
+/** Counts the statements the engine runs, by their text. */
+function countStatements(waitless: Waitless): Map<string, number> {
+  const counts = new Map<string, number>();
+  const driver = waitless.driver;
+  const query = driver.query.bind(driver);
+  driver.query = (sql) => {
+    counts.set(sql.text, (counts.get(sql.text) ?? 0) + 1);
+    return query(sql);
+  };
+  return counts;
+}
+
+const textOf = { eventReads: listEventsOfJobs([], 1).text, singleJobReads: listEvents('', '', 0, 1).text, summaries: getJobSummariesById([]).text, writes: writeJobs([]).text };
+
+/** Reads a subscription to the job's terminal event; answers every event it got, in order. */
+async function readAll(next: () => Promise<JobEvent[]>): Promise<JobEvent[]> {
+  const seen: JobEvent[] = [];
+  for (;;) {
+    const events = await next();
+    if (events.length === 0) return seen;
+    seen.push(...events);
+    if (events.some((e) => e.type === 'status' && ['completed', 'failed', 'cancelled'].includes(e.data.status as string))) return seen;
+  }
+}
+
+const assertWholeLog = (events: JobEvent[], last: number) =>
+  assert.deepEqual(
+    events.map((e) => e.seq),
+    Array.from({ length: last }, (_, i) => i + 1),
+  );
+
+for (const backend of BACKENDS) {
+  describe(`load paths on ${backend}`, () => {
+    const engines: TestEngine[] = [];
+    const open = async (handler: { current: Handler }, events?: Parameters<typeof openEngine>[1]['events']) => {
+      // The hub's backstop re-read is pushed out of the way, so every read counted comes from a change.
+      const engine = await openEngine(backend, { jobs: [probeJob(handler)], events: { backstopMs: 600_000, ...events } });
+      engines.push(engine);
+      return engine.waitless;
+    };
+    afterEach(async () => {
+      await Promise.all(engines.splice(0).map((e) => e.close()));
+    });
+
+    it('reads a job once per change for all of its fifty readers, and each gets the whole log in order', async () => {
+      const gates = createGates();
+      const handler = {
+        current: (async (_input, ctx) => {
+          await gates.gate('written').promise;
+          ctx.write('hello ');
+          await ctx.flush();
+          await ctx.progress({ percent: 50 });
+          ctx.write('world');
+          return 'done';
+        }) as Handler,
+      };
+      const waitless = await open(handler);
+      waitless.startWorker({ pollInterval: 50 });
+      const { job } = await waitless.submit('probe', { n: 1 });
+      await eventually(async () => (await waitless.get(job.id))?.status === 'running', 'job running');
+      const counts = countStatements(waitless);
+      const subscriptions = Array.from({ length: 50 }, () => waitless.hub.subscribe('default', job.id, 0));
+      const reading = subscriptions.map((s) => readAll(() => s.next()));
+      gates.gate('written').resolve();
+      const logs = await Promise.all(reading);
+      const done = await finished(waitless, job.id);
+      assert.equal(done.output, 'hello world');
+      for (const log of logs) assertWholeLog(log, done.version);
+      // The join (one read for all fifty), then one per statement that wrote events: output,
+      // progress, the last output and the finish — fewer if they landed together. Reading per
+      // reader would have taken 50 per change.
+      const reads = counts.get(textOf.eventReads) ?? 0;
+      assert.ok(reads >= 1 && reads <= 5, `expected one read per change, got ${reads}`);
+      assert.equal(counts.get(textOf.singleJobReads) ?? 0, 0, 'no per-reader reads');
+      for (const s of subscriptions) s.close();
+    });
+
+    it('bounds a reader that does not keep up: it holds a few events, then catches up from the log with nothing lost or repeated', async () => {
+      const handler = {
+        current: (async (_input, ctx) => {
+          for (let i = 0; i < 60; i++) {
+            ctx.write(`${i} `);
+            await ctx.flush();
+          }
+          return 'done';
+        }) as Handler,
+      };
+      const waitless = await open(handler, { maxQueuedEvents: 5 });
+      const { job } = await waitless.submit('probe', { n: 1 });
+      const slow = waitless.hub.subscribe('default', job.id, 0);
+      const fast = waitless.hub.subscribe('default', job.id, 0);
+      const fastLog = readAll(() => fast.next());
+      waitless.startWorker({ pollInterval: 50 });
+      const done = await finished(waitless, job.id);
+      assertWholeLog(await fastLog, done.version);
+      // The slow reader read nothing while 60 writes landed: it was fed no more than its bound.
+      const first = await slow.next();
+      assert.ok(first.length <= 5, `a slow reader held ${first.length} events`);
+      const rest = await readAll(() => slow.next());
+      assertWholeLog([...first, ...rest], done.version);
+      slow.close();
+      fast.close();
+    });
+
+    it('feeds every tenant stream from one read per window, only its own tenant, and resyncs a stream that falls behind', async () => {
+      const handler = { current: (async () => 'ok') as Handler };
+      const waitless = await open(handler, { maxQueuedJobs: 3 });
+      const counts = countStatements(waitless);
+      const streams = Array.from({ length: 5 }, () => waitless.hub.subscribeTenant('acme'));
+      const other = waitless.hub.subscribeTenant('globex');
+      const { job } = await waitless.submit('probe', { n: 0 }, { tenant: 'acme' });
+      for (const stream of streams) {
+        const batch = await stream.next();
+        assert.deepEqual(
+          batch.jobs.map((j) => j.id),
+          [job.id],
+        );
+        assert.equal(batch.jobs[0]!.input, null, 'summaries carry no payloads');
+      }
+      assert.equal(counts.get(textOf.summaries), 1, 'one read for five streams');
+      // Ten more jobs while nobody reads: past the bound of three, a stream is told to list again.
+      await Promise.all(Array.from({ length: 10 }, (_, n) => waitless.submit('probe', { n }, { tenant: 'acme' })));
+      await eventually(() => (counts.get(textOf.summaries) ?? 0) >= 2, 'the streams fed again');
+      await new Promise((resolve) => setTimeout(resolve, 300)); // a feed split over two windows lands too
+      const behind = await streams[0]!.next();
+      assert.equal(behind.resync, true);
+      assert.ok(behind.jobs.length <= 3);
+      // The other tenant heard of nothing: its next batch is only the resync a close brings.
+      other.close();
+      assert.deepEqual(await other.next(), { jobs: [], resync: false, closed: true });
+      for (const s of streams) s.close();
+    });
+
+    it('writes the output of many running jobs in few statements, each job complete and in order', async () => {
+      const handler = {
+        current: (async ({ n }, ctx) => {
+          for (let i = 0; i < 40; i++) {
+            ctx.write(`${n}.${i} `);
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+          return n;
+        }) as Handler,
+      };
+      const waitless = await open(handler);
+      const counts = countStatements(waitless);
+      const ids = await Promise.all(Array.from({ length: 20 }, async (_, n) => (await waitless.submit('probe', { n })).job.id));
+      waitless.startWorker({ concurrency: 20, pollInterval: 50, outputFlushInterval: 100 });
+      let outputEvents = 0;
+      for (const [n, id] of ids.entries()) {
+        const done = await finished(waitless, id);
+        assert.equal(done.output, Array.from({ length: 40 }, (_, i) => `${n}.${i} `).join(''));
+        outputEvents += (await waitless.events(id)).filter((e) => e.type === 'output').length;
+      }
+      const statements = counts.get(textOf.writes) ?? 0;
+      // One statement a flush interval for all twenty jobs, not one per job.
+      assert.ok(statements * 4 <= outputEvents, `${statements} statements for ${outputEvents} output events`);
+    });
+
+    it('fences each job of a batch alone, and one job whose write the database refuses does not hold back the others', async () => {
+      const waitless = await open({ current: async () => 'unused' });
+      const [a, b, c] = await Promise.all([1, 2, 3].map(async (n) => (await waitless.submit('probe', { n })).job.id));
+      const claimed = await waitless.store.claim(['probe'], 3, 'test-worker', 60_000);
+      const token = (id: string) => claimed.find((j) => j.job.id === id)!.leaseToken;
+      const lost: string[] = [];
+      const buffer = new JobWriteBuffer(waitless.store, 60_000, silentLogger);
+      const writerA = buffer.open(a!, token(a!), () => lost.push('a'));
+      const writerB = buffer.open(b!, token(b!), () => lost.push('b'));
+      // c's lease is not the one the writer holds: a takeover happened.
+      const writerC = buffer.open(c!, '00000000-0000-4000-8000-000000000000', () => lost.push('c'));
+      writerA.write('kept');
+      writerC.write('fenced out');
+      const fencedOut = writerC.progress({ percent: 1 });
+      // A lone surrogate: JSON the database refuses.
+      const refused = writerB.progress({ message: 'cut \ud83d' });
+      const flushedA = writerA.flush();
+      await assert.rejects(refused);
+      await flushedA;
+      await assert.rejects(fencedOut, { name: 'LeaseLostError' });
+      assert.deepEqual(lost, ['c']);
+      assert.equal((await waitless.get(a!))?.output, 'kept');
+      assert.equal((await waitless.get(c!))?.output, '');
+      assert.equal((await waitless.events(c!)).filter((e) => e.type === 'output').length, 0);
+      // The refused job can still write what the database accepts.
+      writerB.write('after');
+      await writerB.flush();
+      assert.equal((await waitless.get(b!))?.output, 'after');
+      // Finishes made at once share a statement, each fenced by its own lease.
+      const outcomes = await Promise.all([
+        waitless.store.finish(a!, token(a!), 'completed', 'A'),
+        waitless.store.finish(b!, '00000000-0000-4000-8000-000000000000', 'completed', 'B'),
+      ]);
+      assert.deepEqual(outcomes, [true, false]);
+      assert.equal((await waitless.get(a!))?.status, 'completed');
+      assert.equal((await waitless.get(b!))?.status, 'running');
+      for (const w of [writerA, writerB, writerC]) w.close();
+    });
+
+    it('wakes an idle worker with the wake-up a submit sends after its commit, not its poll', async () => {
+      const handler = { current: (async ({ n }) => n) as Handler };
+      const waitless = await open(handler);
+      // No poll within the test's reach: only the wake-up can start the job.
+      waitless.startWorker({ pollInterval: '1h' });
+      await new Promise((resolve) => setTimeout(resolve, 50)); // the worker's first, empty claim
+      const { job } = await waitless.submit('probe', { n: 7 });
+      const done = await finished(waitless, job.id);
+      assert.equal(done.result, 7);
+    });
+  });
+}
