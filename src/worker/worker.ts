@@ -89,6 +89,12 @@ export class Worker {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly unsubscribe: Array<() => void> = [];
   private wakeRequested = false;
+  /**
+   * Whether claimable jobs may be left: the last claim filled every free slot, or a wake-up or
+   * poll came since. A finishing job starts another claim only then; otherwise the queue was
+   * empty when last looked at, and new work announces itself.
+   */
+  private backlog = true;
   private claiming = false;
   private stopping = false;
   private stopped: Promise<void> | undefined;
@@ -208,6 +214,7 @@ export class Worker {
   }
 
   private wake(): void {
+    this.backlog = true;
     this.wakeRequested = true;
     if (!this.claiming) void this.claimLoop();
   }
@@ -238,6 +245,7 @@ export class Worker {
             if (keyed.more) this.keyedWork = true;
           }
           if (got === free) this.wakeRequested = true; // there may be more
+          else if (!this.wakeRequested && !this.keyedWork) this.backlog = false;
           idle = got === 0;
         }
         if (idle && this.laterWork && !this.stopping) {
@@ -378,7 +386,7 @@ export class Worker {
     entry.done = this.execute(entry, definition, log).finally(() => {
       context.close();
       this.running.delete(leaseToken);
-      this.wake();
+      if (this.backlog) this.wake();
     });
   }
 
