@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { insertJob } from '../src/store/queries.ts';
+import { insertJobs } from '../src/store/queries.ts';
 import { withClient } from './common.ts';
 import { noop } from './jobs.ts';
 
@@ -90,17 +90,18 @@ export async function pgbench(script: string, o: PgbenchOptions): Promise<Pgbenc
 
 /** Waitless's submit statement (no idempotency key) with pgbench literals in place of its parameters. */
 export function submitScript(): string {
-  const sql = insertJob({ id: '', tenant: '', name: '', input: null, maxAttempts: 1, timeoutMs: 1 });
+  const sql = insertJobs([{ id: '', tenant: '', name: '', input: null, maxAttempts: 1, timeoutMs: 1 }]);
+  // The statement takes one array per column (a batch of submits); here, a batch of one.
   const literals: Record<string, string> = {
-    $1: 'gen_random_uuid()',
-    $2: `'default'`,
-    $3: `'${noop.name}'`,
-    $4: `'{"n": 1}'`,
-    $5: '1',
-    $6: String(noop.timeoutMs),
-    $11: '0', // priority
+    $1: 'ARRAY[gen_random_uuid()]',
+    $2: `ARRAY['default']`,
+    $3: `ARRAY['${noop.name}']`,
+    $4: `ARRAY['{"n": 1}']`,
+    $5: 'ARRAY[1]',
+    $6: `ARRAY[${noop.timeoutMs}]`,
+    $11: 'ARRAY[0]', // priority
   };
-  // Any other parameter is an optional one the submit leaves unset.
+  // Any other parameter is an optional one the submit leaves unset (a NULL array pads with NULLs).
   const text = sql.text.replace(/\$(\d+)/g, (p: string) => literals[p] ?? 'NULL');
   // pgbench reads one SQL command per line (a command ends at the end of its line).
   return `${text.replace(/\s*\n\s*/g, ' ')};\n`;

@@ -315,7 +315,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     await driver.close();
     throw error;
   }
-  const store = new JobStore(driver, (error) => logger.warn({ err: error }, 'could not wake the workers after a submit; they find the job at their next poll'));
+  const store = new JobStore(driver);
   const jobTokens = new JobTokens(driver);
   const notifier = await Notifier.start(driver, schema);
   const hub = new EventHub(driver, notifier, logger.child({ component: 'events' }), options.events);

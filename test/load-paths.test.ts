@@ -222,15 +222,26 @@ for (const backend of BACKENDS) {
       for (const w of [writerA, writerB, writerC]) w.close();
     });
 
-    it('wakes an idle worker with the wake-up a submit sends after its commit, not its poll', async () => {
+    it('inserts submits that arrive together in one statement, idempotency keys and all, and their wake-up starts an idle worker', async () => {
       const handler = { current: (async ({ n }) => n) as Handler };
       const waitless = await open(handler);
-      // No poll within the test's reach: only the wake-up can start the job.
+      const counts = countStatements(waitless);
+      // No poll within the test's reach: only the wake-up can start the jobs.
       waitless.startWorker({ pollInterval: '1h' });
       await new Promise((resolve) => setTimeout(resolve, 50)); // the worker's first, empty claim
-      const { job } = await waitless.submit('probe', { n: 7 });
-      const done = await finished(waitless, job.id);
-      assert.equal(done.result, 7);
+      const submits = await Promise.all([
+        ...Array.from({ length: 30 }, (_, n) => waitless.submit('probe', { n })),
+        // The same key ten times in one batch: one job, nine replays.
+        ...Array.from({ length: 10 }, () => waitless.submit('probe', { n: 100 }, { idempotencyKey: 'once' })),
+      ]);
+      // Another input under a key taken in the batch is refused, not queued.
+      await assert.rejects(waitless.submit('probe', { n: 101 }, { idempotencyKey: 'once' }), { name: 'IdempotencyConflictError' });
+      const keyed = submits.slice(30);
+      assert.equal(new Set(keyed.map((s) => s.job.id)).size, 1);
+      assert.equal(keyed.filter((s) => s.created).length, 1);
+      const inserts = [...counts].filter(([text]) => text.includes('INSERT INTO idempotency_keys')).reduce((sum, [, n]) => sum + n, 0);
+      assert.ok(inserts < 40 / 4, `${inserts} insert statements for 40 submits`);
+      for (const { job } of submits) assert.equal((await finished(waitless, job.id)).result, job.input && (job.input as { n: number }).n);
     });
   });
 }

@@ -183,39 +183,25 @@ export const isJobId = (id: string): boolean => UUID_PATTERN.test(id);
  */
 export class JobStore {
   readonly driver: Driver;
-  /** Wake-ups of committed submits, many per statement (see {@link q.notifyCommitted}). */
-  private readonly wakeUps: GroupCommit<{ queued: string; event: string }, null>;
   private readonly finishes: GroupCommit<q.JobOutcome, boolean>;
+  /** Submits arriving together, inserted in one statement. */
+  private readonly inserts: GroupCommit<q.InsertJobParams, q.JobRow | undefined>;
 
-  private readonly onWakeUpError: (error: unknown) => void;
-
-  /** @param onWakeUpError told when a wake-up sent after a submit's commit failed. Default: ignored. */
-  constructor(driver: Driver, onWakeUpError: (error: unknown) => void = () => {}) {
+  constructor(driver: Driver) {
     this.driver = driver;
-    this.onWakeUpError = onWakeUpError;
-    this.wakeUps = new GroupCommit(async (items) => {
-      await this.driver.query(q.notifyCommitted([...new Set(items.map((i) => i.queued))], items.map((i) => i.event)));
-      return items.map(() => null);
-    });
+    this.inserts = new GroupCommit(async (jobs) => {
+      const rows = new Map((await this.driver.query<q.JobRow>(q.insertJobs(jobs))).map((row) => [row.id, row]));
+      return jobs.map((job) => rows.get(job.id));
+    }, 200);
     this.finishes = new GroupCommit(async (outcomes) => {
       const written = new Set((await this.driver.query<{ token: string }>(q.finishJobs(outcomes))).map((row) => row.token));
       return outcomes.map((o) => written.has(o.token));
     });
   }
 
-  /**
-   * Tells workers and event readers about a job that committed. Sent after the commit, so a
-   * crash in between only leaves the job to the workers' next poll; a failure is only reported
-   * to `onWakeUpError`: the job itself is stored.
-   */
-  private announce(job: Job, hint: { keyed: boolean; later: boolean }): void {
-    const queued = `${job.name}${hint.keyed ? ' keyed' : ''}${hint.later ? ' later' : ''}`;
-    this.wakeUps.add({ queued, event: `${job.id} 1 status` }).catch(this.onWakeUpError);
-  }
-
-  /** Resolves once the wake-ups and outcomes handed to this store so far were sent. */
+  /** Resolves once the submits and outcomes handed to this store so far were written. */
   async drain(): Promise<void> {
-    await Promise.all([this.wakeUps.drain(), this.finishes.drain()]);
+    await Promise.all([this.inserts.drain(), this.finishes.drain()]);
   }
 
   async submit(params: SubmitParams): Promise<SubmitOutcome> {
@@ -229,7 +215,7 @@ export class JobStore {
     const { supersede } = params;
     // `queue` is flow control: one job of the key at a time, oldest first.
     const concurrency = supersede?.policy === 'queue' ? { key: `${q.QUEUE_KEY_PREFIX}${supersede.key}`, limit: 1 } : params.concurrency;
-    const insert = q.insertJob({
+    const insert: q.InsertJobParams = {
       ...params,
       id,
       fingerprint: fp,
@@ -237,10 +223,11 @@ export class JobStore {
       supersedeKey: supersede?.key,
       concurrencyKey: concurrency?.key,
       concurrencyLimit: concurrency?.limit,
-    });
+    };
     let rows: q.JobRow[];
     if (!supersede || supersede.policy === 'queue') {
-      rows = await this.driver.query<q.JobRow>(insert);
+      const row = await this.inserts.add(insert);
+      rows = row ? [row] : [];
     } else {
       // Submits sharing a key take turns, so "the latest" is well defined and two at once never both survive.
       rows = await this.driver.transaction(async (tx) => {
@@ -256,7 +243,7 @@ export class JobStore {
         } else {
           await tx.query(q.supersedeJobs(params.tenant, supersede.key, id));
         }
-        const inserted = await tx.query<q.JobRow>(insert);
+        const inserted = await tx.query<q.JobRow>(q.insertJobs([insert]));
         // The idempotency key was taken meanwhile (by a request outside this key's lock): undo
         // the cancellations and answer as a replay.
         if (inserted.length === 0) throw new IdempotencyRace();
@@ -266,12 +253,7 @@ export class JobStore {
         throw error;
       });
     }
-    if (rows[0]) {
-      const job = toJob(rows[0]);
-      // Both times are the database's: a job due at once has run_at = created_at.
-      this.announce(job, { keyed: concurrency !== undefined, later: job.runAt > job.createdAt });
-      return { job, created: true };
-    }
+    if (rows[0]) return { job: toJob(rows[0]), created: true };
     // The key was taken (possibly a moment ago by a concurrent request that has now committed).
     const key = params.idempotencyKey!;
     const [existing] = await this.driver.query<{ fingerprint: string; job_id: string }>(q.findIdempotencyKey(params.tenant, key));

@@ -210,54 +210,58 @@ export interface InsertJobParams {
 }
 
 /**
- * Inserts a job and its first event in one statement. With an idempotency key, the key row is
- * inserted first with `ON CONFLICT DO NOTHING`: a concurrent request with the same key waits
- * on the unique index until the first commits, then inserts nothing and returns no row; the
- * caller then reads the existing key with {@link findIdempotencyKey}.
+ * Inserts jobs, each with its first event, in one statement (submits arriving together share
+ * it). A job with an idempotency key has its key row inserted first, with `ON CONFLICT DO
+ * NOTHING`: a concurrent request with the same key waits on the unique index until the first
+ * commits, then inserts nothing and returns no row for it (nor does a second job with the same
+ * key in the same batch); the caller then reads the existing key with {@link findIdempotencyKey}.
+ * Answers the inserted jobs.
  */
-export function insertJob(p: InsertJobParams): Sql {
-  const values = [
-    p.id, p.tenant, p.name, json(p.input), p.maxAttempts, p.timeoutMs, p.idempotencyKey ?? null, json(p.webhook), p.statusUrl ?? null, json(p.fallback),
-    p.priority ?? 0, p.runAt ?? null, p.supersedeKey ?? null, json(p.context), p.concurrencyKey ?? null, p.concurrencyLimit ?? null,
-  ];
-  const jobInsert = `INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url, fallback,
-    priority, run_at, supersede_key, context, concurrency_key, concurrency_limit)`;
-  const rest = `$11::integer, coalesce($12::timestamptz, now()), $13::text, $14::jsonb, $15::text, $16::integer`;
-  const firstEvent = `INSERT INTO job_events (job_id, seq, tenant_id, type, data)
-    SELECT id, 1, tenant_id, 'status', jsonb_build_object('status', 'queued') FROM changed`;
-  if (p.idempotencyKey === undefined) {
-    return {
-      text: `WITH changed AS (
-          ${jobInsert} VALUES ($1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb, ${rest}) RETURNING ${INSERTED_JOB_COLUMNS}
-        ), appended AS (${firstEvent})
-        SELECT * FROM changed`,
-      values,
-    };
-  }
+export function insertJobs(jobs: InsertJobParams[]): Sql {
+  const column = <T,>(pick: (p: InsertJobParams) => T) => jobs.map(pick);
   return {
-    text: `WITH claimed_key AS (
-        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id) VALUES ($2, $7, $17, $1)
+    text: `WITH input AS (
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::integer[], $7::text[], $8::text[],
+          $9::text[], $10::text[], $11::integer[], $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::integer[], $17::text[])
+          WITH ORDINALITY AS i(id, tenant_id, name, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url, fallback,
+            priority, run_at, supersede_key, context, concurrency_key, concurrency_limit, fingerprint, ord)
+      ), claimed_key AS (
+        INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id)
+        SELECT tenant_id, idempotency_key, fingerprint, id FROM input WHERE idempotency_key IS NOT NULL ORDER BY ord
         ON CONFLICT (tenant_id, key) DO NOTHING RETURNING job_id
       ), changed AS (
-        ${jobInsert} SELECT $1, $2, $3, 'queued', $4::jsonb, $5, $6, $7, $8::jsonb, $9, $10::jsonb, ${rest} FROM claimed_key RETURNING ${INSERTED_JOB_COLUMNS}
-      ), appended AS (${firstEvent})
+        INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url, fallback,
+          priority, run_at, supersede_key, context, concurrency_key, concurrency_limit)
+        SELECT id, tenant_id, name, 'queued', input::jsonb, max_attempts, timeout_ms, idempotency_key, webhook::jsonb, status_url, fallback::jsonb,
+          priority, coalesce(run_at, now()), supersede_key, context::jsonb, concurrency_key, concurrency_limit
+        FROM input WHERE idempotency_key IS NULL OR id IN (SELECT job_id FROM claimed_key) ORDER BY ord
+        RETURNING ${INSERTED_JOB_COLUMNS}
+      ), appended AS (
+        INSERT INTO job_events (job_id, seq, tenant_id, type, data)
+        SELECT id, 1, tenant_id, 'status', jsonb_build_object('status', 'queued') FROM changed
+      )
       SELECT * FROM changed`,
-    values: [...values, p.fingerprint ?? ''],
+    values: [
+      column((p) => p.id),
+      column((p) => p.tenant),
+      column((p) => p.name),
+      column((p) => json(p.input)),
+      column((p) => p.maxAttempts),
+      column((p) => p.timeoutMs),
+      column((p) => p.idempotencyKey ?? null),
+      column((p) => json(p.webhook)),
+      column((p) => p.statusUrl ?? null),
+      column((p) => json(p.fallback)),
+      column((p) => p.priority ?? 0),
+      column((p) => p.runAt?.toISOString() ?? null),
+      column((p) => p.supersedeKey ?? null),
+      column((p) => json(p.context)),
+      column((p) => p.concurrencyKey ?? null),
+      column((p) => p.concurrencyLimit ?? null),
+      column((p) => p.fingerprint ?? ''),
+    ],
   };
 }
-
-/**
- * Sends wake-ups for jobs that committed already, in one statement: `queued` payloads to the
- * workers and `events` payloads to event readers (channel = the schema's name + suffix). A
- * submit sends these after its commit rather than from a trigger inside it, so concurrent
- * submits are not serialised on the NOTIFY queue's commit lock, and many share one statement.
- */
-export const notifyCommitted = (queued: string[], events: string[]): Sql => ({
-  text: `SELECT pg_notify(current_schema() || n.suffix, n.payload)
-    FROM (SELECT '_queued' AS suffix, p AS payload FROM unnest($1::text[]) p
-          UNION ALL SELECT '_events', p FROM unnest($2::text[]) p) n`,
-  values: [queued, events],
-});
 
 export const findIdempotencyKey = (tenant: string, key: string): Sql => ({
   text: `SELECT fingerprint, job_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`,
