@@ -60,6 +60,7 @@ export class JobWriteBuffer {
   private round: Promise<void> | undefined;
   /** Another round was asked for while one ran. */
   private again = false;
+  private stopped = false;
 
   constructor(store: JobStore, flushMs: number, log: Logger) {
     this.store = store;
@@ -99,12 +100,11 @@ export class JobWriteBuffer {
     };
   }
 
-  /** Writes whatever is buffered and waits for it: on shutdown, nothing is left behind. */
-  async drain(): Promise<void> {
-    while (this.round || [...this.buffers.values()].some((b) => b.items.length > 0)) {
-      if (this.round) await this.round;
-      else this.startRound();
-    }
+  /** Stops the timer once the worker has stopped: what is still buffered belongs to jobs that were handed back. */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   private waitFor(buffer: JobBuffer): Promise<void> {
@@ -126,6 +126,7 @@ export class JobWriteBuffer {
   }
 
   private schedule(): void {
+    if (this.stopped) return;
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
       this.startRound();

@@ -194,6 +194,7 @@ export class Worker {
     const finishing = [...this.running.values()].filter((entry) => entry.finishing).map((entry) => entry.done);
     await Promise.all([Promise.allSettled(finishing), Promise.race([Promise.allSettled(inFlight()), sleep(1000)])]);
     clearInterval(this.heartbeatTimer);
+    this.writes.stop();
   }
 
   private async tick(): Promise<void> {
