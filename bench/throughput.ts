@@ -278,9 +278,9 @@ async function endToEnd(workers: number, prepared = false): Promise<PhaseRow[]> 
     let completed = 0;
     let target = Infinity;
     let reached: () => void = () => {};
-    // A no-op job's events are 1 queued, 2 running, 3 completed: count the third.
-    engine.waitless.notifier.onAnyJob((_id, seq, type) => {
-      if (type === 'status' && seq === 3 && ++completed >= target) reached();
+    // A no-op job's status events are 1 queued, 2 running, 3 completed: count the third.
+    engine.waitless.notifier.onStatus((_id, seq) => {
+      if (seq === 3 && ++completed >= target) reached();
     });
     const allDone = (count: number) =>
       new Promise<void>((resolve) => {

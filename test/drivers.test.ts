@@ -58,4 +58,34 @@ describe('drivers', () => {
       await dropSchema(schema);
     }
   });
+
+  it('feed a job stream a change made while the LISTEN connection was down, once it is back (PostgreSQL)', async () => {
+    const schema = freshSchema();
+    // No backstop re-read within the test: only the reconnect's resync can bring the change.
+    const waitless = await createWaitless({ jobs: [quick], database: POSTGRES_URL, schema, logger: silentLogger, events: { backstopMs: 600_000 } });
+    const admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+    try {
+      await waitless.hub.start();
+      const { job } = await waitless.submit(quick, { n: 1 });
+      const subscription = waitless.hub.subscribe('default', job.id, 0);
+      assert.deepEqual(
+        (await subscription.next()).map((e) => e.seq),
+        [1],
+      );
+      const { rows } = await admin.query<{ n: number }>(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE query ILIKE $1`, [`LISTEN ${schema}_%`]);
+      assert.ok(rows[0]!.n >= 1, 'a listening connection was killed');
+      await waitless.cancel(job.id);
+      const events = await subscription.next();
+      assert.deepEqual(
+        events.map((e) => [e.seq, e.data.status]),
+        [[2, 'cancelled']],
+      );
+      subscription.close();
+    } finally {
+      await admin.end();
+      await waitless.close();
+      await dropSchema(schema);
+    }
+  });
 });

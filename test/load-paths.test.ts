@@ -63,6 +63,8 @@ for (const backend of BACKENDS) {
       // The hub's backstop re-read is pushed out of the way, so every read counted comes from a change.
       const engine = await openEngine(backend, { jobs: [probeJob(handler)], events: { backstopMs: 600_000, ...events } });
       engines.push(engine);
+      // As the HTTP app does: listening before the first reader, so no reader starts with a resync.
+      await engine.waitless.hub.start();
       return engine.waitless;
     };
     afterEach(async () => {

@@ -97,7 +97,9 @@ export class EventHub {
   private reading: Promise<void> | undefined;
   private readAgain = false;
   private readonly backstop: NodeJS.Timeout;
-  private readonly unsubscribe: Array<() => void>;
+  private readonly notifier: Notifier;
+  /** Set once someone reads: a process without readers does not listen to every job's changes. */
+  private unsubscribe: (() => void) | undefined;
 
   constructor(driver: Driver, notifier: Notifier, log: Logger, options: EventHubOptions = {}) {
     this.driver = driver;
@@ -107,10 +109,7 @@ export class EventHub {
     this.perJobLimit = options.perJobLimit ?? 500;
     this.maxQueuedEvents = options.maxQueuedEvents ?? 1000;
     this.maxQueuedJobs = options.maxQueuedJobs ?? 10_000;
-    this.unsubscribe = [
-      notifier.onAnyJob((jobId) => this.changed(jobId)),
-      notifier.onResync(() => this.resync()),
-    ];
+    this.notifier = notifier;
     this.backstop = setInterval(() => {
       for (const jobId of this.followed.keys()) this.dirty.add(jobId);
       if (this.dirty.size > 0) this.scheduleRead();
@@ -161,6 +160,7 @@ export class EventHub {
   /** Follows every change to the tenant's jobs (summaries, coalesced), until closed. */
   subscribeTenant(tenant: string): TenantSubscription {
     const subscriber: TenantSubscriber = { pending: new Map(), resync: false, closed: false, wake: undefined };
+    this.listen();
     let set = this.tenants.get(tenant);
     if (!set) this.tenants.set(tenant, (set = new Set()));
     set.add(subscriber);
@@ -188,7 +188,8 @@ export class EventHub {
     clearInterval(this.backstop);
     clearTimeout(this.readTimer);
     clearTimeout(this.tenantTimer);
-    for (const fn of this.unsubscribe.splice(0)) fn();
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
     for (const entry of this.followed.values()) {
       for (const subscriber of entry.events) {
         subscriber.closed = true;
@@ -205,7 +206,23 @@ export class EventHub {
     this.tenants.clear();
   }
 
+  /**
+   * Starts listening for changes now rather than at the first reader, so that readers find it
+   * in place (the HTTP app calls this). Resolves once the LISTEN is in place.
+   */
+  start(): Promise<void> {
+    this.listen();
+    return this.notifier.listenToChanges();
+  }
+
+  private listen(): void {
+    // `undefined`: the LISTEN just started or came back after a lost connection; what changed
+    // meanwhile was not heard, so everything followed is read again.
+    this.unsubscribe ??= this.notifier.onChange((jobId) => (jobId === undefined ? this.resync() : this.changed(jobId)));
+  }
+
   private follow(jobId: string): Followed {
+    this.listen();
     let entry = this.followed.get(jobId);
     if (!entry) this.followed.set(jobId, (entry = { events: new Set(), watchers: new Set() }));
     return entry;

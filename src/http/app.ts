@@ -78,6 +78,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this API key.` });
 
   const app = base ? new Hono<AuthEnv>().basePath(base) : new Hono<AuthEnv>();
+  // This process serves event streams: hear changes from now on, not from the first reader.
+  void waitless.hub.start();
 
   app.onError((error, c) => {
     waitless.logger.error({ err: error, path: c.req.path }, 'request failed');

@@ -3,27 +3,38 @@ import type { Driver } from './driver.ts';
 /** What a queued-work notification says; `name` undefined means "anything may have changed". */
 export type QueuedListener = (name: string | undefined, hint?: { keyed: boolean; later: boolean }) => void;
 
-export type JobEventListener = (jobId: string, seq: number, type: string) => void;
+/** A job got a status event with this sequence number (`seq` 0: maybe, after a lost connection). */
+export type StatusListener = (jobId: string, seq: number) => void;
+
+/** A job has new events (or may have, after a lost connection: `undefined`). */
+export type ChangeListener = (jobId: string | undefined) => void;
 
 /**
- * One LISTEN per process for job events and one for newly queued work, fanned out in memory
- * to every reader (SSE streams, long-polls, workers). NOTIFY is only a wake-up: readers always
- * re-read the rows, and keep a slow poll as a backstop for a notification lost to a reconnect.
+ * One LISTEN connection per process, fanned out in memory to every reader: event readers
+ * (through the event hub), workers, the webhook dispatcher. NOTIFY is only a wake-up: readers
+ * always re-read the rows, and keep a slow poll as a backstop for a notification lost to a
+ * reconnect. The channel of changed jobs is listened to only once someone reads events, so a
+ * worker process is not woken by every output write of every job.
  */
 export class Notifier {
-  private readonly byJob = new Map<string, Set<JobEventListener>>();
-  private readonly all = new Set<JobEventListener>();
+  private readonly changes = new Set<ChangeListener>();
+  private readonly statuses = new Set<StatusListener>();
   private readonly queued = new Set<QueuedListener>();
   private readonly webhooksDue = new Set<() => void>();
-  private readonly resyncs = new Set<() => void>();
   private readonly unlisten: Array<() => Promise<void>> = [];
+  private listeningToChanges: Promise<void> | undefined;
+  private readonly driver: Driver;
+  private readonly schema: string;
 
-  private constructor() {}
+  private constructor(driver: Driver, schema: string) {
+    this.driver = driver;
+    this.schema = schema;
+  }
 
   static async start(driver: Driver, schema: string): Promise<Notifier> {
-    const notifier = new Notifier();
+    const notifier = new Notifier(driver, schema);
     notifier.unlisten.push(
-      await driver.listen(`${schema}_events`, (payload) => notifier.dispatchEvent(payload), () => notifier.resync()),
+      await driver.listen(`${schema}_status`, (payload) => notifier.dispatchStatus(payload), () => notifier.resync()),
       await driver.listen(`${schema}_queued`, (payload) => {
         // "<job name>[ keyed][ later]": job names have no spaces.
         const [name, ...flags] = payload.split(' ');
@@ -37,55 +48,77 @@ export class Notifier {
     return notifier;
   }
 
-  /** A payload lists "<job id> <seq> <type>" entries separated by commas (one NOTIFY per statement). */
-  private dispatchEvent(payload: string): void {
+  /** "<job id> <seq>" entries separated by commas: one notification per statement. */
+  private dispatchStatus(payload: string): void {
     for (const entry of payload.split(',')) {
-      const [jobId, seqText, type] = entry.split(' ');
-      if (!jobId || !seqText || !type) continue;
+      const [jobId, seqText] = entry.split(' ');
+      if (!jobId || !seqText) continue;
       const seq = Number(seqText);
-      for (const listener of this.byJob.get(jobId) ?? []) listener(jobId, seq, type);
-      for (const listener of this.all) listener(jobId, seq, type);
+      for (const listener of this.statuses) listener(jobId, seq);
+    }
+  }
+
+  /** Job ids separated by commas: one notification per statement. */
+  private dispatchChanges(payload: string): void {
+    for (const jobId of payload.split(',')) {
+      if (!jobId) continue;
+      for (const listener of this.changes) listener(jobId);
     }
   }
 
   /**
-   * After a lost LISTEN connection: wake every reader so it re-reads what it may have missed.
-   * Job listeners get type `resync` (seq 0); queued listeners get `undefined` (any job name).
+   * After a lost LISTEN connection (notifications sent meanwhile are gone): wake every listener
+   * so it re-reads what it may have missed. Status listeners get seq 0, queued listeners
+   * `undefined`. (Change listeners hear of it through their own channel's resync.)
    */
   private resync(): void {
-    for (const [jobId, listeners] of this.byJob) for (const listener of listeners) listener(jobId, 0, 'resync');
+    for (const listener of this.statuses) listener('', 0);
     for (const listener of this.queued) listener(undefined);
     for (const listener of this.webhooksDue) listener();
-    for (const listener of this.resyncs) listener();
   }
 
-  /** Calls `listener` after a lost LISTEN connection came back: notifications may have been missed. */
-  onResync(listener: () => void): () => void {
-    this.resyncs.add(listener);
-    return () => this.resyncs.delete(listener);
+  /**
+   * Calls `listener` with the id of every job that gets new events. The first subscriber starts
+   * the LISTEN; a listener that subscribed before it was in place then gets `undefined`, since
+   * changes made before that were not heard: re-read what you follow. (So it does after a lost
+   * connection.)
+   */
+  onChange(listener: ChangeListener): () => void {
+    this.changes.add(listener);
+    const early = this.listeningToChanges === undefined;
+    void this.listenToChanges().then(() => {
+      if (early && this.changes.has(listener)) listener(undefined);
+    });
+    return () => this.changes.delete(listener);
+  }
+
+  /** Starts listening to the changed-jobs channel (once); resolves when the LISTEN is in place. */
+  listenToChanges(): Promise<void> {
+    const resync = () => {
+      for (const each of this.changes) each(undefined);
+    };
+    this.listeningToChanges ??= this.driver.listen(`${this.schema}_events`, (payload) => this.dispatchChanges(payload), resync).then(
+      (unlisten) => {
+        this.unlisten.push(unlisten);
+      },
+      () => {
+        // Tried again by the next subscriber; meanwhile readers fall back on their backstop.
+        this.listeningToChanges = undefined;
+      },
+    );
+    return this.listeningToChanges;
+  }
+
+  /** Calls `listener` for every status event of every job (cancels, takeovers, finishes). */
+  onStatus(listener: StatusListener): () => void {
+    this.statuses.add(listener);
+    return () => this.statuses.delete(listener);
   }
 
   /** Calls `listener` whenever a webhook delivery becomes due. */
   onWebhookDue(listener: () => void): () => void {
     this.webhooksDue.add(listener);
     return () => this.webhooksDue.delete(listener);
-  }
-
-  /** Calls `listener` for every event of one job. Returns the unsubscribe function. */
-  onJob(jobId: string, listener: JobEventListener): () => void {
-    let set = this.byJob.get(jobId);
-    if (!set) this.byJob.set(jobId, (set = new Set()));
-    set.add(listener);
-    return () => {
-      set.delete(listener);
-      if (set.size === 0) this.byJob.delete(jobId);
-    };
-  }
-
-  /** Calls `listener` for every event of every job. */
-  onAnyJob(listener: JobEventListener): () => void {
-    this.all.add(listener);
-    return () => this.all.delete(listener);
   }
 
   /**
@@ -98,31 +131,12 @@ export class Notifier {
     return () => this.queued.delete(listener);
   }
 
-  /**
-   * Resolves when the job gets a new event, after `timeoutMs`, or when `signal` aborts,
-   * whichever comes first. Subscribe before reading the rows to not miss an event in between:
-   * call {@link onJob} yourself in that case.
-   */
-  waitForJob(jobId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        unsubscribe();
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      const unsubscribe = this.onJob(jobId, done);
-      signal?.addEventListener('abort', done, { once: true });
-      if (signal?.aborted) done();
-    });
-  }
-
   async close(): Promise<void> {
-    this.byJob.clear();
-    this.all.clear();
+    this.changes.clear();
+    this.statuses.clear();
     this.queued.clear();
     this.webhooksDue.clear();
+    await this.listeningToChanges?.catch(() => {});
     await Promise.all(this.unlisten.splice(0).map((fn) => fn().catch(() => {})));
   }
 }

@@ -145,8 +145,8 @@ export class Worker {
       }),
       // A status event this worker did not write (cancel, reclaim) means: check our leases now,
       // so a cancel reaches the handler in well under a second instead of at the next heartbeat.
-      this.notifier.onAnyJob((jobId, seq, type) => {
-        if (type !== 'status') return;
+      this.notifier.onStatus((jobId, seq) => {
+        if (seq === 0) return void this.heartbeat(); // notifications were lost: check them all
         for (const entry of this.running.values()) {
           if (entry.claimed.job.id === jobId && !entry.finishing && seq > entry.claimSeq) return void this.heartbeat();
         }

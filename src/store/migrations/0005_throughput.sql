@@ -7,10 +7,13 @@
 -- output is still the `partial_output` text, which is no longer appended to.
 ALTER TABLE jobs ADD COLUMN output_from_seq integer;
 
--- One NOTIFY per statement instead of one per row: a worker writing the output of a thousand
--- jobs in one statement sends a handful of notifications, not a thousand. The payload lists
--- "<job id> <seq> <type>" entries separated by commas, at most 100 per notification (well under
--- NOTIFY's 8000-byte limit).
+-- One NOTIFY per statement instead of one per row, on two channels:
+--   <schema>_events: which jobs have new events (job ids, comma separated, 150 a notification,
+--     well under NOTIFY's 8000-byte limit): event readers (SSE, long-poll) read the rows;
+--   <schema>_status: status events only ("<job id> <seq>" entries, 100 a notification), for
+--     workers watching for a cancel or a takeover of the jobs they run.
+-- A worker writing the output of a thousand jobs in one statement sends a handful of
+-- notifications, and a process that reads no events (a worker) does not listen to them at all.
 DROP TRIGGER job_events_notify ON job_events;
 DROP FUNCTION notify_job_event();
 CREATE FUNCTION notify_job_events() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -18,11 +21,18 @@ DECLARE
   payload text;
 BEGIN
   FOR payload IN
-    SELECT string_agg(job_id::text || ' ' || seq::text || ' ' || type, ',' ORDER BY n)
-    FROM (SELECT job_id, seq, type, row_number() OVER (ORDER BY job_id, seq) AS n FROM inserted) numbered
-    GROUP BY (n - 1) / 100
+    SELECT string_agg(job_id::text, ',')
+    FROM (SELECT job_id, row_number() OVER (ORDER BY job_id) AS n FROM (SELECT DISTINCT job_id FROM inserted) changed) numbered
+    GROUP BY (n - 1) / 150
   LOOP
     PERFORM pg_notify(TG_TABLE_SCHEMA || '_events', payload);
+  END LOOP;
+  FOR payload IN
+    SELECT string_agg(job_id::text || ' ' || seq::text, ',')
+    FROM (SELECT job_id, seq, row_number() OVER (ORDER BY job_id, seq) AS n FROM inserted WHERE type = 'status') numbered
+    GROUP BY (n - 1) / 100
+  LOOP
+    PERFORM pg_notify(TG_TABLE_SCHEMA || '_status', payload);
   END LOOP;
   RETURN NULL;
 END
