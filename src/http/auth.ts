@@ -40,6 +40,7 @@ function credentialOf(c: Context): string | undefined {
 export function authenticate(auth: AuthMode, jobTokens: JobTokens, basePath: string): MiddlewareHandler<AuthEnv> {
   const cacheMs = auth.mode === 'api-key' ? (auth.cacheMs ?? 10_000) : 0;
   const cache = new Map<string, { tenant: string; role: ApiKeyRole; until: number }>();
+  const verifying = new Map<string, ReturnType<ApiKeyStore['verify']>>();
 
   const withJobToken = async (c: Context<AuthEnv>, token: string, next: () => Promise<void>) => {
     const check = await jobTokens.verify(token);
@@ -77,7 +78,13 @@ export function authenticate(auth: AuthMode, jobTokens: JobTokens, basePath: str
     const cached = cache.get(credential);
     let owner = cached && cached.until > now ? cached : undefined;
     if (!owner) {
-      const verified = await auth.keys.verify(credential);
+      // Requests arriving together with the same key share one lookup.
+      let lookup = verifying.get(credential);
+      if (!lookup) {
+        lookup = auth.keys.verify(credential).finally(() => verifying.delete(credential));
+        verifying.set(credential, lookup);
+      }
+      const verified = await lookup;
       if (!verified) return unauthorized(c, 'The API key is unknown or revoked.');
       if (cache.size > 10_000) cache.clear();
       owner = { ...verified, until: now + cacheMs };
