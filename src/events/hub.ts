@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Job, JobEvent } from '../job/model.ts';
 import { toEvent, toJob } from '../store/job-store.ts';
 import type { Driver } from '../store/driver.ts';
-import type { Notifier } from '../store/notifications.ts';
+import type { AnnouncedEvent, Notifier } from '../store/notifications.ts';
 import * as q from '../store/queries.ts';
 
 /** Options of the {@link EventHub}. */
@@ -73,16 +73,20 @@ interface Followed {
 /**
  * One per process: every reader of job events — SSE streams of one job, tenant-wide streams,
  * long-polls — is fed from here. The hub holds the process's one LISTEN (through the
- * {@link Notifier}), and reads each changed job once per wake-up for all its readers together,
- * in one statement for all the jobs that changed: the database work grows with the jobs that
- * change, not with the readers. New events are pushed to every reader from memory; a reader
- * that cannot keep up is bounded, not buffered without limit.
+ * {@link Notifier}). A statement that appends events announces them in its notification; the
+ * hub hands each to the job's readers from memory, without a read. It reads only for what an
+ * announcement cannot carry — a new reader's history, a reader catching up, an event too large
+ * to announce, a long-poll's job row — and then once per wake-up for every reader of every job
+ * that needs it, in one statement. The database work grows with the jobs that change, not with
+ * the readers. A reader that cannot keep up is bounded, not buffered without limit.
  */
 export class EventHub {
   private readonly followed = new Map<string, Followed>();
   private readonly tenants = new Map<string, Set<TenantSubscriber>>();
-  /** Followed jobs with news (or new readers) since the last read. */
+  /** Followed jobs whose event readers need a read: new readers, a catch-up, an event not announced whole. */
   private readonly dirty = new Set<string>();
+  /** Followed jobs whose long-polls need the job row again. */
+  private readonly dirtyRows = new Set<string>();
   /** Jobs that changed since the tenant streams were last fed. */
   private readonly changedForTenants = new Set<string>();
   private readonly driver: Driver;
@@ -110,10 +114,7 @@ export class EventHub {
     this.maxQueuedEvents = options.maxQueuedEvents ?? 1000;
     this.maxQueuedJobs = options.maxQueuedJobs ?? 10_000;
     this.notifier = notifier;
-    this.backstop = setInterval(() => {
-      for (const jobId of this.followed.keys()) this.dirty.add(jobId);
-      if (this.dirty.size > 0) this.scheduleRead();
-    }, options.backstopMs ?? 5000);
+    this.backstop = setInterval(() => this.readAll(), options.backstopMs ?? 5000);
     this.backstop.unref();
   }
 
@@ -218,7 +219,7 @@ export class EventHub {
   private listen(): void {
     // `undefined`: the LISTEN just started or came back after a lost connection; what changed
     // meanwhile was not heard, so everything followed is read again.
-    this.unsubscribe ??= this.notifier.onChange((jobId) => (jobId === undefined ? this.resync() : this.changed(jobId)));
+    this.unsubscribe ??= this.notifier.onChange((change) => (change === undefined ? this.resync() : this.changed(change)));
   }
 
   private follow(jobId: string): Followed {
@@ -232,17 +233,61 @@ export class EventHub {
     if (entry.events.size === 0 && entry.watchers.size === 0 && this.followed.get(jobId) === entry) this.followed.delete(jobId);
   }
 
-  private changed(jobId: string): void {
-    if (this.followed.has(jobId)) this.markDirty(jobId);
+  private changed(change: AnnouncedEvent): void {
+    const entry = this.followed.get(change.jobId);
+    if (entry) {
+      if (entry.watchers.size > 0) {
+        this.dirtyRows.add(change.jobId);
+        this.scheduleRead();
+      }
+      if (!this.push(entry, change)) this.markDirty(change.jobId);
+    }
     if (this.tenants.size > 0) {
-      this.changedForTenants.add(jobId);
+      this.changedForTenants.add(change.jobId);
       this.tenantTimer ??= setTimeout(() => void this.feedTenants(), this.tenantCoalesceMs);
     }
   }
 
+  /**
+   * Hands an announced event straight to the job's readers that are exactly one event behind
+   * it: no read at all in the steady state of a stream. Answers false when some reader needs a
+   * read instead (it is further behind, or the event came without its data).
+   */
+  private push(entry: Followed, change: AnnouncedEvent): boolean {
+    let complete = true;
+    for (const subscriber of entry.events) {
+      if (subscriber.closed || subscriber.lagging || subscriber.tenant !== change.tenant || subscriber.last >= change.seq) continue;
+      if (change.event && subscriber.last === change.seq - 1) this.feed(subscriber, [change.event]);
+      else complete = false;
+    }
+    return complete;
+  }
+
+  /** Queues events for a reader, in order, up to its bound; past it the reader lags and catches up later. */
+  private feed(subscriber: EventSubscriber, events: JobEvent[]): void {
+    for (const event of events) {
+      if (event.seq <= subscriber.last) continue;
+      if (subscriber.queue.length >= this.maxQueuedEvents) {
+        subscriber.lagging = true;
+        break;
+      }
+      subscriber.queue.push(event);
+      subscriber.last = event.seq;
+    }
+    if (subscriber.queue.length > 0) subscriber.wake?.();
+  }
+
+  /** Every followed job read again: after a lost connection, and now and then as a backstop. */
+  private readAll(): void {
+    for (const [jobId, entry] of this.followed) {
+      if (entry.events.size > 0) this.dirty.add(jobId);
+      if (entry.watchers.size > 0) this.dirtyRows.add(jobId);
+    }
+    if (this.dirty.size > 0 || this.dirtyRows.size > 0) this.scheduleRead();
+  }
+
   private resync(): void {
-    for (const jobId of this.followed.keys()) this.dirty.add(jobId);
-    this.scheduleRead();
+    this.readAll();
     this.resyncTenants();
   }
 
@@ -270,20 +315,22 @@ export class EventHub {
       this.readTimer = undefined;
       this.reading = this.read().finally(() => {
         this.reading = undefined;
-        if (this.readAgain || this.dirty.size > 0) {
+        if (this.readAgain || this.dirty.size > 0 || this.dirtyRows.size > 0) {
           this.readAgain = false;
-          if (this.dirty.size > 0) this.scheduleRead();
+          if (this.dirty.size > 0 || this.dirtyRows.size > 0) this.scheduleRead();
         }
       });
     }, this.coalesceMs);
   }
 
-  /** One read for every followed job that changed: their events, and the whole job for long-polls. */
+  /** One read for every followed job that needs one: their events, and the whole job for long-polls. */
   private async read(): Promise<void> {
     const ids = [...this.dirty];
     this.dirty.clear();
+    const rowIds = [...this.dirtyRows];
+    this.dirtyRows.clear();
     const wanted: Array<{ id: string; tenant: string; after: number }> = [];
-    const watched: string[] = [];
+    const watched = rowIds.filter((id) => (this.followed.get(id)?.watchers.size ?? 0) > 0);
     for (const id of ids) {
       const entry = this.followed.get(id);
       if (!entry) continue;
@@ -294,7 +341,6 @@ export class EventHub {
         from.set(s.tenant, Math.min(from.get(s.tenant) ?? Infinity, s.last));
       }
       for (const [tenant, after] of from) wanted.push({ id, tenant, after });
-      if (entry.watchers.size > 0) watched.push(id);
     }
     try {
       const [eventRows, jobRows] = await Promise.all([
@@ -312,6 +358,7 @@ export class EventHub {
       // The readers keep their place; the backstop (or the next notification) reads again.
       this.log.warn({ err: error }, 'event hub read failed; retrying with the next wake-up');
       for (const id of ids) if (this.followed.has(id)) this.dirty.add(id);
+      for (const id of watched) this.dirtyRows.add(id);
     }
   }
 
@@ -331,16 +378,7 @@ export class EventHub {
       if (!entry) continue;
       for (const subscriber of entry.events) {
         if (subscriber.tenant !== tenant || subscriber.lagging || subscriber.closed) continue;
-        for (const event of events) {
-          if (event.seq <= subscriber.last) continue;
-          if (subscriber.queue.length >= this.maxQueuedEvents) {
-            subscriber.lagging = true;
-            break;
-          }
-          subscriber.queue.push(event);
-          subscriber.last = event.seq;
-        }
-        if (subscriber.queue.length > 0) subscriber.wake?.();
+        this.feed(subscriber, events);
       }
     }
   }

@@ -17,7 +17,8 @@ export interface StreamParams {
  * Streams a job's events as SSE. Each event's `id:` is its sequence number, so a reconnecting
  * EventSource resumes with `Last-Event-ID` and gets exactly what it missed. The stream replays
  * the log from `after`, follows it live and closes after the terminal event. Its events come
- * from the process's event hub: the database is read once per change for every stream of the job.
+ * from the process's event hub, which reads the database once for all streams of a job and
+ * pushes new events as their statements announce them.
  */
 export function streamJobEvents(c: Context, waitless: Waitless, p: StreamParams): Response {
   c.header('x-accel-buffering', 'no');

@@ -1,3 +1,4 @@
+import type { JobEvent, JobEventType } from '../job/model.ts';
 import type { Driver } from './driver.ts';
 
 /** What a queued-work notification says; `name` undefined means "anything may have changed". */
@@ -6,8 +7,19 @@ export type QueuedListener = (name: string | undefined, hint?: { keyed: boolean;
 /** A job got a status event with this sequence number (`seq` 0: maybe, after a lost connection). */
 export type StatusListener = (jobId: string, seq: number) => void;
 
-/** A job has new events (or may have, after a lost connection: `undefined`). */
-export type ChangeListener = (jobId: string | undefined) => void;
+/**
+ * A new event of a job, as its statement announced it: `event` is undefined when the event was
+ * too large to carry (read it from the table).
+ */
+export interface AnnouncedEvent {
+  jobId: string;
+  tenant: string;
+  seq: number;
+  event: JobEvent | undefined;
+}
+
+/** A job has a new event (or jobs may have, after a lost connection: `undefined`). */
+export type ChangeListener = (change: AnnouncedEvent | undefined) => void;
 
 /**
  * One LISTEN connection per process, fanned out in memory to every reader: event readers
@@ -58,11 +70,23 @@ export class Notifier {
     }
   }
 
-  /** Job ids separated by commas: one notification per statement. */
+  /** A JSON array of [job id, tenant, seq, type, data | null, at] entries (see migration 0005). */
   private dispatchChanges(payload: string): void {
-    for (const jobId of payload.split(',')) {
-      if (!jobId) continue;
-      for (const listener of this.changes) listener(jobId);
+    let entries: unknown;
+    try {
+      entries = JSON.parse(payload);
+    } catch {
+      entries = undefined;
+    }
+    if (!Array.isArray(entries)) {
+      // Not ours to read: treat it as "something changed", so readers look again.
+      for (const listener of this.changes) listener(undefined);
+      return;
+    }
+    for (const entry of entries as Array<[string, string, number, JobEventType, Record<string, unknown> | null, string]>) {
+      const [jobId, tenant, seq, type, data, at] = entry;
+      const change: AnnouncedEvent = { jobId, tenant, seq, event: data === null ? undefined : { seq, type, data, at } };
+      for (const listener of this.changes) listener(change);
     }
   }
 
@@ -78,7 +102,7 @@ export class Notifier {
   }
 
   /**
-   * Calls `listener` with the id of every job that gets new events. The first subscriber starts
+   * Calls `listener` with every new event of every job. The first subscriber starts
    * the LISTEN; a listener that subscribed before it was in place then gets `undefined`, since
    * changes made before that were not heard: re-read what you follow. (So it does after a lost
    * connection.)

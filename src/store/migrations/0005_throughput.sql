@@ -8,11 +8,14 @@
 ALTER TABLE jobs ADD COLUMN output_from_seq integer;
 
 -- One NOTIFY per statement instead of one per row, on two channels:
---   <schema>_events: which jobs have new events (job ids, comma separated, 150 a notification,
---     well under NOTIFY's 8000-byte limit): event readers (SSE, long-poll) read the rows;
+--   <schema>_events: the new events themselves, for event readers (SSE, long-poll), as a JSON
+--     array of [job id, tenant, seq, type, data, at] entries, split so that a notification stays
+--     under NOTIFY's 8000-byte limit. An event whose data is over 1500 bytes goes with null data:
+--     readers read that one from the table. A reader that follows the job pushes the rest to its
+--     clients without a read.
 --   <schema>_status: status events only ("<job id> <seq>" entries, 100 a notification), for
 --     workers watching for a cancel or a takeover of the jobs they run.
--- A worker writing the output of a thousand jobs in one statement sends a handful of
+-- A worker writing the output of a thousand jobs in one statement sends a few dozen
 -- notifications, and a process that reads no events (a worker) does not listen to them at all.
 DROP TRIGGER job_events_notify ON job_events;
 DROP FUNCTION notify_job_event();
@@ -21,9 +24,21 @@ DECLARE
   payload text;
 BEGIN
   FOR payload IN
-    SELECT string_agg(job_id::text, ',')
-    FROM (SELECT job_id, row_number() OVER (ORDER BY job_id) AS n FROM (SELECT DISTINCT job_id FROM inserted) changed) numbered
-    GROUP BY (n - 1) / 150
+    -- An entry is at most ~2000 bytes (1500 of data, a tenant name, the rest); a notification
+    -- takes the entries whose running total falls in one 5500-byte band, so it stays under 7600
+    -- bytes with its commas.
+    SELECT '[' || string_agg(entry, ',' ORDER BY n) || ']'
+    FROM (
+      SELECT entry, n, sum(octet_length(entry)) OVER (ORDER BY n) AS upto
+      FROM (
+        SELECT row_number() OVER (ORDER BY job_id, seq) AS n,
+          json_build_array(job_id, tenant_id, seq, type,
+            CASE WHEN octet_length(data::text) <= 1500 THEN data END,
+            to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text AS entry
+        FROM inserted
+      ) entries
+    ) sized
+    GROUP BY upto / 5500
   LOOP
     PERFORM pg_notify(TG_TABLE_SCHEMA || '_events', payload);
   END LOOP;
