@@ -27,7 +27,7 @@
  *   node bench/ai-load.ts [--jobs 100,300,1000,3000] [--duration 20] [--rate 30] [--rounds 1]
  *                         [--idle 1000,10000] [--hold 20] [--per-generator 5000] [--per-source 8000]
  *                         [--database URL] [--shared-database]
- *                         [--tree current=. --tree before=../waitless-before]
+ *                         [--tree current=. --tree before=../waitless-before] [--worker-args "--flush-interval 200ms"]
  *
  * `--jobs none` or `--idle none` skips that part. Each run gets a fresh schema, in a scratch
  * database created on the server of `--database` (default: the local test server) and dropped
@@ -76,8 +76,11 @@ const { values } = parseArgs({
     database: { type: 'string' },
     'shared-database': { type: 'boolean' },
     tree: { type: 'string', multiple: true },
+    'worker-args': { type: 'string' },
   },
 });
+/** Extra flags for every tree's worker, e.g. "--flush-interval 200ms" (a tree must know them). */
+const workerArgs = values['worker-args']?.split(' ').filter(Boolean) ?? [];
 
 const list = (value: string, flag: string) =>
   value === 'none'
@@ -513,7 +516,7 @@ async function streaming(tree: Tree, jobs: number, round: number): Promise<Strea
   try {
     const started = await startServe(tree, schema, env);
     serve = started.cli;
-    worker = startCli(tree, ['worker', '--jobs', tree.jobsModule, '--schema', schema, '--concurrency', String(jobs)], { ...env, LOG_LEVEL: 'info' });
+    worker = startCli(tree, ['worker', '--jobs', tree.jobsModule, '--schema', schema, '--concurrency', String(jobs), ...workerArgs], { ...env, LOG_LEVEL: 'info' });
     await within(worker.logged('worker started'), 60, 'worker to start');
     generator = await startGenerator();
     return await withMonitor(async (monitor) => {

@@ -23,7 +23,7 @@ Usage:
       The job service on PostgreSQL (DATABASE_URL); every request needs an API key; the
       dashboard (/dashboard) asks for an admin key.
   waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10] [--port N] [--lease 30s] [--heartbeat D]
-                    [--poll-interval 2s] [--shutdown-grace 10s]
+                    [--poll-interval 2s] [--shutdown-grace 10s] [--flush-interval 100ms]
       Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /healthz.
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
@@ -38,6 +38,10 @@ Options:
   --lease D         How long a claim stays valid without a heartbeat. Default: 30s.
   --heartbeat D     How often leases are extended. Default: a third of --lease.
   --poll-interval D Backstop poll for due jobs and expired leases. Default: 2s.
+  --flush-interval D
+                    How long output and progress are buffered before a worker writes them (one
+                    statement for all its jobs): longer costs the database less, shorter shows
+                    tokens sooner. Default: 100ms.
   --shutdown-grace D
                     On SIGINT/SIGTERM, how long running jobs may take to finish. Default: 10s.
                     D is a duration: milliseconds (500) or e.g. 500ms, 2s, 1m.
@@ -64,6 +68,7 @@ const { values, positionals } = parseArgs({
     lease: { type: 'string' },
     heartbeat: { type: 'string' },
     'poll-interval': { type: 'string' },
+    'flush-interval': { type: 'string' },
     'shutdown-grace': { type: 'string' },
     'webhook-allow': { type: 'string' },
     'webhook-retry': { type: 'string' },
@@ -112,7 +117,10 @@ function workerOptions(): WorkerOptions {
   const lease = durationOption(values.lease, 'lease');
   const heartbeat = durationOption(values.heartbeat, 'heartbeat');
   const pollInterval = durationOption(values['poll-interval'], 'poll-interval');
-  if (lease === 0 || heartbeat === 0 || pollInterval === 0) fail('--lease, --heartbeat and --poll-interval must be longer than 0');
+  const outputFlushInterval = durationOption(values['flush-interval'], 'flush-interval');
+  if (lease === 0 || heartbeat === 0 || pollInterval === 0 || outputFlushInterval === 0) {
+    fail('--lease, --heartbeat, --poll-interval and --flush-interval must be longer than 0');
+  }
   // A heartbeat as slow as the lease lets the lease run out under a healthy worker.
   if (heartbeat !== undefined && heartbeat >= (lease ?? 30_000)) fail(`--heartbeat (${heartbeat}ms) must be shorter than --lease`);
   return {
@@ -120,6 +128,7 @@ function workerOptions(): WorkerOptions {
     lease,
     heartbeat,
     pollInterval,
+    outputFlushInterval,
     shutdownGrace: durationOption(values['shutdown-grace'], 'shutdown-grace'),
   };
 }

@@ -96,6 +96,8 @@ export interface ClaimedJob {
   timeoutMs: number;
 }
 
+type JobHeadRow = { id: string; tenant_id: string; last_seq: number; status: JobStatus };
+
 const iso = (date: Date | null): string | undefined => (date ? date.toISOString() : undefined);
 
 export function toJob(row: q.JobRow): Job {
@@ -184,11 +186,18 @@ export const isJobId = (id: string): boolean => UUID_PATTERN.test(id);
 export class JobStore {
   readonly driver: Driver;
   private readonly finishes: GroupCommit<q.JobOutcome, boolean>;
+  /** Stream openings arriving together (a reconnect storm), checked in one statement. */
+  private readonly heads: GroupCommit<string, JobHeadRow | undefined>;
   /** Submits arriving together, inserted in one statement. */
   private readonly inserts: GroupCommit<q.InsertJobParams, q.JobRow | undefined>;
 
   constructor(driver: Driver) {
     this.driver = driver;
+    this.heads = new GroupCommit(async (ids) => {
+      const rows = await this.driver.query<JobHeadRow>(q.getJobHeads([...new Set(ids)]));
+      const byId = new Map(rows.map((row) => [row.id, row]));
+      return ids.map((id) => byId.get(id));
+    });
     this.inserts = new GroupCommit(async (jobs) => {
       const rows = new Map((await this.driver.query<q.JobRow>(q.insertJobs(jobs))).map((row) => [row.id, row]));
       return jobs.map((job) => rows.get(job.id));
@@ -201,7 +210,7 @@ export class JobStore {
 
   /** Resolves once the submits and outcomes handed to this store so far were written. */
   async drain(): Promise<void> {
-    await Promise.all([this.inserts.drain(), this.finishes.drain()]);
+    await Promise.all([this.heads.drain(), this.inserts.drain(), this.finishes.drain()]);
   }
 
   async submit(params: SubmitParams): Promise<SubmitOutcome> {
@@ -273,8 +282,8 @@ export class JobStore {
   /** A job's latest event number and whether it is done, without reading its payloads. */
   async head(tenant: string, id: string): Promise<{ version: number; done: boolean } | undefined> {
     if (!isJobId(id)) return undefined;
-    const [row] = await this.driver.query<{ last_seq: number; status: JobStatus }>(q.getJobHead(tenant, id));
-    return row && { version: row.last_seq, done: isTerminal(row.status) };
+    const row = await this.heads.add(id.toLowerCase());
+    return row && row.tenant_id === tenant ? { version: row.last_seq, done: isTerminal(row.status) } : undefined;
   }
 
   async list(params: ListParams): Promise<JobPage> {

@@ -321,10 +321,10 @@ export const listEvents = (tenant: string, jobId: string, afterSeq: number, limi
   values: [tenant, jobId, afterSeq, limit],
 });
 
-/** What a reader needs to decide whether to open a job's event stream: its latest event and status. */
-export const getJobHead = (tenant: string, id: string): Sql => ({
-  text: `SELECT last_seq, status FROM jobs WHERE tenant_id = $1 AND id = $2`,
-  values: [tenant, id],
+/** What readers need to decide whether to open jobs' event streams: each one's latest event and status (any tenant; callers match it). */
+export const getJobHeads = (ids: string[]): Sql => ({
+  text: `SELECT id, tenant_id, last_seq, status FROM jobs WHERE id = ANY($1::uuid[])`,
+  values: [ids],
 });
 
 /**
