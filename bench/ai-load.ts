@@ -27,7 +27,7 @@
  *   node bench/ai-load.ts [--jobs 100,300,1000,3000] [--duration 20] [--rate 30] [--rounds 1]
  *                         [--idle 1000,10000] [--hold 20] [--per-generator 5000] [--per-source 8000]
  *                         [--database URL] [--shared-database]
- *                         [--tree current=. --tree before=../waitless-before] [--worker-args "--flush-interval 200ms"]
+ *                         [--tree current=. --tree before=../waitless-before] [--worker-args="--flush-interval 200ms"]
  *
  * `--jobs none` or `--idle none` skips that part. Each run gets a fresh schema, in a scratch
  * database created on the server of `--database` (default: the local test server) and dropped

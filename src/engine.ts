@@ -153,7 +153,7 @@ export interface Waitless {
   readonly apiKeys: ApiKeyStore;
   readonly webhooks: WebhookStore;
   readonly notifier: Notifier;
-  /** Feeds every SSE stream and long-poll of this process from one read per change. */
+  /** Feeds every SSE stream and long-poll of this process: events as their statements announce them, one read for what they cannot carry. */
   readonly hub: EventHub;
   /** Mints and verifies the job-scoped tokens of {@link Waitless.createJobToken}. */
   readonly jobTokens: JobTokens;

@@ -23,7 +23,7 @@ Usage:
       The job service on PostgreSQL (DATABASE_URL); every request needs an API key; the
       dashboard (/dashboard) asks for an admin key.
   waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10] [--port N] [--lease 30s] [--heartbeat D]
-                    [--poll-interval 2s] [--shutdown-grace 10s] [--flush-interval 100ms]
+                    [--poll-interval 2s] [--shutdown-grace 10s] [--flush-interval 200ms]
       Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /healthz.
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
@@ -41,7 +41,7 @@ Options:
   --flush-interval D
                     How long output and progress are buffered before a worker writes them (one
                     statement for all its jobs): longer costs the database less, shorter shows
-                    tokens sooner. Default: 100ms.
+                    tokens sooner. Default: 200ms.
   --shutdown-grace D
                     On SIGINT/SIGTERM, how long running jobs may take to finish. Default: 10s.
                     D is a duration: milliseconds (500) or e.g. 500ms, 2s, 1m.

@@ -25,7 +25,7 @@ export interface WorkerOptions {
   shutdownGrace?: Duration;
   /**
    * How long output and progress may be buffered before they are written. One statement per
-   * interval carries the writes of every job this worker runs. Default: `"100ms"`.
+   * interval carries the writes of every job this worker runs. Default: `"200ms"`.
    */
   outputFlushInterval?: Duration;
   /** Only run these job names. Default: every registered job. */
@@ -122,7 +122,7 @@ export class Worker {
     this.heartbeatMs = toMs(options.heartbeat ?? Math.max(50, Math.floor(this.leaseMs / 3)), 'heartbeat');
     this.pollMs = toMs(options.pollInterval ?? '2s', 'pollInterval');
     this.graceMs = toMs(options.shutdownGrace ?? '10s', 'shutdownGrace');
-    this.flushMs = toMs(options.outputFlushInterval ?? '100ms', 'outputFlushInterval');
+    this.flushMs = toMs(options.outputFlushInterval ?? '200ms', 'outputFlushInterval');
     this.writes = new JobWriteBuffer(store, this.flushMs, log);
     this.names = options.names ?? [...jobs.keys()];
     for (const name of this.names) if (!jobs.has(name)) throw new TypeError(`Worker asked to run unknown job "${name}".`);

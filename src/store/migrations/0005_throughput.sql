@@ -75,8 +75,14 @@ BEGIN
 END
 $$;
 DROP TRIGGER jobs_notify_queued ON jobs;
+-- The WHEN clauses are checked without calling the function: claims and finishes, most of the
+-- status changes, cost no trigger call at all.
 CREATE TRIGGER jobs_notify_queued AFTER UPDATE OF status ON jobs
-  FOR EACH ROW EXECUTE FUNCTION notify_job_queued();
+  FOR EACH ROW WHEN (NEW.status = 'queued') EXECUTE FUNCTION notify_job_queued();
+DROP TRIGGER jobs_notify_slot_freed ON jobs;
+CREATE TRIGGER jobs_notify_slot_freed AFTER UPDATE OF status ON jobs
+  FOR EACH ROW WHEN (OLD.status = 'running' AND NEW.status <> 'running' AND NEW.concurrency_key IS NOT NULL)
+  EXECUTE FUNCTION notify_slot_freed();
 CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON jobs
   REFERENCING NEW TABLE AS inserted
   FOR EACH STATEMENT EXECUTE FUNCTION notify_jobs_inserted();
