@@ -10,9 +10,9 @@ import { z } from 'zod';
 import type { Waitless } from '../src/engine.ts';
 import { defineJob, type JobContext } from '../src/job/definition.ts';
 import type { JobEvent } from '../src/job/model.ts';
-import { listEvents, listEventsOfJobs, getJobSummariesById, writeJobs } from '../src/store/queries.ts';
+import { finishJobs, listEvents, listEventsOfJobs, getJobSummariesById, writeJobs } from '../src/store/queries.ts';
 import { JobWriteBuffer } from '../src/worker/job-writes.ts';
-import { BACKENDS, createGates, eventually, finished, openEngine, silentLogger, type TestEngine } from './helpers.ts';
+import { BACKENDS, createGates, deferred, eventually, finished, openEngine, silentLogger, type TestEngine } from './helpers.ts';
 
 type Handler = (input: { n: number }, ctx: JobContext) => Promise<unknown>;
 
@@ -211,6 +211,48 @@ for (const backend of BACKENDS) {
       const statements = counts.get(textOf.writes) ?? 0;
       // One statement a flush interval for all twenty jobs, not one per job.
       assert.ok(statements * 4 <= outputEvents, `${statements} statements for ${outputEvents} output events`);
+    });
+
+    it("starts the next job while the last one's outcome is written, and never runs more handlers than its concurrency", async () => {
+      const started: number[] = [];
+      let running = 0;
+      let peak = 0;
+      const secondStarted = deferred();
+      const handler = {
+        current: (async ({ n }) => {
+          started.push(n);
+          peak = Math.max(peak, ++running);
+          if (n === 2) secondStarted.resolve();
+          running--;
+          return n;
+        }) as Handler,
+      };
+      const waitless = await open(handler);
+      // The first finish statement is held until the second job's handler has started.
+      const finishText = finishJobs([]).text;
+      const release = deferred();
+      const driver = waitless.driver;
+      const query = driver.query.bind(driver);
+      let held = false;
+      driver.query = async (sql) => {
+        if (sql.text === finishText && !held) {
+          held = true;
+          await release.promise;
+        }
+        return query(sql);
+      };
+      const first = (await waitless.submit('probe', { n: 1 })).job;
+      const second = (await waitless.submit('probe', { n: 2 })).job;
+      waitless.startWorker({ concurrency: 1, pollInterval: 50 });
+      let started2 = false;
+      void secondStarted.promise.then(() => (started2 = true));
+      await eventually(() => started2, "the second job's handler, while the first one's finish is held");
+      assert.equal((await waitless.get(first.id))?.status, 'running', "the first job's outcome is still being written");
+      release.resolve();
+      assert.equal((await finished(waitless, first.id)).result, 1);
+      assert.equal((await finished(waitless, second.id)).result, 2);
+      assert.deepEqual(started, [1, 2]);
+      assert.equal(peak, 1);
     });
 
     it('fences each job of a batch alone, and one job whose write the database refuses does not hold back the others', async () => {

@@ -128,9 +128,19 @@ export class Worker {
     for (const name of this.names) if (!jobs.has(name)) throw new TypeError(`Worker asked to run unknown job "${name}".`);
   }
 
-  /** Number of jobs this worker is running now. */
+  /** Number of jobs this worker holds now: handlers running, and outcomes being written. */
   get busy(): number {
     return this.running.size;
+  }
+
+  /**
+   * Slots a claim may fill: `concurrency` handlers run at once; a job whose handler returned
+   * frees its slot while its outcome is written, up to as many again of those.
+   */
+  private freeSlots(): number {
+    let handlers = 0;
+    for (const entry of this.running.values()) if (!entry.finishing) handlers++;
+    return Math.min(this.concurrency - handlers, 2 * this.concurrency - this.running.size);
   }
 
   start(): this {
@@ -229,7 +239,7 @@ export class Worker {
         let idle = false;
         while (this.wakeRequested && !this.stopping) {
           this.wakeRequested = false;
-          const free = this.concurrency - this.running.size;
+          const free = this.freeSlots();
           if (free <= 0) break; // a finishing job wakes us again
           const claimedAt = Date.now();
           const claimed = await this.store.claim(this.names, free, this.id, this.leaseMs);
@@ -418,6 +428,8 @@ export class Worker {
     // From here on the handler is done; what remains is recording its outcome. A database error
     // now is not the handler's failure: the write is retried, never the handler.
     entry.finishing = true;
+    // Its slot is free now: the next claim runs while this outcome is written, not after it.
+    if (this.backlog) this.wake();
     if (outcome.ok) {
       const { result, stale } = outcome;
       const written = await this.persist(log, async () => {
