@@ -13,7 +13,10 @@ import { JobWriteBuffer } from './job-writes.ts';
 
 /** How a worker runs. */
 export interface WorkerOptions {
-  /** Jobs run at the same time by this worker. Default: `10`. */
+  /**
+   * Handlers run at the same time by this worker. A job whose handler has returned gives its
+   * slot to the next job while its outcome is written. Default: `10`.
+   */
   concurrency?: number;
   /** How long a claim stays valid without a heartbeat. Default: `"30s"`. */
   lease?: Duration;
