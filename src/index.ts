@@ -21,6 +21,7 @@ export type { JobPage, SubmitOutcome, SupersedePolicy } from './store/job-store.
 export { createHttpApp, createHttpHandler } from './http/app.ts';
 export type { HttpOptions } from './http/app.ts';
 export type { WorkerOptions } from './worker/worker.ts';
+export type { EventHubOptions } from './events/hub.ts';
 export { Worker } from './worker/worker.ts';
 export { DEFAULT_RETRY_SCHEDULE } from './webhooks/dispatcher.ts';
 export type { DispatcherOptions } from './webhooks/dispatcher.ts';
