@@ -213,6 +213,29 @@ for (const backend of BACKENDS) {
       assert.ok(statements * 4 <= outputEvents, `${statements} statements for ${outputEvents} output events`);
     });
 
+    it('finishes streaming jobs with the next round of writes: their last output and their outcomes share statements', async () => {
+      const handler = {
+        current: (async ({ n }, ctx) => {
+          // Ten jobs ending at ten different moments within one flush interval.
+          await new Promise((resolve) => setTimeout(resolve, n * 40));
+          ctx.write(`last words of ${n}`);
+          return n;
+        }) as Handler,
+      };
+      const waitless = await open(handler);
+      const ids = await Promise.all(Array.from({ length: 10 }, async (_, n) => (await waitless.submit('probe', { n })).job.id));
+      const counts = countStatements(waitless);
+      waitless.startWorker({ concurrency: 10, pollInterval: 50, outputFlushInterval: 1000 });
+      for (const [n, id] of ids.entries()) {
+        const done = await finished(waitless, id);
+        assert.equal(done.output, `last words of ${n}`);
+        assert.equal(done.result, n);
+      }
+      // A statement of their own each would be ten writes and ten finishes.
+      assert.ok((counts.get(textOf.writes) ?? 0) <= 2, `${counts.get(textOf.writes)} write statements`);
+      assert.ok((counts.get(finishJobs([]).text) ?? 0) <= 2, `${counts.get(finishJobs([]).text)} finish statements`);
+    });
+
     it("starts the next job while the last one's outcome is written, and never runs more handlers than its concurrency", async () => {
       const started: number[] = [];
       let running = 0;

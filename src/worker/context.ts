@@ -21,7 +21,9 @@ export interface ContextParams {
 
 /** The handler's context plus what the worker needs to wind it down. */
 export interface WorkerJobContext extends JobContext {
-  /** Drops buffered output (call `flush` first to keep it); later writes are ignored. */
+  /** Waits until the buffered output is written with the next round of the worker's writes. */
+  settle(): Promise<void>;
+  /** Drops buffered output (call `flush` or `settle` first to keep it); later writes are ignored. */
   close(): void;
 }
 
@@ -123,6 +125,7 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       p.writer.write(chunk);
     },
     flush: () => p.writer.flush(),
+    settle: () => p.writer.settle(),
     step: (name, fn) => step(name, fn, p.signal),
     all: (tasks) => runAll(tasks, p.signal, childOf),
     allSettled: (tasks) => runAllSettled(tasks, p.signal, childOf),

@@ -41,6 +41,12 @@ export interface JobWriter {
   progress(update: unknown): Promise<void>;
   /** Writes everything this job buffered now, with every other job's buffered writes, and waits for it. */
   flush(): Promise<void>;
+  /**
+   * Waits until everything this job buffered is written by the next round on the timer,
+   * without starting one: a finishing job's last output goes with every other job's, instead
+   * of costing a statement of its own.
+   */
+  settle(): Promise<void>;
   /** Drops what is still buffered; later writes are ignored. */
   close(reason?: unknown): void;
 }
@@ -89,7 +95,8 @@ export class JobWriteBuffer {
         this.schedule();
         return written;
       },
-      flush: () => this.flushJob(buffer),
+      flush: () => this.flushJob(buffer, true),
+      settle: () => this.flushJob(buffer, false),
       close: (reason) => {
         buffer.closed = true;
         buffer.items = [];
@@ -111,11 +118,12 @@ export class JobWriteBuffer {
     return new Promise((resolve, reject) => buffer.waiters.push({ resolve, reject }));
   }
 
-  private async flushJob(buffer: JobBuffer): Promise<void> {
+  private async flushJob(buffer: JobBuffer, now: boolean): Promise<void> {
     for (;;) {
       if (buffer.items.length > 0) {
         const written = this.waitFor(buffer);
-        this.startRound();
+        if (now || this.stopped) this.startRound();
+        else this.schedule();
         return written;
       }
       if (!buffer.writing) return;

@@ -436,7 +436,9 @@ export class Worker {
     if (outcome.ok) {
       const { result, stale } = outcome;
       const written = await this.persist(log, async () => {
-        await context.flush();
+        // The last output goes with the next round of writes (at most a flush interval away),
+        // not in a statement of its own; the outcome follows it.
+        await context.settle();
         if (!stale) return this.store.finish(job.id, leaseToken, 'completed', result);
         return this.store.finish(job.id, leaseToken, 'stale', result, {
           code: 'stale',
@@ -451,13 +453,13 @@ export class Worker {
     if (!(thrown instanceof NonRetryableError) && job.attempt < job.maxAttempts) {
       const delay = retryDelayMs(definition.retry, job.attempt);
       const written = await this.persist(log, async () => {
-        await context.flush().catch(() => {});
+        await context.settle().catch(() => {});
         return this.store.retryLater(job.id, leaseToken, delay, error);
       });
       if (written) log.warn({ err: thrown, retryInMs: delay }, 'job failed; retrying');
     } else {
       const written = await this.persist(log, async () => {
-        await context.flush().catch(() => {});
+        await context.settle().catch(() => {});
         return this.store.finish(job.id, leaseToken, 'failed', undefined, error);
       });
       if (written) log.warn({ err: thrown }, 'job failed');
