@@ -292,7 +292,9 @@ for (const backend of BACKENDS) {
       writerA.write('kept');
       writerC.write('fenced out');
       const fencedOut = writerC.progress({ percent: 1 });
-      // A lone surrogate: JSON the database refuses.
+      // Output, then a lone surrogate in a progress report: JSON the database refuses. The
+      // report fails alone; the output before it is kept for the next write, not lost.
+      writerB.write('kept through a refused write, ');
       const refused = writerB.progress({ message: 'cut \ud83d' });
       const flushedA = writerA.flush();
       await assert.rejects(refused);
@@ -302,10 +304,10 @@ for (const backend of BACKENDS) {
       assert.equal((await waitless.get(a!))?.output, 'kept');
       assert.equal((await waitless.get(c!))?.output, '');
       assert.equal((await waitless.events(c!)).filter((e) => e.type === 'output').length, 0);
-      // The refused job can still write what the database accepts.
-      writerB.write('after');
+      // The refused job can still write what the database accepts, after the output it kept.
+      writerB.write('and after');
       await writerB.flush();
-      assert.equal((await waitless.get(b!))?.output, 'after');
+      assert.equal((await waitless.get(b!))?.output, 'kept through a refused write, and after');
       // Finishes made at once share a statement, each fenced by its own lease.
       const outcomes = await Promise.all([
         waitless.store.finish(a!, token(a!), 'completed', 'A'),
