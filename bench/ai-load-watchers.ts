@@ -19,7 +19,7 @@
 import http from 'node:http';
 import { createInterface } from 'node:readline';
 import { SseParser, type SseMessage } from '../src/client/sse-reader.ts';
-import { isJobStatus, isTerminal } from '../src/job/states.ts';
+import { isJobStatus, isTerminal } from '../src/contract/statuses.ts';
 import { AI_STREAM, TOKEN_PATTERN } from './ai-load-jobs.ts';
 
 const now = () => performance.timeOrigin + performance.now();

@@ -14,8 +14,8 @@ export { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, 
 export type { JobError } from './job/errors.ts';
 export type { Job, JobEvent, JobEventType, JobStep, JobUsage } from './job/model.ts';
 export type { RetryPolicy } from './job/retry.ts';
-export { JOB_STATUSES, isTerminal } from './job/states.ts';
-export type { JobStatus } from './job/states.ts';
+export { JOB_STATUSES, isTerminal } from './contract/statuses.ts';
+export type { JobStatus } from './contract/statuses.ts';
 export { IdempotencyConflictError, SupersedeConflictError } from './store/job-store.ts';
 export type { JobPage, SubmitOutcome, SupersedePolicy } from './store/job-store.ts';
 export { createHttpApp, createHttpHandler } from './http/app.ts';

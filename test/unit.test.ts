@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { retryAfterSeconds } from '../src/job/cadence.ts';
+import { retryAfterSeconds } from '../src/contract/cadence.ts';
 import { defineJob } from '../src/job/definition.ts';
 import { formatDuration, toMs } from '../src/job/duration.ts';
 import { resolveRetryPolicy, retryDelayMs } from '../src/job/retry.ts';
-import { canTransition, isTerminal, JOB_STATUSES, TRANSITIONS } from '../src/job/states.ts';
+import { canTransition, isTerminal, JOB_STATUSES, TRANSITIONS } from '../src/contract/statuses.ts';
 import { fingerprint } from '../src/store/job-store.ts';
 import { uuidv7 } from '../src/store/uuid.ts';
 

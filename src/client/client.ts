@@ -4,7 +4,7 @@
  * (no Node built-ins, no `EventSource`).
  */
 import type { Job, JobEvent } from '../job/model.ts';
-import { type JobStatus, TERMINAL_STATUSES } from '../job/states.ts';
+import { type JobStatus, TERMINAL_STATUSES } from '../contract/statuses.ts';
 import { parseRetryAfter, WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from './errors.ts';
 import { SseParser } from './sse-reader.ts';
 

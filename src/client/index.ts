@@ -25,4 +25,4 @@ export type { ProblemDetails } from './errors.ts';
 export { DEFAULT_WEBHOOK_TOLERANCE_SECONDS, verifyWebhook, WebhookDeduplicator, WebhookVerificationError } from './verify.ts';
 export type { VerifiedWebhook, VerifyWebhookOptions, WebhookDeduplicatorOptions, WebhookRequest, WebhookVerificationErrorCode } from './verify.ts';
 export type { Job, JobEvent, JobEventType } from '../job/model.ts';
-export type { JobStatus } from '../job/states.ts';
+export type { JobStatus } from '../contract/statuses.ts';

@@ -1,12 +1,12 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
-import { z } from 'zod';
 import { InputValidationError, InvalidSubmitOptionError, InvalidWebhookError, NotRecoverableError, UnknownJobError, type Waitless } from '../engine.ts';
 import type { Duration } from '../job/duration.ts';
-import { retryAfterSeconds } from '../job/cadence.ts';
+import { retryAfterSeconds } from '../contract/cadence.ts';
+import { IDEMPOTENCY_KEY_PATTERN, jobTokenRequestSchema, submitRequestSchema } from '../contract/submit.ts';
 import type { Job } from '../job/model.ts';
-import { JOB_STATUSES, type JobStatus } from '../job/states.ts';
+import { JOB_STATUSES, type JobStatus } from '../contract/statuses.ts';
 import { IdempotencyConflictError, InvalidCursorError, SupersedeConflictError } from '../store/job-store.ts';
 import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
 import { addDashboardRoutes } from './dashboard.ts';
@@ -42,22 +42,6 @@ export interface HttpOptions {
   cors?: { origin: string | string[] };
 }
 
-const tokenRequest = z.strictObject({
-  cancel: z.boolean().default(false),
-  ttlSeconds: z.number().int().min(1).max(86_400).default(900),
-});
-const submitBody = z.strictObject({
-  input: z.unknown(),
-  webhook: z.strictObject({ url: z.string().min(1).max(2048), events: z.array(z.string()).min(1).optional() }).optional(),
-  token: tokenRequest.optional(),
-  priority: z.number().int().min(-1000).max(1000).optional(),
-  runAt: z.iso.datetime({ offset: true }).optional(),
-  delay: z.union([z.number().int().min(0), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/)]).optional(),
-  supersede: z.strictObject({ key: z.string().min(1).max(255), policy: z.enum(['supersede', 'reject', 'queue']).default('supersede') }).optional(),
-  context: z.unknown().optional(),
-  concurrencyKey: z.string().min(1).max(255).optional(),
-});
-const idempotencyKeyPattern = /^[\x21-\x7e]{1,255}$/;
 
 /** Builds the Hono app. Use `.fetch` as a `(Request) => Response` handler anywhere. */
 export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Hono<AuthEnv> {
@@ -137,14 +121,14 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     async (c) => {
       const name = c.req.param('name');
       const key = c.req.header('idempotency-key');
-      if (key !== undefined && !idempotencyKeyPattern.test(key)) {
+      if (key !== undefined && !IDEMPOTENCY_KEY_PATTERN.test(key)) {
         return problem(c, 400, {
           type: '/problems/invalid-idempotency-key',
           title: 'Invalid Idempotency-Key',
           detail: 'The Idempotency-Key header must be 1–255 visible ASCII characters.',
         });
       }
-      const envelope = await readJsonBody(c, submitBody, {
+      const envelope = await readJsonBody(c, submitRequestSchema, {
         hint:
           'The body is {"input": …, "webhook"?: {"url", "events"?}, "token"?: {"cancel"?, "ttlSeconds"?}, "priority"?, "runAt"? | "delay"?, "supersede"?: {"key", "policy"?}, "context"?, "concurrencyKey"?}.',
       });
@@ -273,7 +257,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
 
   app.post('/v1/jobs/:id/tokens', async (c) => {
     const id = c.req.param('id');
-    const body = await readJsonBody(c, tokenRequest, { allowEmpty: true, hint: 'The body is {"cancel"?: boolean, "ttlSeconds"?: 1–86400}.' });
+    const body = await readJsonBody(c, jobTokenRequestSchema, { allowEmpty: true, hint: 'The body is {"cancel"?: boolean, "ttlSeconds"?: 1–86400}.' });
     if (body instanceof Response) return body;
     const token = await waitless.createJobToken(id, { tenant: c.get('tenant'), cancel: body.cancel, ttl: body.ttlSeconds * 1000 });
     if (!token) return notFound(c, id);

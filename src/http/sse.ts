@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { Waitless } from '../engine.ts';
 import type { Job, JobEvent } from '../job/model.ts';
-import { isJobStatus, isTerminal } from '../job/states.ts';
+import { isJobStatus, isTerminal } from '../contract/statuses.ts';
 
 export interface StreamParams {
   tenant: string;

@@ -1,6 +1,6 @@
 import type { JobError } from './errors.ts';
 import type { ProgressUpdate } from './definition.ts';
-import type { JobStatus } from './states.ts';
+import type { JobStatus } from '../contract/statuses.ts';
 
 /** A job as every reader sees it: API, long-poll, SSE, CLI. */
 export interface Job<Input = unknown, Result = unknown> {

@@ -23,4 +23,4 @@ export { fingerprintOf, intentFor, memoryPersistence, storagePersistence, urlPer
 export type { PersistedJob, Persistence, StorageLike, SubmitIntent, UrlLike } from './persistence.ts';
 export { WaitlessApiError, WaitlessJobError } from '../client/errors.ts';
 export type { JobView, WatchEvent } from '../client/client.ts';
-export type { JobStatus } from '../job/states.ts';
+export type { JobStatus } from '../contract/statuses.ts';

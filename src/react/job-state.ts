@@ -6,7 +6,7 @@
 import type { JobView, WatchEvent } from '../client/client.ts';
 import { WaitlessJobError } from '../client/errors.ts';
 import type { Job } from '../job/model.ts';
-import { type JobStatus, TERMINAL_STATUSES } from '../job/states.ts';
+import { type JobStatus, TERMINAL_STATUSES } from '../contract/statuses.ts';
 
 /** A job's progress report: `{ percent?, stage?, message?, data? }`. */
 export type JobProgress = NonNullable<Job['progress']>;

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { JobError } from '../job/errors.ts';
 import type { Job, JobEvent, JobEventType, JobUsage } from '../job/model.ts';
-import type { JobStatus } from '../job/states.ts';
-import { isTerminal } from '../job/states.ts';
+import type { JobStatus } from '../contract/statuses.ts';
+import { isTerminal } from '../contract/statuses.ts';
 import type { Driver } from './driver.ts';
 import * as q from './queries.ts';
 import { GroupCommit } from './group-commit.ts';
