@@ -18,7 +18,8 @@
  */
 import http from 'node:http';
 import { createInterface } from 'node:readline';
-import { SseParser, type SseMessage } from '../src/client/sse-reader.ts';
+import { createParser } from 'eventsource-parser';
+import type { SseMessage } from '../src/contract/sse.ts';
 import { isJobStatus, isTerminal } from '../src/contract/statuses.ts';
 import { AI_STREAM, TOKEN_PATTERN } from './ai-load-jobs.ts';
 
@@ -115,11 +116,12 @@ function openStream(t: Target, jobId: string, localAddress: string | undefined, 
       open = true;
       openedAt = now();
       markOpened();
-      const parser = new SseParser();
+      let at = 0;
+      const parser = createParser({ onEvent: (message) => onMessage({ event: message.event, data: message.data, id: message.id }, at) });
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
-        const at = now();
-        for (const message of parser.push(chunk)) onMessage(message, at);
+        at = now();
+        parser.feed(chunk);
       });
       res.on('end', () => finish());
       res.on('close', () => finish());

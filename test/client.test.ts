@@ -6,7 +6,6 @@ import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { isTerminalEvent, WaitlessClient, type WatchEvent } from '../src/client/client.ts';
 import { WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from '../src/client/errors.ts';
-import { SseParser } from '../src/client/sse-reader.ts';
 import { defineJob } from '../src/job/definition.ts';
 import { NonRetryableError } from '../src/job/errors.ts';
 import type { JobEvent } from '../src/job/model.ts';
@@ -161,23 +160,6 @@ async function collect(iterable: AsyncIterable<WatchEvent>, onEvent: (event: Wat
 const statuses = (events: JobEvent[]) => events.filter((e) => e.type === 'status').map((e) => e.data.status as string);
 
 // -----------------------------------------------------------------------------------------
-
-describe('SSE parser', () => {
-  it('handles CRLF, CR and LF line ends split across chunks, a BOM, comments, multi-line data and ids', () => {
-    const parser = new SseParser();
-    const text = '\ufeff: hello\r\nid: 1\r\nevent: progress\r\ndata: {"a":\r\ndata:1}\r\n\r\nid: 2\rdata: x\r\rdata:no-space\n\nretry: 50\nevent: e\n\n';
-    const messages = [];
-    for (const ch of text) messages.push(...parser.push(ch)); // one character at a time
-    assert.deepEqual(messages, [
-      { event: 'progress', data: '{"a":\n1}', lastEventId: '1', id: '1' },
-      { event: 'message', data: 'x', lastEventId: '2', id: '2' },
-      { event: 'message', data: 'no-space', lastEventId: '2' },
-    ]);
-    assert.equal(parser.comments, 1);
-    const whole = new SseParser().push(text);
-    assert.deepEqual(whole, messages, 'the same events when the text comes in one chunk');
-  });
-});
 
 describe('client errors', () => {
   it('turns an HTML page from a proxy into a WaitlessApiError, never a JSON parse error', async () => {

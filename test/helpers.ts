@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { createWaitless, type Waitless, type WaitlessOptions } from '../src/engine.ts';
 import { createHttpApp, type HttpOptions } from '../src/http/app.ts';
 import type { Job } from '../src/job/model.ts';
+import { readSse as readSseStream } from '../src/contract/sse.ts';
 
 export type Backend = 'pglite' | 'postgres';
 
@@ -119,39 +120,18 @@ export interface SseEvent {
 }
 
 /**
- * Reads an SSE response into events, with a real stream parser (no EventSource in Node).
+ * Reads an SSE response into events, with the project's stream reader (no EventSource in Node).
  * Stops after `stopAfter` returns true for an event, or at the end of the stream.
  */
 export async function readSse(response: Response, stopAfter: (event: SseEvent) => boolean = () => false): Promise<{ events: SseEvent[]; comments: string[] }> {
   const events: SseEvent[] = [];
   const comments: string[] = [];
-  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = '';
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let boundary: number;
-      while ((boundary = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, boundary);
-        buffer = buffer.slice(boundary + 2);
-        const event: SseEvent = { data: '' };
-        const data: string[] = [];
-        for (const line of block.split('\n')) {
-          if (line.startsWith(':')) comments.push(line.slice(1).trim());
-          else if (line.startsWith('id:')) event.id = line.slice(3).trim();
-          else if (line.startsWith('event:')) event.event = line.slice(6).trim();
-          else if (line.startsWith('data:')) data.push(line.slice(5).trimStart());
-        }
-        if (data.length === 0) continue;
-        event.data = data.join('\n');
-        events.push(event);
-        if (stopAfter(event)) return { events, comments };
-      }
-    }
-  } finally {
-    await reader.cancel().catch(() => {});
+  for await (const message of readSseStream(response.body!, { onComment: (comment) => comments.push(comment) })) {
+    const event: SseEvent = { data: message.data };
+    if (message.id !== undefined) event.id = message.id;
+    if (message.event !== undefined) event.event = message.event;
+    events.push(event);
+    if (stopAfter(event)) break;
   }
   return { events, comments };
 }

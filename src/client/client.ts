@@ -4,9 +4,19 @@
  * (no Node built-ins, no `EventSource`).
  */
 import type { Job, JobEvent } from '../job/model.ts';
+import type { WebhookDelivery, WebhookEndpoint, WebhookSecretInfo } from '../store/webhook-store.ts';
+import { retryAfterSeconds } from '../contract/cadence.ts';
+import { type FoldedJob, foldJobEvent, isTerminalEvent, parseJobEvent } from '../contract/job-events.ts';
+import { parseRetryAfter } from '../contract/retry-after.ts';
+import { readSse } from '../contract/sse.ts';
 import { type JobStatus, TERMINAL_STATUSES } from '../contract/statuses.ts';
-import { parseRetryAfter, WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from './errors.ts';
-import { SseParser } from './sse-reader.ts';
+import type { SubmitRequest } from '../contract/submit.ts';
+import type { WebhookEvent } from '../contract/webhook-events.ts';
+import { WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from './errors.ts';
+
+export { isTerminalEvent };
+export type { WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookSecretInfo } from '../store/webhook-store.ts';
+export type { WebhookEvent };
 
 /** URLs of a job's resources (absolute paths on the server, including its base path). */
 export interface JobLinks {
@@ -78,7 +88,11 @@ export interface WaitlessClientOptions {
   sseIdleTimeoutMs?: number;
 }
 
-/** Options of {@link WaitlessClient.submit}. */
+/**
+ * Options of {@link WaitlessClient.submit}: every member of the `POST /v1/jobs/:name` body but
+ * `input`, plus the call's own `idempotencyKey` and `signal`. Checked against the HTTP schema at
+ * compile time (see {@link SUBMIT_BODY_FIELDS}), so the two cannot drift apart.
+ */
 export interface SubmitOptions {
   /**
    * `Idempotency-Key` (1–255 visible ASCII characters): the same key and input return the same
@@ -87,12 +101,82 @@ export interface SubmitOptions {
   idempotencyKey?: string;
   /**
    * Where the service POSTs the outcome (Standard Webhooks, signed). `events` picks which are
-   * sent: default the four terminal ones; add `job.progress` for every progress report.
+   * sent: default the terminal ones; add `job.progress` for every progress report.
    * Default: no job webhook (registered endpoints still receive).
    */
-  webhook?: { url: string; events?: Array<'job.completed' | 'job.failed' | 'job.cancelled' | 'job.timed_out' | 'job.stale' | 'job.progress'> };
+  webhook?: { url: string; events?: WebhookEvent[] };
+  /**
+   * Also mint a token for this job (see {@link WaitlessClient.createJobToken}); the answer then
+   * carries it as `token`. `{}` asks for a read-only token of the default lifetime.
+   * Default: no token.
+   */
+  token?: { cancel?: boolean; ttlSeconds?: number };
+  /** Higher runs first, -1000 to 1000. Default: the definition's priority (`0` unless it sets one). */
+  priority?: number;
+  /** Run no earlier than this instant (a `Date`, or an ISO 8601 string with offset). Not with `delay`. Default: now. */
+  runAt?: Date | string;
+  /** Run no earlier than this long from now: ms, or `"30s"`, `"5m"`, `"2h"`, `"250ms"`. Not with `runAt`. Default: none. */
+  delay?: number | string;
+  /**
+   * Latest wins: a newer job with the same `key` replaces an older one in flight. `policy`:
+   * `"supersede"` (cancel the older, default), `"reject"` (answer `409` while one is in flight)
+   * or `"queue"` (run after it). Default: none.
+   */
+  supersede?: { key: string; policy?: 'supersede' | 'reject' | 'queue' };
+  /** What the job is about (JSON), checked by the definition's `relevant(context)` at delivery. Default: none. */
+  context?: unknown;
+  /** Flow control: jobs with the same key run at most the definition's limit at once. Default: none. */
+  concurrencyKey?: string;
   /** Aborts the call (and its retries). Default: none. */
   signal?: AbortSignal;
+}
+
+/**
+ * The members of the submit body the client sends, `input` included: exactly the fields of the
+ * HTTP schema (`submitRequestSchema`). A compile-time check below fails the build if either
+ * side gains a field the other lacks.
+ */
+export const SUBMIT_BODY_FIELDS = ['input', 'webhook', 'token', 'priority', 'runAt', 'delay', 'supersede', 'context', 'concurrencyKey'] as const;
+
+type SubmitBodyField = (typeof SUBMIT_BODY_FIELDS)[number];
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+// Each fails `tsc` when the schema, the options or the list gains or loses a field.
+const _fieldsMatchSchema: Same<SubmitBodyField, keyof SubmitRequest> = true;
+const _fieldsMatchOptions: Same<Exclude<SubmitBodyField, 'input'>, Exclude<keyof SubmitOptions, 'idempotencyKey' | 'signal'>> = true;
+void _fieldsMatchSchema;
+void _fieldsMatchOptions;
+
+/** The `202` answer of {@link WaitlessClient.submit}: the job, plus its token when one was asked for. */
+export type SubmittedJob<Input = unknown, Result = unknown> = JobView<Input, Result> & {
+  /** The job's token, when the submit asked for one (`token` option). */
+  token?: { token: string; expiresAt: string };
+};
+
+/** A change to one of the tenant's jobs, from {@link WaitlessClient.jobChanges}. */
+export type JobChange =
+  /** The job as it is now, without its `input`, `output`, `result` and `fallback` (fetch it for those). */
+  | { type: 'job'; job: Omit<JobView, 'input' | 'output' | 'result' | 'fallback'> }
+  /** Changes were missed (the server fell behind): list the jobs again. */
+  | { type: 'resync' };
+
+/** Options of {@link WaitlessClient.jobChanges}. */
+export interface JobChangesOptions {
+  /** Stops the stream; the iteration then throws the signal's reason. Default: none. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link WaitlessClient.createWebhookEndpoint}. */
+export interface WebhookEndpointRequest extends RequestOptions {
+  /** Where deliveries go (checked: no private or loopback address unless the server allows it). Required. */
+  url: string;
+  /** The events it receives. Default: the terminal ones (`job.completed`, `job.failed`, `job.cancelled`, `job.timed_out`, `job.stale`). */
+  events?: WebhookEvent[];
+}
+
+/** Options of {@link WaitlessClient.rotateWebhookSecret}. */
+export interface RotateSecretOptions extends RequestOptions {
+  /** How long the current secrets keep signing beside the new one, in seconds (0 – 7 days). Default: `86_400` (a day). */
+  overlapSeconds?: number;
 }
 
 /** Options of the single-request calls. */
@@ -157,11 +241,6 @@ export interface ResultOptions {
 
 const TERMINAL: ReadonlySet<string> = TERMINAL_STATUSES;
 
-/** Whether an event is the last of its job's log. */
-export function isTerminalEvent(event: JobEvent): boolean {
-  return event.type === 'status' && typeof event.data.status === 'string' && TERMINAL.has(event.data.status);
-}
-
 /** Consecutive failed SSE connections (without an event) before watch falls back to long-poll. */
 const SSE_MAX_FAILURES = 3;
 /** Consecutive failed long-polls before watch falls back to plain polling. */
@@ -173,13 +252,8 @@ const CATCH_UP_TIMEOUT_MS = 10_000;
 /** Extra time a long-poll answer may take beyond its `wait`, before it counts as lost. */
 const LONG_POLL_GRACE_MS = 15_000;
 
-/** What a snapshot-based watcher knows of the job, to synthesize events from the next snapshot. */
-interface View {
-  status: string;
-  attempt: number;
-  progress: string | undefined;
-  output: string;
-}
+/** What a watcher knows of the job, to synthesize events from the next snapshot. */
+type View = FoldedJob;
 
 interface WatchState {
   id: string;
@@ -236,15 +310,17 @@ export class WaitlessClient {
    * When every try failed, the last answer's {@link WaitlessApiError}, or `fetch`'s own error for
    * a network failure, is thrown.
    */
-  async submit<Input = unknown, Result = unknown>(name: string, input: Input, options: SubmitOptions = {}): Promise<JobView<Input, Result>> {
-    const idempotencyKey = options.idempotencyKey ?? crypto.randomUUID();
+  async submit<Input = unknown, Result = unknown>(name: string, input: Input, options: SubmitOptions = {}): Promise<SubmittedJob<Input, Result>> {
+    const { idempotencyKey = crypto.randomUUID(), signal, runAt, ...rest } = options;
+    // Typed as the schema's input: a member the server would refuse fails to compile.
+    const body: SubmitRequest = { input, ...rest, ...(runAt !== undefined ? { runAt: runAt instanceof Date ? runAt.toISOString() : runAt } : {}) };
     const response = await this.#send(`/v1/jobs/${encodeURIComponent(name)}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'idempotency-key': idempotencyKey },
-      body: JSON.stringify(options.webhook ? { input, webhook: options.webhook } : { input }),
-      signal: options.signal,
+      body: JSON.stringify(body),
+      signal,
     });
-    return this.#json<JobView<Input, Result>>(response);
+    return this.#json<SubmittedJob<Input, Result>>(response);
   }
 
   /** The job: `GET /v1/jobs/:id`. Rejects with a {@link WaitlessApiError} `404` for an unknown id. */
@@ -277,6 +353,86 @@ export class WaitlessClient {
    */
   async recover(id: string, options: RequestOptions = {}): Promise<JobView> {
     return this.#json(await this.#send(`${this.#jobPath(id)}/recover`, { method: 'POST', signal: options.signal }));
+  }
+
+  /**
+   * Every change to the tenant's jobs, as it happens (`GET /v1/events`, Server-Sent Events):
+   * what a dashboard needs to keep a list live. A `resync` means changes were missed: list
+   * again. The stream never ends by itself; a dropped connection ends the iteration (list
+   * again, then call this again), and a refused key rejects with a {@link WaitlessApiError}.
+   */
+  async *jobChanges(options: JobChangesOptions = {}): AsyncGenerator<JobChange, void, undefined> {
+    const response = await this.#fetch(this.#url('/v1/events'), { headers: this.#headersWith({ accept: 'text/event-stream' }), signal: options.signal });
+    if (!response.ok || !response.body || !/^text\/event-stream/i.test(response.headers.get('content-type') ?? '')) {
+      throw response.ok ? WaitlessApiError.fromText(response, await response.text(), 'an event stream') : await WaitlessApiError.fromResponse(response);
+    }
+    try {
+      for await (const message of readSse(response.body)) {
+        if (message.event === 'resync') yield { type: 'resync' };
+        else if (message.event === 'job') {
+          const job = parseJson(message.data) as JobView | undefined;
+          if (job && typeof job === 'object' && typeof job.id === 'string') yield { type: 'job', job };
+        }
+      }
+    } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      throw error;
+    }
+  }
+
+  /**
+   * The tenant's webhook signing secrets (`GET /v1/webhooks/secret`), newest first; one is made
+   * on first use. Pass the list to `verifyWebhook` as it is: during a rotation a delivery may be
+   * signed by any of them.
+   */
+  async webhookSecrets(options: RequestOptions = {}): Promise<WebhookSecretInfo[]> {
+    return (await this.#json<{ secrets: WebhookSecretInfo[] }>(await this.#send('/v1/webhooks/secret', { signal: options.signal }))).secrets;
+  }
+
+  /**
+   * A new signing secret (`POST /v1/webhooks/secret/rotate`): it signs from now on, and the
+   * current ones keep signing beside it for `overlapSeconds`, so receivers can switch without
+   * losing a message. Not retried (each call makes a secret).
+   */
+  async rotateWebhookSecret(options: RotateSecretOptions = {}): Promise<{ secret: string; previousExpireAt?: string }> {
+    const body = options.overlapSeconds === undefined ? {} : { overlapSeconds: options.overlapSeconds };
+    return this.#json(
+      await this.#send('/v1/webhooks/secret/rotate', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: options.signal, once: true }),
+    );
+  }
+
+  /** The tenant's registered webhook endpoints (`GET /v1/webhooks/endpoints`): each receives its events for every job. */
+  async webhookEndpoints(options: RequestOptions = {}): Promise<WebhookEndpoint[]> {
+    return (await this.#json<{ endpoints: WebhookEndpoint[] }>(await this.#send('/v1/webhooks/endpoints', { signal: options.signal }))).endpoints;
+  }
+
+  /**
+   * Registers an endpoint (`POST /v1/webhooks/endpoints`). Rejects with a
+   * {@link WaitlessApiError} `422` for a URL the server refuses to call. Not retried (each call
+   * registers one).
+   */
+  async createWebhookEndpoint(options: WebhookEndpointRequest): Promise<WebhookEndpoint> {
+    const body = { url: options.url, ...(options.events ? { events: options.events } : {}) };
+    return this.#json(
+      await this.#send('/v1/webhooks/endpoints', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: options.signal, once: true }),
+    );
+  }
+
+  /** Removes an endpoint (`DELETE /v1/webhooks/endpoints/:id`). Rejects with a {@link WaitlessApiError} `404` for an unknown one. */
+  async deleteWebhookEndpoint(id: string, options: RequestOptions = {}): Promise<void> {
+    const response = await this.#send(`/v1/webhooks/endpoints/${encodeURIComponent(id)}`, { method: 'DELETE', signal: options.signal });
+    if (!response.ok) throw await WaitlessApiError.fromResponse(response);
+    await discard(response);
+  }
+
+  /** Every webhook delivery of the job, with each attempt (`GET /v1/jobs/:id/deliveries`). */
+  async deliveries(jobId: string, options: RequestOptions = {}): Promise<WebhookDelivery[]> {
+    return (await this.#json<{ deliveries: WebhookDelivery[] }>(await this.#send(`${this.#jobPath(jobId)}/deliveries`, { signal: options.signal }))).deliveries;
+  }
+
+  /** Sends a delivery again, now (`POST /v1/deliveries/:id/redeliver`); resolves with it, queued. */
+  async redeliver(deliveryId: string, options: RequestOptions = {}): Promise<WebhookDelivery> {
+    return this.#json(await this.#send(`/v1/deliveries/${encodeURIComponent(deliveryId)}/redeliver`, { method: 'POST', signal: options.signal }));
   }
 
   /** A page of jobs, newest first: `GET /v1/jobs?status=&name=&limit=&cursor=`. */
@@ -381,9 +537,13 @@ export class WaitlessClient {
   }
 
   /** One request, retried after network errors, `5xx` and `429` per the retry policy. */
-  async #send(path: string, init: { method?: string; headers?: Record<string, string>; body?: string; signal?: AbortSignal | undefined }): Promise<Response> {
+  async #send(
+    path: string,
+    init: { method?: string; headers?: Record<string, string>; body?: string; signal?: AbortSignal | undefined; once?: boolean },
+  ): Promise<Response> {
     const { signal } = init;
     const headers = this.#headersWith({ accept: 'application/json, application/problem+json', ...init.headers });
+    const attempts = init.once ? 1 : this.#attempts;
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
       let response: Response;
@@ -391,11 +551,11 @@ export class WaitlessClient {
         response = await this.#fetch(this.#url(path), { method: init.method ?? 'GET', headers, body: init.body, signal });
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
-        if (attempt >= this.#attempts) throw error;
+        if (attempt >= attempts) throw error;
         await sleep(this.#backoff(attempt), signal);
         continue;
       }
-      if (attempt < this.#attempts && isTransient(response.status)) {
+      if (attempt < attempts && isTransient(response.status)) {
         const delay = Math.min(this.#maxDelayMs, parseRetryAfter(response.headers.get('retry-after')) ?? this.#backoff(attempt));
         await discard(response);
         await sleep(delay, signal);
@@ -556,7 +716,7 @@ export class WaitlessClient {
       failures = 0;
       yield* this.#advance(state, job, signal);
       if (job.done) return;
-      await sleep(retryAfterMs ?? pollCadenceMs(Date.now() - Date.parse(job.createdAt)), signal);
+      await sleep(retryAfterMs ?? retryAfterSeconds(Math.max(0, Date.now() - Date.parse(job.createdAt)) || 0) * 1000, signal);
     }
   }
 
@@ -701,56 +861,19 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
-/** The server's front-loaded polling cadence, for an answer without `Retry-After`. */
-function pollCadenceMs(ageMs: number): number {
-  if (!(ageMs >= 0)) return 1000;
-  if (ageMs < 10_000) return 1000;
-  if (ageMs < 60_000) return 2000;
-  if (ageMs < 5 * 60_000) return 5000;
-  if (ageMs < 15 * 60_000) return 15_000;
-  return 30_000;
-}
-
 /** The job events of an SSE body; `onBytes` hears of every chunk. Releases the body when done. */
 async function* readJobEvents(body: ReadableStream<Uint8Array>, onBytes: (n: number) => void): AsyncGenerator<JobEvent, void, undefined> {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  const parser = new SseParser();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      onBytes(value.byteLength);
-      for (const message of parser.push(decoder.decode(value, { stream: true }))) {
-        const event = toJobEvent(message.data, message.id);
-        if (event) yield event;
-      }
-    }
-  } finally {
-    reader.cancel().catch(() => {});
+  for await (const message of readSse(body, { onBytes })) {
+    const event = parseJobEvent(message.data, message.id);
+    if (event) yield event;
   }
 }
 
-function toJobEvent(data: string, id: string | undefined): JobEvent | undefined {
-  const value = parseJson(data) as Partial<JobEvent> | undefined;
-  if (!value || typeof value !== 'object' || typeof value.type !== 'string') return undefined;
-  const seq = typeof value.seq === 'number' ? value.seq : Number(id);
-  if (!Number.isInteger(seq)) return undefined;
-  return { seq, type: value.type, data: value.data && typeof value.data === 'object' ? value.data : {}, at: typeof value.at === 'string' ? value.at : '' };
-}
-
-/** The view after one event of the log. */
+/** The view after one event of the log; `undefined` while only events after the start are known. */
 function applyEvent(view: View | undefined, event: JobEvent): View | undefined {
-  const data = event.data;
-  if (event.type === 'status' && typeof data.status === 'string') {
-    const attempt = typeof data.attempt === 'number' ? data.attempt : (view?.attempt ?? 0);
-    const running = data.status === 'running';
-    return { status: data.status, attempt, progress: view?.progress, output: running ? '' : (view?.output ?? '') };
-  }
-  if (!view) return undefined; // joined mid-log: wait for a status event (or a snapshot) to know the job
-  if (event.type === 'progress') return { ...view, progress: JSON.stringify(data) };
-  if (event.type === 'output' && typeof data.text === 'string') return { ...view, output: view.output + data.text };
-  return view;
+  // Joined mid-log: wait for a status event (or a snapshot) to know the job.
+  if (!view && event.type !== 'status') return undefined;
+  return foldJobEvent(view ?? { status: 'queued', done: false, attempt: 0, output: '', version: 0, updatedAt: '' }, event);
 }
 
 /**
@@ -768,7 +891,7 @@ function synthesize(state: WatchState, job: JobView): WatchEvent[] {
   const status: WatchEvent | undefined = statusChanged ? draft('status', statusData(job), job) : undefined;
   const ordered: Array<{ event: WatchEvent; priority: number }> = [];
   if (status && !terminal) ordered.push({ event: status, priority: 0 });
-  if (progress !== undefined && progress !== previous?.progress) {
+  if (progress !== undefined && progress !== (previous?.progress === undefined ? undefined : JSON.stringify(previous.progress))) {
     ordered.push({ event: draft('progress', { ...(job.progress as Record<string, unknown>) }, job), priority: 2 });
   }
   const base = previous && !(newAttempt && job.status === 'running') ? previous.output : '';
@@ -785,7 +908,7 @@ function synthesize(state: WatchState, job: JobView): WatchEvent[] {
   }
   const events = ordered.map(({ event }, i) => ({ ...event, seq: job.version - ordered.length + 1 + i }));
   state.last = job.version;
-  state.view = { status: job.status, attempt: job.attempt, progress, output: job.output };
+  state.view = { status: job.status, done: job.done, attempt: job.attempt, progress: job.progress, output: job.output, version: job.version, updatedAt: job.updatedAt };
   return events;
 }
 

@@ -1,4 +1,5 @@
 import type { Job } from '../job/model.ts';
+import { parseRetryAfter } from '../contract/retry-after.ts';
 
 /** An RFC 9457 problem detail, as the API answers every error. Extra members carry specifics. */
 export interface ProblemDetails {
@@ -116,15 +117,6 @@ export class WaitlessTimeoutError extends Error {
     this.jobId = jobId;
     this.timeoutMs = timeoutMs;
   }
-}
-
-/** `Retry-After` (delay-seconds or an HTTP date) in ms; `undefined` when absent or unreadable. */
-export function parseRetryAfter(value: string | null): number | undefined {
-  if (value === null) return undefined;
-  const trimmed = value.trim();
-  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.round(Number(trimmed) * 1000);
-  const date = Date.parse(trimmed);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
 function parseObject(text: string): ProblemDetails | undefined {

@@ -3,8 +3,10 @@
  * Runs in Node and in browsers: nothing here imports a Node-only module.
  * @packageDocumentation
  */
-export { isTerminalEvent, WaitlessClient } from './client.ts';
+export { isTerminalEvent, SUBMIT_BODY_FIELDS, WaitlessClient } from './client.ts';
 export type {
+  JobChange,
+  JobChangesOptions,
   JobLinks,
   JobToken,
   JobTokenRequest,
@@ -14,15 +16,24 @@ export type {
   RequestOptions,
   ResultOptions,
   RetryOptions,
+  RotateSecretOptions,
   SubmitOptions,
+  SubmittedJob,
   WaitlessClientOptions,
   WatchEvent,
   WatchOptions,
   WatchTransport,
+  WebhookAttempt,
+  WebhookDelivery,
+  WebhookEndpoint,
+  WebhookEndpointRequest,
+  WebhookEvent,
+  WebhookSecretInfo,
 } from './client.ts';
-export { parseRetryAfter, WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from './errors.ts';
+export { WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from './errors.ts';
+export { parseRetryAfter } from '../contract/retry-after.ts';
 export type { ProblemDetails } from './errors.ts';
 export { DEFAULT_WEBHOOK_TOLERANCE_SECONDS, verifyWebhook, WebhookDeduplicator, WebhookVerificationError } from './verify.ts';
-export type { VerifiedWebhook, VerifyWebhookOptions, WebhookDeduplicatorOptions, WebhookRequest, WebhookVerificationErrorCode } from './verify.ts';
+export type { VerifiedWebhook, VerifyWebhookOptions, WebhookDeduplicatorOptions, WebhookRequest, WebhookSecrets, WebhookVerificationErrorCode } from './verify.ts';
 export type { Job, JobEvent, JobEventType } from '../job/model.ts';
 export type { JobStatus } from '../contract/statuses.ts';

@@ -104,6 +104,12 @@ type Subtle = typeof globalThis.crypto.subtle;
 type HmacKey = Awaited<ReturnType<Subtle['importKey']>>;
 
 /**
+ * The secret(s) to verify with: one `whsec_…` string, several, or the `secrets` list of
+ * `GET /v1/webhooks/secret` as it is (`[{ secret, createdAt, expiresAt? }]`).
+ */
+export type WebhookSecrets = string | ReadonlyArray<string | { readonly secret: string }>;
+
+/**
  * Verifies a Standard Webhooks v1 message and parses its JSON body.
  *
  * Checks, in this order, so that the error names the first thing wrong: the secrets, the three
@@ -117,7 +123,9 @@ type HmacKey = Awaited<ReturnType<Subtle['importKey']>>;
  *
  * @param request - The headers and the raw body.
  * @param secrets - The endpoint's secret(s), `whsec_<base64>`. During key rotation pass the new
- *   and the old one (`[next, previous]`): a message signed with either is accepted.
+ *   and the old one (`[next, previous]`): a message signed with either is accepted. The
+ *   `secrets` of `GET /v1/webhooks/secret` (objects with a `secret` member; the client's
+ *   `webhookSecrets()`) are accepted as they are.
  * @param options - See {@link VerifyWebhookOptions}.
  * @returns The message id, its timestamp and its parsed body.
  * @throws {@link WebhookVerificationError} when the message must be refused (answer 400 or 401;
@@ -126,7 +134,7 @@ type HmacKey = Awaited<ReturnType<Subtle['importKey']>>;
  */
 export async function verifyWebhook(
   request: WebhookRequest,
-  secrets: string | readonly string[],
+  secrets: WebhookSecrets,
   options: VerifyWebhookOptions = {},
 ): Promise<VerifiedWebhook> {
   const tolerance = options.toleranceSeconds ?? DEFAULT_WEBHOOK_TOLERANCE_SECONDS;
@@ -229,8 +237,10 @@ function getSubtle(): Subtle {
   return subtle;
 }
 
-async function importSecrets(subtle: Subtle, secrets: string | readonly string[]): Promise<HmacKey[]> {
-  const list: readonly unknown[] = typeof secrets === 'string' ? [secrets] : Array.isArray(secrets) ? secrets : [];
+async function importSecrets(subtle: Subtle, secrets: WebhookSecrets): Promise<HmacKey[]> {
+  const given: readonly unknown[] = typeof secrets === 'string' ? [secrets] : Array.isArray(secrets) ? secrets : [];
+  // The API lists secrets as `{ secret, createdAt, expiresAt? }`: take the secret of each.
+  const list = given.map((entry) => (entry !== null && typeof entry === 'object' && 'secret' in entry ? (entry).secret : entry));
   if (list.length === 0) {
     throw new WebhookVerificationError('invalid_secret', 'No webhook secret is configured; pass the endpoint\'s whsec_… secret.');
   }

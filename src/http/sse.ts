@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { Waitless } from '../engine.ts';
 import type { Job, JobEvent } from '../job/model.ts';
-import { isJobStatus, isTerminal } from '../contract/statuses.ts';
+import { isTerminalEvent } from '../contract/job-events.ts';
 
 export interface StreamParams {
   tenant: string;
@@ -45,11 +45,6 @@ export function streamJobEvents(c: Context, waitless: Waitless, p: StreamParams)
 function formatEvent(event: JobEvent): string {
   // JSON has no raw newlines, so the data is one `data:` line.
   return `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
-}
-
-function isTerminalEvent(event: JobEvent): boolean {
-  const status = event.data.status;
-  return event.type === 'status' && typeof status === 'string' && isJobStatus(status) && isTerminal(status);
 }
 
 export interface TenantStreamParams {

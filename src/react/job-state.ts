@@ -6,7 +6,8 @@
 import type { JobView, WatchEvent } from '../client/client.ts';
 import { WaitlessJobError } from '../client/errors.ts';
 import type { Job } from '../job/model.ts';
-import { type JobStatus, TERMINAL_STATUSES } from '../contract/statuses.ts';
+import { foldJobEvent } from '../contract/job-events.ts';
+import { isJobStatus, type JobStatus, TERMINAL_STATUSES } from '../contract/statuses.ts';
 
 /** A job's progress report: `{ percent?, stage?, message?, data? }`. */
 export type JobProgress = NonNullable<Job['progress']>;
@@ -108,19 +109,24 @@ function fromView<Result>(state: JobState<Result>, job: JobView<unknown, Result>
 
 function applyEvent<Result>(state: JobState<Result>, event: WatchEvent): JobState<Result> {
   if (event.seq <= state.version) return state; // covered by a snapshot or applied already
-  const data = event.data;
-  let { status, progress, partial } = state;
-  if (event.type === 'status' && typeof data.status === 'string') {
-    status = data.status as JobStatus;
-    if (status === 'running') partial = ''; // each attempt's output starts afresh
-  } else if (event.type === 'progress') {
-    progress = data;
-  } else if (event.type === 'output') {
-    const text = typeof data.text === 'string' ? data.text : typeof data.chunk === 'string' ? data.chunk : '';
-    partial += text;
-  }
-  const job = state.job && { ...state.job, status: status ?? state.job.status, progress, output: partial, version: event.seq, done: isTerminalStatus(status) };
-  return { ...state, job, status, progress, partial, version: event.seq };
+  // The fields the log tells of, folded as every other reader of the log folds them.
+  const folded = foldJobEvent(
+    { status: state.status ?? 'queued', done: false, attempt: state.job?.attempt ?? 0, progress: state.progress, output: state.partial, version: state.version, updatedAt: state.job?.updatedAt ?? '' },
+    event,
+  );
+  const status = event.type === 'status' && typeof event.data.status === 'string' && isJobStatus(event.data.status) ? folded.status : state.status;
+  const progress = folded.progress;
+  const job = state.job && {
+    ...state.job,
+    status: status ?? state.job.status,
+    attempt: folded.attempt,
+    progress,
+    output: folded.output,
+    version: event.seq,
+    updatedAt: folded.updatedAt,
+    done: isTerminalStatus(status),
+  };
+  return { ...state, job, status, progress, partial: folded.output, version: event.seq };
 }
 
 /** What `useJob` returns of the state (its callbacks aside). */

@@ -8,6 +8,7 @@
  */
 import type { JobStep } from '../job/model.ts';
 import type { Sql } from './driver.ts';
+import { TERMINAL_STATUSES } from '../contract/statuses.ts';
 
 const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
 
@@ -94,11 +95,10 @@ const appendEvent = (type: string, dataSql: string) => `
     SELECT id, last_seq, tenant_id, '${type}', ${dataSql} FROM changed
   )`;
 
-/** Event types a job's terminal status sends to webhooks (the default subscription). */
-export const TERMINAL_WEBHOOK_EVENTS = ['job.completed', 'job.failed', 'job.cancelled', 'job.timed_out', 'job.stale'] as const;
+export { TERMINAL_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from '../contract/webhook-events.ts';
 
-/** Every webhook event type; `job.progress` is sent only to those who ask for it. */
-export const WEBHOOK_EVENTS = [...TERMINAL_WEBHOOK_EVENTS, 'job.progress'] as const;
+/** The terminal statuses as an SQL list, from their one definition. */
+const TERMINAL_SQL = [...TERMINAL_STATUSES].map((status) => `'${status}'`).join(', ');
 
 /** Results larger than this go by link (the status URL) instead of inside the webhook payload. */
 const WEBHOOK_RESULT_MAX_BYTES = 16_384;
@@ -127,13 +127,13 @@ const outbox = () => `
     FROM (
       SELECT c.*, NULL::uuid AS endpoint_id, c.webhook->>'url' AS url, 'job.' || c.status AS event_type
       FROM changed c
-      WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out', 'stale') AND c.webhook IS NOT NULL
+      WHERE c.status IN (${TERMINAL_SQL}) AND c.webhook IS NOT NULL
         AND (NOT (c.webhook ? 'events') OR (c.webhook->'events') ? ('job.' || c.status))
       UNION ALL
       SELECT c.*, e.id, e.url, 'job.' || c.status
       FROM changed c JOIN webhook_endpoints e
         ON e.tenant_id = c.tenant_id AND e.disabled_at IS NULL AND ('job.' || c.status) = ANY (e.events)
-      WHERE c.status IN ('completed', 'failed', 'cancelled', 'timed_out', 'stale')
+      WHERE c.status IN (${TERMINAL_SQL})
     ) target
   )`;
 

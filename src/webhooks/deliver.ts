@@ -8,6 +8,9 @@ import { request as httpsRequest } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { checkWebhookUrl, type CheckedUrl, type SsrfPolicy, UnsafeUrlError } from './ssrf.ts';
+import { parseRetryAfter } from '../contract/retry-after.ts';
+
+export { parseRetryAfter };
 
 /** What {@link postWebhook} needs besides the URL. */
 export interface WebhookRequest {
@@ -54,21 +57,6 @@ const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding',
 
 /** Marks an abort caused by our own deadline, to word the error. */
 class DeadlineExceeded extends Error {}
-
-/**
- * Parses a `Retry-After` header (delay in seconds, or an HTTP date) into milliseconds from `now`.
- * A date in the past gives `0`; anything unparsable gives `undefined`.
- */
-export function parseRetryAfter(value: string | undefined, now: number = Date.now()): number | undefined {
-  if (value === undefined) return undefined;
-  const text = value.trim();
-  if (/^\d+$/.test(text)) return Number(text) * 1000;
-  // An HTTP date always names a day or month; requiring a letter keeps V8's lenient Date.parse
-  // from reading "-1" or "1.5" as a year or a date.
-  if (!/[a-z]/i.test(text)) return undefined;
-  const date = Date.parse(text);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
-}
 
 /** Resolves `promise`, or rejects with the signal's reason as soon as it aborts (DNS lookups cannot be cancelled, only abandoned). */
 async function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
