@@ -4,7 +4,8 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import { isTerminalEvent, WaitlessClient, type WatchEvent } from '../src/client/client.ts';
+import { isTerminalEvent, type JobChange, WaitlessClient, type WatchEvent } from '../src/client/client.ts';
+import { verifyWebhook } from '../src/client/verify.ts';
 import { WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from '../src/client/errors.ts';
 import { defineJob } from '../src/job/definition.ts';
 import { NonRetryableError } from '../src/job/errors.ts';
@@ -48,6 +49,38 @@ const boom = defineJob({
     throw new NonRetryableError(why);
   },
 });
+
+/** A job with flow control, so a submit may name a concurrency key. */
+const limited = defineJob({
+  name: 'limited',
+  input: z.object({ n: z.number() }),
+  concurrency: { limit: 2 },
+  run: async ({ n }) => n,
+});
+
+/** A local receiver of webhook deliveries, recording each request. */
+async function startReceiver(): Promise<{ url: string; received: Array<{ headers: IncomingMessage['headers']; body: string }>; close(): Promise<void> }> {
+  const received: Array<{ headers: IncomingMessage['headers']; body: string }> = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => (body += chunk));
+    req.on('end', () => {
+      received.push({ headers: req.headers, body });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
 
 const slow = defineJob({
   name: 'slow',
@@ -199,7 +232,10 @@ for (const backend of BACKENDS) {
     const jobsWith = async (name: string, text: string) => (await client.list({ name, limit: 100 })).jobs.filter((j) => (j.input as { text?: string }).text === text);
 
     before(async () => {
-      engine = await openEngine(backend, { jobs: [echo, boom, slow] });
+      engine = await openEngine(backend, {
+        jobs: [echo, boom, slow, limited],
+        webhooks: { retrySchedule: ['100ms'], timeout: '2s', pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } },
+      });
       engine.waitless.startWorker({ pollInterval: 200, outputFlushInterval: 20 });
       server = await startServer(engine.waitless, { sseHeartbeatMs: 200 });
       client = new WaitlessClient({ baseUrl: `${server.url}/`, retry: fastRetry });
@@ -410,6 +446,126 @@ for (const backend of BACKENDS) {
       check(await collect(client.watch(id, { transport: 'long-poll' })).catch((e: unknown) => e));
       check(await collect(client.watch(id, { transport: 'poll' })).catch((e: unknown) => e));
       check(await client.result(id).catch((e: unknown) => e));
+    });
+
+    it('submit sends every option of the HTTP schema, and each is applied', async () => {
+      const receiver = await startReceiver();
+      try {
+        const runAt = new Date(Date.now() + 3_600_000);
+        runAt.setMilliseconds(0);
+        const job = await client.submit(
+          'limited',
+          { n: 1 },
+          {
+            priority: 7,
+            runAt,
+            supersede: { key: `doc-${backend}`, policy: 'reject' },
+            context: { doc: 42 },
+            concurrencyKey: 'user-1',
+            token: { cancel: true, ttlSeconds: 60 },
+            webhook: { url: receiver.url, events: ['job.cancelled'] },
+          },
+        );
+        assert.equal(job.priority, 7);
+        assert.equal(Date.parse(job.runAt), runAt.getTime());
+        assert.equal(job.supersedeKey, `doc-${backend}`);
+        assert.deepEqual(job.context, { doc: 42 });
+        assert.deepEqual(job.concurrency, { key: 'user-1', limit: 2 });
+        assert.ok(job.token?.token.startsWith('wlt_'), 'the answer carries the token asked for');
+        const read = await client.get(job.id);
+        assert.deepEqual([read.priority, read.runAt, read.supersedeKey, read.context, read.concurrency], [job.priority, job.runAt, job.supersedeKey, job.context, job.concurrency]);
+        // The supersede policy applies: a second job with the key is refused while this one waits.
+        const refused = await client.submit('limited', { n: 2 }, { supersede: { key: `doc-${backend}`, policy: 'reject' } }).catch((e: unknown) => e);
+        assert.ok(refused instanceof WaitlessApiError && refused.status === 409, String(refused));
+        // The token reads and (minted with cancel) cancels this job, and nothing else.
+        const browser = new WaitlessClient({ baseUrl: server.url, apiKey: job.token!.token });
+        assert.equal((await browser.get(job.id)).id, job.id);
+        assert.equal((await browser.cancel(job.id)).status, 'cancelled');
+        // The job webhook was kept: its cancellation is delivered to the receiver, and listed.
+        await eventually(() => receiver.received.length === 1, 'the job.cancelled webhook');
+        const [delivery] = await client.deliveries(job.id);
+        assert.equal(delivery!.eventType, 'job.cancelled');
+        assert.equal(delivery!.url, receiver.url);
+        const again = await client.redeliver(delivery!.id);
+        assert.equal(again.id, delivery!.id);
+        await eventually(() => receiver.received.length === 2, 'the redelivery');
+        assert.equal(receiver.received[1]!.headers['webhook-id'], delivery!.id);
+
+        const delayed = await client.submit('limited', { n: 3 }, { delay: '1h' });
+        const waits = Date.parse(delayed.runAt) - Date.parse(delayed.createdAt);
+        assert.ok(waits >= 3_599_000 && waits <= 3_601_000, `runAt is an hour after createdAt (${waits} ms)`);
+        await client.cancel(delayed.id);
+        const bad = await client.submit('limited', { n: 4 }, { delay: 1000, runAt }).catch((e: unknown) => e);
+        assert.ok(bad instanceof WaitlessApiError && bad.status === 422, 'runAt and delay together are refused');
+      } finally {
+        await receiver.close();
+      }
+    });
+
+    it('manages webhook endpoints and secrets; verifyWebhook takes the secrets as the API lists them', async () => {
+      const receiver = await startReceiver();
+      try {
+        const endpoint = await client.createWebhookEndpoint({ url: receiver.url, events: ['job.completed'] });
+        assert.deepEqual(endpoint.events, ['job.completed']);
+        assert.ok((await client.webhookEndpoints()).some((e) => e.id === endpoint.id));
+        const job = await client.submit('echo', { text: `endpoint ${backend}` });
+        assert.deepEqual(await client.result(job.id), { echo: `endpoint ${backend}` });
+        await eventually(() => receiver.received.length >= 1, 'the endpoint receives job.completed');
+        const message = receiver.received.find((r) => r.body.includes(job.id))!;
+        const secrets = await client.webhookSecrets();
+        const verified = await verifyWebhook({ headers: message.headers, body: message.body }, secrets);
+        assert.equal((verified.payload as { type: string }).type, 'job.completed');
+
+        const rotated = await client.rotateWebhookSecret({ overlapSeconds: 60 });
+        assert.ok(rotated.secret.startsWith('whsec_'));
+        const both = await client.webhookSecrets();
+        assert.equal(both[0]!.secret, rotated.secret, 'newest first');
+        assert.ok(both.some((s) => s.secret === secrets[0]!.secret), 'the previous secret still signs during the overlap');
+        await verifyWebhook({ headers: message.headers, body: message.body }, both);
+
+        await client.deleteWebhookEndpoint(endpoint.id);
+        assert.ok(!(await client.webhookEndpoints()).some((e) => e.id === endpoint.id));
+        const gone = await client.deleteWebhookEndpoint(endpoint.id).catch((e: unknown) => e);
+        assert.ok(gone instanceof WaitlessApiError && gone.status === 404);
+      } finally {
+        await receiver.close();
+      }
+    });
+
+    it('jobChanges() streams the changes of the tenant\'s jobs', async () => {
+      const controller = new AbortController();
+      const seen: JobChange[] = [];
+      const stream = client.jobChanges({ signal: controller.signal });
+      const first = stream.next(); // opens the stream before the job exists
+      const job = await client.submit('echo', { text: `changes ${backend}` });
+      const reading = (async () => {
+        let next = await first;
+        while (!next.done) {
+          seen.push(next.value);
+          if (next.value.type === 'job' && next.value.job.id === job.id && next.value.job.done) return;
+          next = await stream.next();
+        }
+      })();
+      // Bounded: the stream is cut (and `reading` rejects) if the change does not come.
+      const timer = setTimeout(() => controller.abort(new Error('The completed job did not show in the tenant stream.')), 15_000);
+      try {
+        await reading;
+      } finally {
+        clearTimeout(timer);
+        controller.abort();
+      }
+      const mine = seen.filter((c): c is Extract<JobChange, { type: 'job' }> => c.type === 'job' && c.job.id === job.id);
+      assert.equal(mine.at(-1)!.job.status, 'completed');
+      assert.ok(!('input' in mine[0]!.job), 'summaries, without the input');
+    });
+
+    it('recover() puts a failed job back in the queue', async () => {
+      const job = await client.submit('boom', { why: `recover ${backend}` });
+      await client.result(job.id).catch(() => {});
+      const recovered = await client.recover(job.id);
+      assert.equal(recovered.status, 'queued');
+      await client.result(job.id).catch(() => {});
+      assert.equal((await client.get(job.id)).status, 'failed');
     });
 
     it('list() filters by status and name and pages with the cursor', async () => {

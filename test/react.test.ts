@@ -67,6 +67,21 @@ describe('job reducer', () => {
     assert.equal(shown.job?.output, 'Acme carries a high risk.');
   });
 
+  test('events fold as every reader of the log folds them: output is `text` only, attempt and time follow', () => {
+    const later = '2026-01-01T00:00:05.000Z';
+    const state = run(
+      initialJobState(ID, view()),
+      { seq: 2, type: 'status', data: { status: 'running', attempt: 1 }, at: later },
+      event(3, 'output', { chunk: 'not a field of the API' }),
+      event(4, 'output', { text: 'sent' }),
+    );
+    const shown = selectJob(state, ID, false);
+    assert.equal(shown.partial, 'sent');
+    assert.equal(shown.job?.attempt, 1);
+    assert.equal(shown.job?.updatedAt, at, 'the last event is the one at `at`');
+    assert.equal(run(state, { seq: 5, type: 'progress', data: { percent: 1 }, at: later }).job?.updatedAt, later);
+  });
+
   test('an event already covered (seq ≤ version) is ignored: nothing is applied twice', () => {
     const state = run(initialJobState(ID, view()), event(2, 'status', { status: 'running' }), event(3, 'output', { text: 'one ' }));
     const again = run(state, event(3, 'output', { text: 'one ' }), event(2, 'status', { status: 'running' }));
