@@ -1,7 +1,7 @@
 // Compiles src/ to dist/ and copies the SQL migrations beside the compiled modules that run them,
-// and the dashboard's static files (served as they are, from dist/dashboard/).
+// and the dashboard's page files beside its compiled modules (served from dist/dashboard/).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, cpSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const root = new URL('../', import.meta.url);
@@ -12,11 +12,9 @@ if (result.status !== 0) process.exit(result.status ?? 1);
 for (const dir of ['store/migrations/', 'reconciler/migrations/']) {
   cpSync(new URL(`src/${dir}`, root), new URL(`dist/${dir}`, root), { recursive: true });
 }
-// The page's own files, byte for byte: tsc (allowJs) also emits dashboard.js, with a source map
-// and typings the page does not need; the copy replaces that emit and the rest goes.
-const dashboard = new URL('dist/dashboard/', root);
-rmSync(dashboard, { recursive: true, force: true });
-mkdirSync(dashboard, { recursive: true });
+// The dashboard: tsc (allowJs) compiled its modules into dist/dashboard/ beside the contract
+// they import (relative `.ts` imports rewritten to `.js`); the page's own .html and .css files
+// are copied there as they are.
 for (const name of readdirSync(new URL('src/dashboard/', root))) {
-  if (/\.(html|css|js)$/.test(name)) copyFileSync(new URL(`src/dashboard/${name}`, root), new URL(name, dashboard));
+  if (/\.(html|css)$/.test(name)) copyFileSync(new URL(`src/dashboard/${name}`, root), new URL(`dist/dashboard/${name}`, root));
 }

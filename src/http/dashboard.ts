@@ -1,5 +1,8 @@
+import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { stripTypeScriptTypes } from 'node:module';
+import { dirname, extname, join, posix } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Context, Hono } from 'hono';
 import type { AuthEnv } from './auth.ts';
 import { problem } from './problem.ts';
@@ -7,7 +10,20 @@ import { problem } from './problem.ts';
 /**
  * The dashboard: a static page (`src/dashboard`, `dist/dashboard` once built) that reads the
  * API like any other client, with the caller's key. The files hold no data, so they are served
- * without a key; the page asks for one when the API answers 401.
+ * without a key; the page asks for one when the API answers 401, and refuses a non-admin one.
+ *
+ * Its scripts are ES modules that share the browser-safe contract (`src/contract`) with the
+ * client SDK. The URL space mirrors the folders, so relative imports resolve in the browser as
+ * they do on disk:
+ *
+ * - `/dashboard/` and `/dashboard/dashboard.css`: the page's own `.html` and `.css` files;
+ * - `/dashboard/app/<name>.js`: the dashboard's modules;
+ * - `/dashboard/contract/<name>.js`: the contract modules they import (from `.ts` source when
+ *   running from a clone, with the types stripped by Node; compiled `.js` when installed);
+ * - `/dashboard/vendor/eventsource-parser/<name>.js`: that dependency's browser build.
+ *
+ * Only the modules reachable from `app/main.js` by static imports are served, each by its exact
+ * path in a table built once: no request path can reach any other file.
  */
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -31,21 +47,78 @@ interface StaticFile {
 
 /** Beside this module's folder: `src/http` → `src/dashboard`, `dist/http` → `dist/dashboard`. */
 const DASHBOARD_DIR = join(import.meta.dirname, '..', 'dashboard');
+const CONTRACT_DIR = join(import.meta.dirname, '..', 'contract');
+/** Bare imports the modules may make, and the one folder each is served from. */
+const PACKAGES: Record<string, { prefix: string; entry: string }> = {
+  'eventsource-parser': { prefix: 'vendor/eventsource-parser/', entry: 'index.js' },
+};
+
+/** Where a served module path (`app/…`, `contract/…`, `vendor/<package>/…`) lives on disk. */
+function fileOf(path: string): string | undefined {
+  const [root, ...rest] = path.split('/');
+  const name = rest.join('/');
+  if (root === 'app' && rest.length === 1) return join(DASHBOARD_DIR, name);
+  if (root === 'contract' && rest.length === 1) {
+    // A clone runs from the `.ts` source; an installed package from the compiled `.js`.
+    const source = join(CONTRACT_DIR, name.replace(/\.js$/, '.ts'));
+    return existsSync(source) ? source : join(CONTRACT_DIR, name);
+  }
+  for (const [pkg, { prefix }] of Object.entries(PACKAGES)) {
+    const file = path.startsWith(prefix) ? path.slice(prefix.length) : undefined;
+    if (file && !file.includes('/')) {
+      // The package's entry file sits in the folder of every module it serves.
+      return join(dirname(fileURLToPath(import.meta.resolve(pkg))), file);
+    }
+  }
+  return undefined;
+}
+
+/** Static `import … from '…'`, `export … from '…'` and `import '…'` specifiers (type-only ones are gone by now). */
+const IMPORT = /(^|[;\n]\s*)((?:import|export)\s[^'";]*?\bfrom\s*|import\s*)(['"])([^'"\n]+)\3/g;
+
+/**
+ * Reads a module, strips its types when it is TypeScript, and rewrites its imports into the
+ * served URL space (`.ts` → `.js`; a bare package name → its vendored entry). Answers the code
+ * and the served paths it imports.
+ */
+async function loadModule(path: string): Promise<{ code: string; imports: string[] }> {
+  const file = fileOf(path);
+  if (!file) throw new Error(`The dashboard module "${path}" is outside the served folders.`);
+  let code = await readFile(file, 'utf8');
+  if (file.endsWith('.ts')) code = stripTypeScriptTypes(code);
+  const imports: string[] = [];
+  code = code.replace(IMPORT, (_all, lead: string, head: string, quote: string, specifier: string) => {
+    let target: string;
+    const pkg = PACKAGES[specifier];
+    if (pkg) target = pkg.prefix + pkg.entry;
+    else if (specifier.startsWith('./') || specifier.startsWith('../')) target = posix.join(posix.dirname(path), specifier).replace(/\.ts$/, '.js');
+    else throw new Error(`The dashboard module "${path}" imports "${specifier}", which is not served.`);
+    if (!fileOf(target)) throw new Error(`The dashboard module "${path}" imports "${specifier}", outside the served folders.`);
+    imports.push(target);
+    const relative = posix.relative(posix.dirname(path), target);
+    return `${lead}${head}${quote}${relative.startsWith('.') ? relative : `./${relative}`}${quote}`;
+  });
+  return { code, imports };
+}
 
 let files: Promise<Map<string, StaticFile>> | undefined;
 
-/**
- * Reads the page's files once: only the folder's own `.html`, `.css` and `.js` files, by exact
- * name, so no request path can reach anything else (no traversal, no source maps, no typings).
- */
+/** Builds the table of served files once: the page's `.html`/`.css`, and the module graph of `app/main.js`. */
 function loadFiles(): Promise<Map<string, StaticFile>> {
   files ??= (async () => {
     const map = new Map<string, StaticFile>();
     for (const entry of await readdir(DASHBOARD_DIR, { withFileTypes: true })) {
-      const type = CONTENT_TYPES[extname(entry.name)];
-      if (!entry.isFile() || !type) continue;
-      const content = await readFile(join(DASHBOARD_DIR, entry.name));
-      map.set(entry.name, { body: new Uint8Array(content), type });
+      const extension = extname(entry.name);
+      if (!entry.isFile() || (extension !== '.html' && extension !== '.css')) continue;
+      map.set(entry.name, { body: new Uint8Array(await readFile(join(DASHBOARD_DIR, entry.name))), type: CONTENT_TYPES[extension]! });
+    }
+    const pending = ['app/main.js'];
+    while (pending.length > 0) {
+      const path = pending.pop()!;
+      if (map.has(path)) continue;
+      const { code, imports } = await loadModule(path);
+      map.set(path, { body: new Uint8Array(Buffer.from(code, 'utf8')), type: CONTENT_TYPES['.js']! });
+      pending.push(...imports);
     }
     return map;
   })();
@@ -69,5 +142,9 @@ export function addDashboardRoutes(app: Hono<AuthEnv>): void {
   // Relative, so it stays right under any base path: `/base/dashboard` → `/base/dashboard/`.
   app.get('/dashboard', () => new Response(null, { status: 301, headers: { location: 'dashboard/', 'cache-control': 'no-cache' } }));
   app.get('/dashboard/', (c) => serveFile(c, 'index.html'));
-  app.get('/dashboard/:file', (c) => serveFile(c, c.req.param('file')));
+  // The path after `/dashboard/`, looked up as a whole in the table (never joined to a folder).
+  app.get('/dashboard/*', (c) => {
+    const path = c.req.path;
+    return serveFile(c, path.slice(path.indexOf('/dashboard/') + '/dashboard/'.length));
+  });
 }

@@ -235,12 +235,16 @@ for (const [index, backend] of BACKENDS.entries()) {
       await receiver?.close();
     });
 
-    it('serves the page with its content types, CSP and no-cache; unknown files and traversal get a 404 problem', async () => {
+    it('serves the page and its module graph with content types, CSP and no-cache; unknown files, unreachable modules and traversal get a 404 problem', async () => {
       const redirect = await fetch(`${server.url}/dashboard`, { redirect: 'manual' });
       assert.ok([301, 302, 307, 308].includes(redirect.status) || redirect.status === 200, `GET /dashboard answered ${redirect.status}`);
       for (const [path, type] of [
         ['/dashboard/', 'text/html'],
-        ['/dashboard/dashboard.js', 'text/javascript'],
+        ['/dashboard/app/main.js', 'text/javascript'],
+        ['/dashboard/app/detail.js', 'text/javascript'],
+        ['/dashboard/contract/job-events.js', 'text/javascript'],
+        ['/dashboard/contract/statuses.js', 'text/javascript'],
+        ['/dashboard/vendor/eventsource-parser/index.js', 'text/javascript'],
         ['/dashboard/dashboard.css', 'text/css'],
       ] as const) {
         const response = await fetch(`${server.url}${path}`);
@@ -250,8 +254,26 @@ for (const [index, backend] of BACKENDS.entries()) {
         assert.match(response.headers.get('content-security-policy') ?? '', /default-src 'self'.*script-src 'self'/, path);
         const body = await response.text();
         assert.doesNotMatch(body, /https?:\/\/(?!www\.w3\.org)/, `${path} loads nothing from another origin`);
+        if (path.endsWith('.js')) {
+          const specifiers = [...body.matchAll(/^\s*(?:import|export)\b[^;'"]*?from\s*['"]([^'"]+)['"]/gm)].map((m) => m[1]!);
+          assert.ok(specifiers.length > 0 || path.includes('statuses'), `${path} imports something`);
+          for (const specifier of specifiers) assert.match(specifier, /^\.\.?\/.*\.js$/, `${path}: a relative .js import, not "${specifier}"`);
+        }
       }
-      for (const path of ['/dashboard/nope.js', '/dashboard/..%2Fhttp%2Fapp.ts', '/dashboard/%2e%2e%2f%2e%2e%2fpackage.json', '/dashboard/dashboard.ts']) {
+      for (const path of [
+        '/dashboard/nope.js',
+        '/dashboard/..%2Fhttp%2Fapp.ts',
+        '/dashboard/%2e%2e%2f%2e%2e%2fpackage.json',
+        '/dashboard/dashboard.ts',
+        '/dashboard/app/../../package.json',
+        '/dashboard/app/..%2F..%2Fpackage.json',
+        '/dashboard/app/main.ts',
+        '/dashboard/app/types.js', // types only: imported by no module
+        '/dashboard/contract/submit.js', // a contract module the page does not import
+        '/dashboard/contract/../http/app.js',
+        '/dashboard/vendor/eventsource-parser/../../../package.json',
+        '/dashboard/vendor/zod/index.js',
+      ]) {
         const response = await fetch(`${server.url}${path}`);
         assert.equal(response.status, 404, path);
         assert.equal(response.headers.get('content-type'), 'application/problem+json', path);
@@ -424,6 +446,35 @@ for (const [index, backend] of BACKENDS.entries()) {
           await page.reload();
           await page.waitForSelector(row(next.id), { timeout: 10_000 });
           assert.equal(await page.locator('[data-testid="auth-view"]').isHidden(), true);
+        } finally {
+          await close();
+        }
+      } finally {
+        await secured.close();
+      }
+    });
+
+    it('refuses a service (non-admin) key with a clear message, and shows no job', async () => {
+      const tenant = `service-${backend}`;
+      const secured = await startServer(engine.waitless, { dashboard: true, auth: { mode: 'api-key', keys: engine.waitless.apiKeys } });
+      try {
+        const { job } = await engine.waitless.submit('analyze-document', { text: 'service key', steps: 2, delayMs: 20 }, { tenant });
+        const { page, close } = await openDashboard(`${secured.url}/dashboard`, { waitLive: false });
+        try {
+          await page.waitForSelector('[data-testid="auth-form"]', { state: 'visible', timeout: 10_000 });
+          const { token } = await engine.waitless.apiKeys.create(tenant, { admin: false });
+          await page.fill('[data-testid="auth-key"]', token);
+          await page.click('[data-testid="auth-submit"]');
+          await page.waitForSelector('[data-testid="auth-error"]:has-text("not an admin key")', { timeout: 10_000 });
+          assert.equal(await page.locator('[data-testid="auth-form"]').isVisible(), true);
+          assert.equal(await page.locator('[data-testid="list-view"]').isHidden(), true);
+          assert.equal(await page.locator(row(job.id)).count(), 0, 'no job of the tenant is shown');
+          assert.equal(await page.locator('[data-testid="connection"]').getAttribute('data-state'), 'signed-out');
+          // The same tab then signs in with an admin key.
+          const admin = await engine.waitless.apiKeys.create(tenant, { admin: true });
+          await page.fill('[data-testid="auth-key"]', admin.token);
+          await page.click('[data-testid="auth-submit"]');
+          await page.waitForSelector(row(job.id), { timeout: 10_000 });
         } finally {
           await close();
         }
