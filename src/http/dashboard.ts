@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
-import { stripTypeScriptTypes } from 'node:module';
+import * as nodeModule from 'node:module';
 import { dirname, extname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Context, Hono } from 'hono';
@@ -85,7 +85,11 @@ async function loadModule(path: string): Promise<{ code: string; imports: string
   const file = fileOf(path);
   if (!file) throw new Error(`The dashboard module "${path}" is outside the served folders.`);
   let code = await readFile(file, 'utf8');
-  if (file.endsWith('.ts')) code = stripTypeScriptTypes(code);
+  if (file.endsWith('.ts')) {
+    // Only from a clone (an installed package serves compiled `.js`); Node ≥ 22.13 has it.
+    if (typeof nodeModule.stripTypeScriptTypes !== 'function') throw new Error(`Serving the dashboard from source needs Node ≥ 22.13 (module.stripTypeScriptTypes); build it (npm run build) or upgrade Node.`);
+    code = nodeModule.stripTypeScriptTypes(code);
+  }
   const imports: string[] = [];
   code = code.replace(IMPORT, (_all, lead: string, head: string, quote: string, specifier: string) => {
     let target: string;
