@@ -143,8 +143,13 @@ type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 // Each fails `tsc` when the schema, the options or the list gains or loses a field.
 const _fieldsMatchSchema: Same<SubmitBodyField, keyof SubmitRequest> = true;
 const _fieldsMatchOptions: Same<Exclude<SubmitBodyField, 'input'>, Exclude<keyof SubmitOptions, 'idempotencyKey' | 'signal'>> = true;
+// The token request too: `createJobToken`'s options and the submit's `token` member.
+const _tokenFieldsMatch: Same<Exclude<keyof JobTokenRequest, 'signal'>, keyof NonNullable<SubmitRequest['token']>> = true;
+const _submitTokenMatches: Same<keyof NonNullable<SubmitOptions['token']>, keyof NonNullable<SubmitRequest['token']>> = true;
 void _fieldsMatchSchema;
 void _fieldsMatchOptions;
+void _tokenFieldsMatch;
+void _submitTokenMatches;
 
 /** The `202` answer of {@link WaitlessClient.submit}: the job, plus its token when one was asked for. */
 export type SubmittedJob<Input = unknown, Result = unknown> = JobView<Input, Result> & {
