@@ -88,7 +88,7 @@ async function loadModule(path: string): Promise<{ code: string; imports: string
   if (file.endsWith('.ts')) {
     // Only from a clone (an installed package serves compiled `.js`); Node ≥ 22.13 has it.
     if (typeof nodeModule.stripTypeScriptTypes !== 'function') throw new Error(`Serving the dashboard from source needs Node ≥ 22.13 (module.stripTypeScriptTypes); build it (npm run build) or upgrade Node.`);
-    code = nodeModule.stripTypeScriptTypes(code);
+    code = stripTypes(code);
   }
   const imports: string[] = [];
   code = code.replace(IMPORT, (_all, lead: string, head: string, quote: string, specifier: string) => {
@@ -103,6 +103,21 @@ async function loadModule(path: string): Promise<{ code: string; imports: string
     return `${lead}${head}${quote}${relative.startsWith('.') ? relative : `./${relative}`}${quote}`;
   });
   return { code, imports };
+}
+
+/**
+ * Node's type stripping, without its one-time "experimental" notice: serving the dashboard from
+ * a clone is the development path, and the notice would read as a fault in every `dev` log.
+ * The notice is emitted synchronously inside the call, so nothing else is silenced.
+ */
+function stripTypes(code: string): string {
+  const descriptor = Object.getOwnPropertyDescriptor(process, 'emitWarning')!;
+  process.emitWarning = () => {};
+  try {
+    return nodeModule.stripTypeScriptTypes(code);
+  } finally {
+    Object.defineProperty(process, 'emitWarning', descriptor);
+  }
 }
 
 let files: Promise<Map<string, StaticFile>> | undefined;
