@@ -1,6 +1,6 @@
 import type { Hono } from 'hono';
 import { z } from 'zod';
-import { InvalidWebhookError, type Waitless } from '../engine.ts';
+import type { Waitless } from '../engine.ts';
 import { TERMINAL_WEBHOOK_EVENTS, WEBHOOK_EVENTS } from '../store/queries.ts';
 import { isJobId } from '../store/job-store.ts';
 import type { AuthEnv } from './auth.ts';
@@ -34,13 +34,6 @@ export function addWebhookRoutes(app: Hono<AuthEnv>, waitless: Waitless): void {
   app.post('/v1/webhooks/endpoints', async (c) => {
     const body = await readJsonBody(c, endpointBody);
     if (body instanceof Response) return body;
-    try {
-      await waitless.checkWebhookUrl(body.url);
-    } catch (error) {
-      if (!(error instanceof InvalidWebhookError)) throw error;
-      if (error.temporary) return problem(c, 503, { title: 'Service Unavailable', detail: error.message }, { 'retry-after': '5' });
-      return problem(c, 422, { type: '/problems/unsafe-webhook-url', title: 'Webhook URL refused', detail: error.message });
-    }
     return c.json(await store.createEndpoint(c.get('tenant'), body.url, body.events), 201);
   });
 
@@ -54,7 +47,7 @@ export function addWebhookRoutes(app: Hono<AuthEnv>, waitless: Waitless): void {
 
   app.get('/v1/jobs/:id/deliveries', async (c) => {
     const id = c.req.param('id');
-    const job = await waitless.store.get(c.get('tenant'), id);
+    const job = await waitless.get(id, { tenant: c.get('tenant') });
     if (!job) return problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this API key.` });
     return c.json({ deliveries: await store.listForJob(c.get('tenant'), id) });
   });
