@@ -11,6 +11,7 @@ import { JOB_STATUSES, type JobStatus } from '../contract/statuses.ts';
 import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
 import { addDashboardRoutes } from './dashboard.ts';
 import { readJsonBody } from './body.ts';
+import { openApiDocument } from './openapi.ts';
 import { problem, problemFor } from './problem.ts';
 import { streamJobEvents, streamTenantJobs } from './sse.ts';
 import { addWebhookRoutes } from './webhook-routes.ts';
@@ -96,6 +97,13 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
       }),
     );
   }
+  // Public, before the key check: the document holds no tenant data and is the same for every
+  // caller, and the tools that generate clients from it fetch it without credentials.
+  let document: string | undefined;
+  app.get('/v1/openapi.json', (c) => {
+    document ??= JSON.stringify(openApiDocument(waitless, { basePath: base, maxWaitSeconds: maxWait, maxBodyBytes }));
+    return c.body(document, 200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
+  });
   app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base));
 
   app.get('/v1/events', (c) => streamTenantJobs(c, hub, { tenant: c.get('tenant'), heartbeatMs: options.sseHeartbeatMs ?? 15_000, view: summary }));
