@@ -16,6 +16,13 @@ export interface HousekeepingTask {
   run(signal: AbortSignal): Promise<void>;
 }
 
+interface Entry {
+  task: HousekeepingTask;
+  /** When its last round started (0: never). */
+  lastAt: number;
+  running?: Promise<void>;
+}
+
 /** How long a used idempotency key still finds its job. */
 export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
 const PURGE_EVERY_MS = 3_600_000;
@@ -26,7 +33,7 @@ const PURGE_EVERY_MS = 3_600_000;
  * timer ticks at the shortest period; each task runs when it is due, never overlapping itself.
  */
 export class Housekeeping {
-  private readonly tasks = new Map<string, { task: HousekeepingTask; nextAt: number; running?: Promise<void> }>();
+  private readonly tasks = new Map<string, Entry>();
   private readonly log: Logger;
   private readonly controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
@@ -45,7 +52,7 @@ export class Housekeeping {
     if (existing) {
       if (task.everyMs < existing.task.everyMs) existing.task = task;
     } else {
-      this.tasks.set(task.name, { task, nextAt: 0 });
+      this.tasks.set(task.name, { task, lastAt: 0 });
     }
     if (task.everyMs < this.tickMs && !this.controller.signal.aborted) {
       this.tickMs = task.everyMs;
@@ -61,7 +68,7 @@ export class Housekeeping {
   async runNow(name: string): Promise<void> {
     const entry = this.tasks.get(name);
     if (!entry) throw new TypeError(`No housekeeping task named "${name}".`);
-    await entry.running;
+    while (entry.running) await entry.running;
     await this.runEntry(entry);
   }
 
@@ -76,12 +83,12 @@ export class Housekeeping {
     if (this.controller.signal.aborted) return;
     const now = Date.now();
     for (const entry of this.tasks.values()) {
-      if (!entry.running && now >= entry.nextAt) void this.runEntry(entry);
+      if (!entry.running && now >= entry.lastAt + entry.task.everyMs) void this.runEntry(entry);
     }
   }
 
-  private runEntry(entry: { task: HousekeepingTask; nextAt: number; running?: Promise<void> }): Promise<void> {
-    entry.nextAt = Date.now() + entry.task.everyMs;
+  private runEntry(entry: Entry): Promise<void> {
+    entry.lastAt = Date.now();
     const round = entry.task
       .run(this.controller.signal)
       .catch((error: unknown) => this.log.error({ err: error, task: entry.task.name }, 'housekeeping task failed'))
