@@ -48,7 +48,20 @@ const json = (schema: JsonObject) => ({ 'application/json': { schema } });
 function components(registry: z.core.$ZodRegistry<{ id: string }>, io: 'input' | 'output'): Record<string, JsonObject> {
   const { schemas } = z.toJSONSchema(registry, { target: 'draft-2020-12', io, unrepresentable: 'any', uri: (id) => `#/components/schemas/${id}` });
   // Each component is a schema within the document, not a document of its own.
-  return Object.fromEntries(Object.entries(schemas).map(([id, { $schema: _schema, $id: _id, ...schema }]) => [id, schema as JsonObject]));
+  return Object.fromEntries(
+    Object.entries(schemas).map(([id, { $schema: _schema, $id: _id, ...schema }]) => [id, io === 'output' ? openAnswers(schema) : (schema as JsonObject)]),
+  );
+}
+
+/**
+ * An answer's objects without `additionalProperties: false` (zod's output form of an object):
+ * the API may add members to its answers, and a client generated today must not refuse them.
+ */
+function openAnswers<T>(schema: T): T {
+  if (Array.isArray(schema)) return schema.map(openAnswers) as T;
+  if (!schema || typeof schema !== 'object') return schema;
+  const entries = Object.entries(schema).filter(([key, value]) => !(key === 'additionalProperties' && value === false));
+  return Object.fromEntries(entries.map(([key, value]) => [key, openAnswers(value)])) as T;
 }
 
 const problemResponse = (description: string) => ({ description, content: { 'application/problem+json': { schema: ref('Problem') } } });

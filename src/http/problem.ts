@@ -32,11 +32,11 @@ interface ProblemSpec {
 }
 
 /**
- * Every engine error a request can meet, and its answer: the one place where codes become
- * statuses and problem types. Codes not listed (handler-facing errors) are not a caller's
- * fault and answer 500.
+ * Every engine error code and its answer: the one place where codes become statuses and
+ * problem types. Every code must be listed (a new one is a compile error until it is): `null`
+ * for those a request cannot meet or that are not the caller's fault, which answer 500.
  */
-export const PROBLEMS: Partial<Record<WaitlessErrorCode, ProblemSpec>> = {
+export const PROBLEMS: Record<WaitlessErrorCode, ProblemSpec | null> = {
   unknown_job: { status: 404, type: '/problems/unknown-job', title: 'Unknown job' },
   job_not_found: { status: 404, type: '/problems/job-not-found', title: 'Job not found' },
   invalid_input: {
@@ -65,6 +65,15 @@ export const PROBLEMS: Partial<Record<WaitlessErrorCode, ProblemSpec>> = {
     members: (error) => (error instanceof NotRecoverableError ? { jobStatus: error.job.status } : {}),
   },
   invalid_cursor: { status: 400, type: '/problems/invalid-query', title: 'Invalid cursor' },
+  // Thrown by waitless.result(), which no route calls.
+  job_unsuccessful: null,
+  result_timeout: null,
+  // Thrown by or to job handlers, never at an HTTP caller.
+  non_retryable: null,
+  lease_lost: null,
+  job_cancelled: null,
+  job_timeout: null,
+  worker_shutdown: null,
 };
 
 /** The problem+json answer for an engine error, or undefined when it is the server's fault (500). */
