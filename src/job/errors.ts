@@ -3,7 +3,7 @@ import { WaitlessError } from '../errors.ts';
 /** Thrown by a handler to fail the job at once, without the retries its policy allows. */
 export class NonRetryableError extends WaitlessError {
   override name = 'NonRetryableError';
-  readonly code: WaitlessError['code'] = 'non_retryable';
+  readonly code = 'non_retryable';
 }
 
 /** The reason a handler's signal aborts when another worker has taken its job over. */
