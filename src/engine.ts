@@ -1,3 +1,6 @@
+import type { PGlite } from '@electric-sql/pglite';
+import { pino, type Logger } from 'pino';
+import type { z } from 'zod';
 import {
   InputValidationError,
   InvalidOptionError,
@@ -9,9 +12,6 @@ import {
   ResultTimeoutError,
   UnknownJobError,
 } from './errors.ts';
-import type { PGlite } from '@electric-sql/pglite';
-import { pino, type Logger } from 'pino';
-import type { z } from 'zod';
 import { JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
 import { EventHub, type EventHubOptions } from './events/hub.ts';
 import { type Duration, toMs } from './job/duration.ts';
