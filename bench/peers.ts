@@ -40,7 +40,7 @@
  * PostgreSQL (WAITLESS_BENCH_DATABASE_URL or --database) and, for bullmq, Redis.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -50,6 +50,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
 import type * as EngineModule from '../src/engine.ts';
+import type * as InternalsModule from '../src/internals.ts';
+import type { Driver } from '../src/store/driver.ts';
 import { DEFAULT_POSTGRES_URL, dropSchema, freshSchema, numberOption, postgresCpuMs, printMachine, printTable, processCpuMs, silentLogger, sleep, summarize } from './common.ts';
 import type * as JobsModule from './jobs.ts';
 import {
@@ -555,7 +557,12 @@ async function bullMq(): Promise<Adapter> {
 async function loadWaitless(tree: Tree) {
   const engine = (await import(pathToFileURL(join(tree.root, 'src/engine.ts')).href)) as typeof EngineModule;
   const jobs = (await import(pathToFileURL(join(tree.root, 'bench/jobs.ts')).href)) as typeof JobsModule;
-  return { engine, jobs };
+  // The engine's driver is behind internals() since the engine's surface was narrowed; older trees expose it as a property.
+  const internalsFile = join(tree.root, 'src/internals.ts');
+  const internals = existsSync(internalsFile)
+    ? ((await import(pathToFileURL(internalsFile).href)) as typeof InternalsModule).internals
+    : (waitless: object) => waitless as unknown as { driver: Driver };
+  return { engine, jobs, internals };
 }
 
 const WAITLESS_PROGRESS = (table: string) =>
@@ -685,13 +692,13 @@ async function waitlessHttpPg(tree: Tree): Promise<Adapter> {
 }
 
 async function waitlessLibPglite(tree: Tree): Promise<Adapter> {
-  const { engine, jobs } = await loadWaitless(tree);
+  const { engine, jobs, internals } = await loadWaitless(tree);
   const dir = pgliteStorage === 'memory' ? undefined : mkdtempSync(join(tmpdir(), 'peers-pglite-'));
   const remove = cleanup(async () => dir && rmSync(dir, { recursive: true, force: true }));
   const waitless = await engine.createWaitless({ jobs: [jobs.noop, jobs.probe], database: dir ?? 'memory://', logger: silentLogger });
   return {
     submit: async (n, probe) => void (await waitless.submit(probe ? jobs.probe : jobs.noop, { n })),
-    progress: async () => (await waitless.driver.query<Progress>({ text: WAITLESS_PROGRESS('jobs'), values: [] }))[0]!,
+    progress: async () => (await internals(waitless).driver.query<Progress>({ text: WAITLESS_PROGRESS('jobs'), values: [] }))[0]!,
     startWorker() {
       const tracker = startTracker();
       jobs.probeHook.onStart = (n, startedAt) => tracker.record(n, performance.timeOrigin + startedAt);

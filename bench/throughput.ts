@@ -50,6 +50,7 @@ import {
   summarize,
   withClient,
 } from './common.ts';
+import { internals } from '../src/internals.ts';
 import * as jobs from './jobs.ts';
 import { createRawTable, type PgbenchResult, pgbench, RAW_INSERT, submitScript } from './pgbench.ts';
 import { setNamedStatements } from './prepared.ts';
@@ -167,7 +168,7 @@ function wakeUpAfterCommit(engine: BenchEngine): { kick(): void; idle(): Promise
   let inFlight: Promise<void> | undefined;
   let again = false;
   const send = (): Promise<void> =>
-    engine.waitless.driver
+    internals(engine.waitless).driver
       .query({ text: `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`, values: [`${engine.schema}_queued`, jobs.noop.name] })
       .then(() => {
         if (!again) return;
@@ -190,7 +191,7 @@ async function enqueue(prepared = false, notifyAfterCommit = false): Promise<Pha
   const engine = await openEngine('postgres', { jobs, databaseUrl, maxConnections: clients });
   const wake = notifyAfterCommit ? wakeUpAfterCommit(engine) : undefined;
   if (notifyAfterCommit) {
-    await engine.waitless.driver.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_queued; ALTER TABLE job_events DISABLE TRIGGER job_events_notify`);
+    await internals(engine.waitless).driver.exec(`ALTER TABLE jobs DISABLE TRIGGER jobs_notify_queued; ALTER TABLE job_events DISABLE TRIGGER job_events_notify`);
   }
   try {
     // Warm the pool (one connection per caller) before timing.
@@ -279,7 +280,7 @@ async function endToEnd(workers: number, prepared = false): Promise<PhaseRow[]> 
     let target = Infinity;
     let reached: () => void = () => {};
     // A no-op job's status events are 1 queued, 2 running, 3 completed: count the third.
-    engine.waitless.notifier.onStatus((_id, seq) => {
+    internals(engine.waitless).notifier.onStatus((_id, seq) => {
       if (seq === 3 && ++completed >= target) reached();
     });
     const allDone = (count: number) =>
@@ -304,7 +305,7 @@ async function endToEnd(workers: number, prepared = false): Promise<PhaseRow[]> 
     // Jobs per claim statement (one claim stamps its jobs with the same worker and started_at),
     // and queued → completed as the database saw it; then clear the table for the next phase.
     const phaseStats = async () => {
-      const [row] = await engine.waitless.driver.query<{ jobs: number; claims: number; p50: number; p99: number; left: number }>({
+      const [row] = await internals(engine.waitless).driver.query<{ jobs: number; claims: number; p50: number; p99: number; left: number }>({
         text: `SELECT count(*)::int AS jobs, count(DISTINCT (worker_id, started_at))::int AS claims,
             count(*) FILTER (WHERE status <> 'completed')::int AS left,
             percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at) * 1000) AS p50,
@@ -312,7 +313,7 @@ async function endToEnd(workers: number, prepared = false): Promise<PhaseRow[]> 
           FROM jobs`,
         values: [],
       });
-      await engine.waitless.driver.query({ text: 'DELETE FROM jobs', values: [] });
+      await internals(engine.waitless).driver.query({ text: 'DELETE FROM jobs', values: [] });
       if (row && row.left > 0) console.error(`  warning: ${row.left} jobs not completed`);
       return row ? `${(row.jobs / row.claims).toFixed(1)} jobs per claim; queued→completed p50 ${ms(row.p50)} / p99 ${ms(row.p99)} ms` : '';
     };

@@ -1,6 +1,17 @@
 import type { PGlite } from '@electric-sql/pglite';
 import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
+import {
+  InputValidationError,
+  InvalidOptionError,
+  InvalidSubmitOptionError,
+  InvalidWebhookError,
+  JobNotFoundError,
+  JobUnsuccessfulError,
+  NotRecoverableError,
+  ResultTimeoutError,
+  UnknownJobError,
+} from './errors.ts';
 import { JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
 import { EventHub, type EventHubOptions } from './events/hub.ts';
 import { type Duration, toMs } from './job/duration.ts';
@@ -15,7 +26,9 @@ import { createPgDriver } from './store/pg-driver.ts';
 import { createPgliteDriver } from './store/pglite-driver.ts';
 import { Worker, type WorkerOptions } from './worker/worker.ts';
 import { WEBHOOK_EVENTS } from './store/queries.ts';
-import { WebhookStore } from './store/webhook-store.ts';
+import { type WebhookEndpoint, WebhookStore } from './store/webhook-store.ts';
+import { registerInternals } from './internals.ts';
+import { Housekeeping, purgeIdempotencyKeys, reclaimDeliveryLeases, reclaimJobLeases } from './maintenance/housekeeping.ts';
 import { type DispatcherOptions, WebhookDispatcher } from './webhooks/dispatcher.ts';
 import { checkWebhookUrl, UnsafeUrlError } from './webhooks/ssrf.ts';
 
@@ -98,67 +111,48 @@ export interface JobTokenOptions {
   ttl?: Duration;
 }
 
-/** The submit's scheduling options are out of range (priority, run time, keys). */
-export class InvalidSubmitOptionError extends Error {
-  override name = 'InvalidSubmitOptionError';
+/**
+ * The tenant-scoped webhook management of {@link Waitless.webhooks}: signing secrets (with
+ * rotation), registered endpoints, and each job's deliveries, which can be sent again.
+ */
+export interface WebhookAdmin {
+  /** The tenant's active signing secrets, newest first (one is created on first use). */
+  secrets: WebhookStore['secrets'];
+  /** A new secret; the older ones stay valid for `overlapMs`. */
+  rotateSecret: WebhookStore['rotateSecret'];
+  listEndpoints: WebhookStore['listEndpoints'];
+  /** Registers an endpoint for the tenant's job events. Throws {@link InvalidWebhookError} unless `url` passes the SSRF guard. */
+  createEndpoint(tenant: string, url: string, events: string[]): Promise<WebhookEndpoint>;
+  /** False when the tenant has no endpoint with this id. */
+  deleteEndpoint: WebhookStore['deleteEndpoint'];
+  /** Every delivery of a job, each with its attempts. */
+  listForJob: WebhookStore['listForJob'];
+  /** Sends a delivery again now; undefined when the tenant has no delivery with this id. */
+  redeliver: WebhookStore['redeliver'];
 }
 
-/** The job cannot be recovered from its current status (it is queued or completed). */
-export class NotRecoverableError extends Error {
-  override name = 'NotRecoverableError';
-  readonly job: Job;
-  constructor(job: Job) {
-    super(`Job ${job.id} is ${job.status}: only a failed, timed-out, cancelled or stuck (running) job can be recovered.`);
-    this.job = job;
-  }
+/** Options of {@link Waitless.result}. */
+export interface ResultOptions {
+  /** Owner of the job. Default: `"default"`. */
+  tenant?: string;
+  /** Stops waiting (the job keeps running); the promise rejects with the signal's reason. Default: none. */
+  signal?: AbortSignal;
+  /** Longest wait in ms, then a {@link ResultTimeoutError} (the job keeps running). Default: no limit. */
+  timeout?: number;
 }
 
-/** The job name is not registered. */
-export class UnknownJobError extends Error {
-  override name = 'UnknownJobError';
-  readonly jobName: string;
-  constructor(jobName: string) {
-    super(`No job named "${jobName}" is defined.`);
-    this.jobName = jobName;
-  }
-}
-
-/** The job's webhook cannot be used (unsafe URL, unknown event). */
-export class InvalidWebhookError extends Error {
-  override name = 'InvalidWebhookError';
-  /** True when the URL could not be checked right now (a DNS outage): ask again later. */
-  readonly temporary: boolean;
-  constructor(message: string, temporary = false) {
-    super(message);
-    this.temporary = temporary;
-  }
-}
-
-/** The input does not match the job's schema. */
-export class InputValidationError extends Error {
-  override name = 'InputValidationError';
-  readonly jobName: string;
-  readonly issues: z.core.$ZodIssue[];
-  constructor(jobName: string, issues: z.core.$ZodIssue[]) {
-    super(`The input of job "${jobName}" is invalid: ${issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
-    this.jobName = jobName;
-    this.issues = issues;
-  }
-}
-
-/** A running Waitless engine: store, notifications and (optionally) workers, on one database. */
+/**
+ * A running Waitless engine on one database: submit and read jobs, start workers. Its store,
+ * driver and notifications are internal (they bypass the checks made here).
+ */
 export interface Waitless {
-  readonly driver: Driver;
-  readonly store: JobStore;
-  readonly apiKeys: ApiKeyStore;
-  readonly webhooks: WebhookStore;
-  readonly notifier: Notifier;
-  /** Feeds every SSE stream and long-poll of this process: events as their statements announce them, one read for what they cannot carry. */
-  readonly hub: EventHub;
-  /** Mints and verifies the job-scoped tokens of {@link Waitless.createJobToken}. */
-  readonly jobTokens: JobTokens;
+  /** The job definitions, by name. */
   readonly jobs: ReadonlyMap<string, AnyJobDefinition>;
   readonly logger: Logger;
+  /** API keys of the HTTP API (`auth: { mode: 'api-key', keys: waitless.apiKeys }`): create, list, revoke, verify. */
+  readonly apiKeys: ApiKeyStore;
+  /** Webhook secrets, endpoints and deliveries, per tenant. */
+  readonly webhooks: WebhookAdmin;
   /** Validates the input and enqueues a job. Throws {@link UnknownJobError} / {@link InputValidationError}. */
   submit<S extends z.ZodType, R>(job: JobDefinition<S, R> | string, input: z.input<S>, options?: SubmitOptions): Promise<SubmitOutcome>;
   /** Throws {@link InvalidWebhookError} saying why, unless `url` passes the SSRF guard. */
@@ -181,10 +175,18 @@ export interface Waitless {
   createJobToken(id: string, options?: JobTokenOptions): Promise<(MintedJobToken & { jobId: string; scopes: JobTokenScope[] }) | undefined>;
   events(id: string, afterSeq?: number, options?: { tenant?: string }): Promise<JobEvent[]>;
   /**
-   * Long-poll: resolves with the job as soon as its version passes `since` (at once if it
-   * already has, or if the job is done), or with its current state after `timeoutMs`.
+   * Long-poll: resolves with the job at its next change — as soon as its version passes `since`
+   * (at once if it already has, or if the job is done) — or with its current state after
+   * `timeoutMs`. Not the result: for that, see {@link Waitless.result}.
    */
   wait(id: string, options: { since?: number; timeoutMs: number; tenant?: string; signal?: AbortSignal }): Promise<Job | undefined>;
+  /**
+   * Waits for the job to finish. Resolves with its result when it `completed`; rejects with a
+   * {@link JobUnsuccessfulError} (carrying the job) when it `failed`, was `cancelled`, `timed_out`
+   * or ended `stale`, with a {@link JobNotFoundError} for an unknown job, with a
+   * {@link ResultTimeoutError} after `timeout` ms, and with the signal's reason on abort.
+   */
+  result<R = unknown>(id: string, options?: ResultOptions): Promise<R>;
   /** Starts a worker in this process. It is stopped by `close()`. */
   startWorker(options?: WorkerOptions): Worker;
   /** Stops workers started here (gracefully), notifications and the database connection. */
@@ -322,18 +324,27 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
   const workers: Worker[] = [];
   const webhooks = new WebhookStore(driver);
   let dispatcher: WebhookDispatcher | undefined;
+  const housekeeping = new Housekeeping(logger.child({ component: 'housekeeping' }));
   const tenantOf = (o?: { tenant?: string }) => o?.tenant ?? DEFAULT_TENANT;
 
   const waitless: Waitless = {
-    driver,
-    store,
-    notifier,
-    hub,
-    jobTokens,
     jobs,
     logger,
     apiKeys: new ApiKeyStore(driver),
-    webhooks,
+    webhooks: {
+      secrets: (tenant) => webhooks.secrets(tenant),
+      rotateSecret: (tenant, overlapMs) => webhooks.rotateSecret(tenant, overlapMs),
+      listEndpoints: (tenant) => webhooks.listEndpoints(tenant),
+      async createEndpoint(tenant, url, events) {
+        const unknown = events.find((e) => !(WEBHOOK_EVENTS as readonly string[]).includes(e));
+        if (unknown) throw new InvalidWebhookError(`Unknown webhook event "${unknown}". Use: ${WEBHOOK_EVENTS.join(', ')}.`);
+        await waitless.checkWebhookUrl(url);
+        return webhooks.createEndpoint(tenant, url, events);
+      },
+      deleteEndpoint: (tenant, id) => webhooks.deleteEndpoint(tenant, id),
+      listForJob: (tenant, jobId) => webhooks.listForJob(tenant, jobId),
+      redeliver: (tenant, id) => webhooks.redeliver(tenant, id),
+    },
 
     async submit(job, input, submitOptions) {
       const name = typeof job === 'string' ? job : job.name;
@@ -395,8 +406,13 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
 
     async createJobToken(id, o) {
       const tenant = tenantOf(o);
-      const ttlMs = toMs(o?.ttl ?? '15m', 'ttl');
-      if (ttlMs < 1000 || ttlMs > 86_400_000) throw new RangeError('A job token lives from 1 s to 24 h.');
+      let ttlMs: number;
+      try {
+        ttlMs = toMs(o?.ttl ?? '15m', 'ttl');
+      } catch {
+        throw new InvalidOptionError('ttl must be a duration such as 30s or 15m, or a number of milliseconds.');
+      }
+      if (ttlMs < 1000 || ttlMs > 86_400_000) throw new InvalidOptionError('A job token lives from 1 s to 24 h.');
       if (!(await store.get(tenant, id))) return undefined;
       const scopes: JobTokenScope[] = o?.cancel ? ['read', 'cancel'] : ['read'];
       const minted = await jobTokens.mint({ tenant, jobId: id, scopes, expiresAt: Math.floor((Date.now() + ttlMs) / 1000) });
@@ -439,14 +455,37 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       }
     },
 
+    async result<R>(id: string, o: ResultOptions = {}): Promise<R> {
+      const tenant = tenantOf(o);
+      const deadline = o.timeout === undefined ? Infinity : Date.now() + o.timeout;
+      o.signal?.throwIfAborted();
+      let job = await store.get(tenant, id);
+      for (;;) {
+        if (!job) throw new JobNotFoundError(id);
+        if (job.done) break;
+        o.signal?.throwIfAborted();
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) throw new ResultTimeoutError(id, o.timeout!);
+        // wait() answers at every change; a minute bounds each round so an idle job is re-read.
+        job = await waitless.wait(id, { tenant, since: job.version, timeoutMs: Math.min(remaining, 60_000), signal: o.signal });
+      }
+      if (job.status === 'completed') return job.result as R;
+      throw new JobUnsuccessfulError(job);
+    },
+
     startWorker(workerOptions) {
       const worker = new Worker(store, notifier, jobs, logger.child({ component: 'worker' }), workerOptions).start();
       workers.push(worker);
       dispatcher ??= new WebhookDispatcher(webhooks, notifier, logger.child({ component: 'webhooks' }), options.webhooks).start();
+      housekeeping
+        .schedule(reclaimJobLeases(store, logger.child({ component: 'worker' }), worker.pollMs))
+        .schedule(purgeIdempotencyKeys(store))
+        .schedule(reclaimDeliveryLeases(webhooks, dispatcher.pollMs));
       return worker;
     },
 
     async close() {
+      await housekeeping.stop();
       await Promise.all(workers.splice(0).map((worker) => worker.stop()));
       await dispatcher?.stop();
       hub.close();
@@ -455,5 +494,6 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       await driver.close();
     },
   };
+  registerInternals(waitless, { driver, store, notifier, hub, jobTokens, webhooks, housekeeping });
   return waitless;
 }

@@ -2,8 +2,25 @@
  * Waitless: long-running AI jobs behind an asynchronous request-reply API.
  * @packageDocumentation
  */
-export { createWaitless, DEFAULT_TENANT, InputValidationError, InvalidSubmitOptionError, InvalidWebhookError, NotRecoverableError, UnknownJobError } from './engine.ts';
-export type { JobTokenOptions, SubmitOptions, Waitless, WaitlessOptions } from './engine.ts';
+export { createWaitless, DEFAULT_TENANT } from './engine.ts';
+export type { JobTokenOptions, ResultOptions, SubmitOptions, Waitless, WaitlessOptions, WebhookAdmin } from './engine.ts';
+export {
+  IdempotencyConflictError,
+  InputValidationError,
+  InvalidCursorError,
+  InvalidOptionError,
+  InvalidSubmitOptionError,
+  InvalidWebhookError,
+  isWaitlessError,
+  JobNotFoundError,
+  JobUnsuccessfulError,
+  NotRecoverableError,
+  ResultTimeoutError,
+  SupersedeConflictError,
+  UnknownJobError,
+  WaitlessError,
+} from './errors.ts';
+export type { WaitlessErrorCode } from './errors.ts';
 export type { JobTokenScope, MintedJobToken } from './access/job-tokens.ts';
 export type { ApiKeyRole, CreateApiKeyOptions, CreatedApiKey } from './store/api-keys.ts';
 export { defineJob, isJobDefinition } from './job/definition.ts';
@@ -16,7 +33,6 @@ export type { Job, JobEvent, JobEventType, JobStep, JobUsage } from './job/model
 export type { RetryPolicy } from './job/retry.ts';
 export { JOB_STATUSES, isTerminal } from './contract/statuses.ts';
 export type { JobStatus } from './contract/statuses.ts';
-export { IdempotencyConflictError, SupersedeConflictError } from './store/job-store.ts';
 export type { JobPage, SubmitOutcome, SupersedePolicy } from './store/job-store.ts';
 export { createHttpApp, createHttpHandler } from './http/app.ts';
 export type { HttpOptions } from './http/app.ts';
@@ -28,4 +44,4 @@ export type { DispatcherOptions } from './webhooks/dispatcher.ts';
 export { generateWebhookSecret, signWebhook } from './webhooks/signing.ts';
 export { checkWebhookUrl, UnsafeUrlError } from './webhooks/ssrf.ts';
 export type { SsrfPolicy } from './webhooks/ssrf.ts';
-export type { WebhookDelivery, WebhookEndpoint } from './store/webhook-store.ts';
+export type { WebhookDelivery, WebhookEndpoint, WebhookSecretInfo } from './store/webhook-store.ts';

@@ -4,6 +4,7 @@ import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { z } from 'zod';
 import { createWaitless } from '../src/engine.ts';
+import { internals } from '../src/internals.ts';
 import { defineJob } from '../src/job/definition.ts';
 import { dropSchema, eventually, finished, freshSchema, POSTGRES_URL, silentLogger } from './helpers.ts';
 
@@ -66,9 +67,9 @@ describe('drivers', () => {
     const admin = new pg.Client({ connectionString: POSTGRES_URL });
     await admin.connect();
     try {
-      await waitless.hub.start();
+      await internals(waitless).hub.start();
       const { job } = await waitless.submit(quick, { n: 1 });
-      const subscription = waitless.hub.subscribe('default', job.id, 0);
+      const subscription = internals(waitless).hub.subscribe('default', job.id, 0);
       assert.deepEqual(
         (await subscription.next()).map((e) => e.seq),
         [1],

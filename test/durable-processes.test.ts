@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { createWaitless, type Waitless } from '../src/engine.ts';
+import { internals } from '../src/internals.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
 import {
   charge,
@@ -301,7 +302,7 @@ durableTest('PostgreSQL: 200 jobs over 5 users on two worker processes never run
   assert.equal(ids.size, TOTAL);
   assert.deepEqual(submitted[7]?.job.concurrency, { key: 'user-2', limit: LIMIT });
 
-  const { driver } = s.waitless;
+  const { driver } = internals(s.waitless);
   await drained(s.waitless, `all ${TOTAL} jobs to finish`);
   const jobs = await driver.query<{ id: string; status: string; attempt: number; input: { n: number }; result: { n: number; pid: number } | null }>({
     text: 'SELECT id, status, attempt, input, result FROM jobs',

@@ -13,6 +13,7 @@ import pg from 'pg';
 import { z } from 'zod';
 import { defineJob } from '../src/job/definition.ts';
 import type { Worker } from '../src/worker/worker.ts';
+import { internals } from '../src/internals.ts';
 import type { Driver } from '../src/store/driver.ts';
 import { JobStore } from '../src/store/job-store.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
@@ -374,7 +375,7 @@ for (const backend of BACKENDS) {
       const a = await engine.waitless.submit(claimProbe, { user: k('fault-a') }, { priority: 1000 });
       const b = await engine.waitless.submit(claimProbe, { user: k('fault-b') }, { priority: 999 });
       // The database stays real; the second key's transaction fails as a dropped connection would.
-      const real = engine.waitless.driver;
+      const real = internals(engine.waitless).driver;
       let transactions = 0;
       const faulty: Driver = {
         ...real,

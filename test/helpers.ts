@@ -4,6 +4,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import pg from 'pg';
 import { pino } from 'pino';
 import { createWaitless, type Waitless, type WaitlessOptions } from '../src/engine.ts';
+import { internals } from '../src/internals.ts';
 import { createHttpApp, type HttpOptions } from '../src/http/app.ts';
 import type { Job } from '../src/job/model.ts';
 import { readSse as readSseStream } from '../src/contract/sse.ts';
@@ -140,7 +141,7 @@ export async function readSse(response: Response, stopAfter: (event: SseEvent) =
 export async function drained(waitless: Waitless, what: string, timeoutMs = 30_000): Promise<void> {
   await eventually(
     async () => {
-      const [row] = await waitless.driver.query<{ n: number }>({ text: `SELECT count(*)::int AS n FROM jobs WHERE status IN ('queued', 'running')`, values: [] });
+      const [row] = await internals(waitless).driver.query<{ n: number }>({ text: `SELECT count(*)::int AS n FROM jobs WHERE status IN ('queued', 'running')`, values: [] });
       return row?.n === 0;
     },
     what,

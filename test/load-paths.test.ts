@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { z } from 'zod';
 import type { Waitless } from '../src/engine.ts';
+import { internals } from '../src/internals.ts';
 import { defineJob, type JobContext } from '../src/job/definition.ts';
 import type { JobEvent } from '../src/job/model.ts';
 import { finishJobs, listEvents, listEventsOfJobs, getJobSummariesById, writeJobs } from '../src/store/queries.ts';
@@ -28,7 +29,7 @@ function probeJob(handler: { current: Handler }) {
 /** Counts the statements the engine runs, by their text. */
 function countStatements(waitless: Waitless): Map<string, number> {
   const counts = new Map<string, number>();
-  const driver = waitless.driver;
+  const driver = internals(waitless).driver;
   const query = driver.query.bind(driver);
   driver.query = (sql) => {
     counts.set(sql.text, (counts.get(sql.text) ?? 0) + 1);
@@ -64,7 +65,7 @@ for (const backend of BACKENDS) {
       const engine = await openEngine(backend, { jobs: [probeJob(handler)], events: { backstopMs: 600_000, ...events } });
       engines.push(engine);
       // As the HTTP app does: listening before the first reader, so no reader starts with a resync.
-      await engine.waitless.hub.start();
+      await internals(engine.waitless).hub.start();
       return engine.waitless;
     };
     afterEach(async () => {
@@ -92,7 +93,7 @@ for (const backend of BACKENDS) {
       const { job } = await waitless.submit('probe', { n: 1 });
       await eventually(async () => (await waitless.get(job.id))?.status === 'running', 'job running');
       const counts = countStatements(waitless);
-      const subscriptions = Array.from({ length: 50 }, () => waitless.hub.subscribe('default', job.id, 0));
+      const subscriptions = Array.from({ length: 50 }, () => internals(waitless).hub.subscribe('default', job.id, 0));
       // Every reader has the log so far before the job goes on (one read for all fifty).
       const firsts = await Promise.all(subscriptions.map((s) => s.next()));
       assert.equal(counts.get(textOf.eventReads), 1);
@@ -124,7 +125,7 @@ for (const backend of BACKENDS) {
       };
       const waitless = await open(handler);
       const { job } = await waitless.submit('probe', { n: 1 });
-      const subscription = waitless.hub.subscribe('default', job.id, 0);
+      const subscription = internals(waitless).hub.subscribe('default', job.id, 0);
       waitless.startWorker({ pollInterval: 50 });
       const seen = await readAll(() => subscription.next());
       assert.deepEqual(seen, await waitless.events(job.id));
@@ -144,8 +145,8 @@ for (const backend of BACKENDS) {
       };
       const waitless = await open(handler, { maxQueuedEvents: 5 });
       const { job } = await waitless.submit('probe', { n: 1 });
-      const slow = waitless.hub.subscribe('default', job.id, 0);
-      const fast = waitless.hub.subscribe('default', job.id, 0);
+      const slow = internals(waitless).hub.subscribe('default', job.id, 0);
+      const fast = internals(waitless).hub.subscribe('default', job.id, 0);
       const fastLog = readAll(() => fast.next());
       waitless.startWorker({ pollInterval: 50 });
       const done = await finished(waitless, job.id);
@@ -163,8 +164,8 @@ for (const backend of BACKENDS) {
       const handler = { current: (async () => 'ok') as Handler };
       const waitless = await open(handler, { maxQueuedJobs: 3 });
       const counts = countStatements(waitless);
-      const streams = Array.from({ length: 5 }, () => waitless.hub.subscribeTenant('acme'));
-      const other = waitless.hub.subscribeTenant('globex');
+      const streams = Array.from({ length: 5 }, () => internals(waitless).hub.subscribeTenant('acme'));
+      const other = internals(waitless).hub.subscribeTenant('globex');
       const { job } = await waitless.submit('probe', { n: 0 }, { tenant: 'acme' });
       for (const stream of streams) {
         const batch = await stream.next();
@@ -254,7 +255,7 @@ for (const backend of BACKENDS) {
       // The first finish statement is held until the second job's handler has started.
       const finishText = finishJobs([]).text;
       const release = deferred();
-      const driver = waitless.driver;
+      const driver = internals(waitless).driver;
       const query = driver.query.bind(driver);
       let held = false;
       driver.query = async (sql) => {
@@ -281,10 +282,10 @@ for (const backend of BACKENDS) {
     it('fences each job of a batch alone, and one job whose write the database refuses does not hold back the others', async () => {
       const waitless = await open({ current: async () => 'unused' });
       const [a, b, c] = await Promise.all([1, 2, 3].map(async (n) => (await waitless.submit('probe', { n })).job.id));
-      const claimed = await waitless.store.claim(['probe'], 3, 'test-worker', 60_000);
+      const claimed = await internals(waitless).store.claim(['probe'], 3, 'test-worker', 60_000);
       const token = (id: string) => claimed.find((j) => j.job.id === id)!.leaseToken;
       const lost: string[] = [];
-      const buffer = new JobWriteBuffer(waitless.store, 60_000, silentLogger);
+      const buffer = new JobWriteBuffer(internals(waitless).store, 60_000, silentLogger);
       const writerA = buffer.open(a!, token(a!), () => lost.push('a'));
       const writerB = buffer.open(b!, token(b!), () => lost.push('b'));
       // c's lease is not the one the writer holds: a takeover happened.
@@ -310,8 +311,8 @@ for (const backend of BACKENDS) {
       assert.equal((await waitless.get(b!))?.output, 'kept through a refused write, and after');
       // Finishes made at once share a statement, each fenced by its own lease.
       const outcomes = await Promise.all([
-        waitless.store.finish(a!, token(a!), 'completed', 'A'),
-        waitless.store.finish(b!, '00000000-0000-4000-8000-000000000000', 'completed', 'B'),
+        internals(waitless).store.finish(a!, token(a!), 'completed', 'A'),
+        internals(waitless).store.finish(b!, '00000000-0000-4000-8000-000000000000', 'completed', 'B'),
       ]);
       assert.deepEqual(outcomes, [true, false]);
       assert.equal((await waitless.get(a!))?.status, 'completed');

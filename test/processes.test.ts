@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { internals } from '../src/internals.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
 import { cancellable, HANDLER_LOG_ENV, type HandlerRecord, processJobs, quick, stalling } from './fixtures/process-jobs.ts';
 import { killAll, WorkerProcess, within } from './worker-process.ts';
@@ -281,7 +282,7 @@ processTest('cancelling a job running in another process aborts its handler with
   assert.equal(after.result, undefined);
   assert.equal(after.error?.code, 'cancelled');
   // Also at the row level: the late result was not stored and merely hidden by the reader.
-  const [row] = await s.waitless.driver.query<{ result: unknown; status: string }>({
+  const [row] = await internals(s.waitless).driver.query<{ result: unknown; status: string }>({
     text: 'SELECT status, result FROM jobs WHERE id = $1',
     values: [job.id],
   });
@@ -304,7 +305,7 @@ processTest('two worker processes share 1000 jobs: each runs exactly once and bo
   const ids = new Set(submitted.map((o) => o.job.id));
   assert.equal(ids.size, TOTAL);
 
-  const { driver } = s.waitless;
+  const { driver } = internals(s.waitless);
   await drained(s.waitless, `all ${TOTAL} jobs to finish`);
 
   const jobs = await driver.query<{ id: string; status: string; attempt: number; input: { n: number }; result: { n: number; pid: number } }>({

@@ -268,6 +268,7 @@ for (const backend of BACKENDS) {
         body: JSON.stringify({ url: 'http://192.168.1.1/x' }),
       });
       assert.equal(endpoint.status, 422);
+      assert.equal(((await endpoint.json()) as { type: string }).type, '/problems/unsafe-webhook-url');
     });
   });
 }
@@ -283,6 +284,14 @@ describe('webhook host checks during a DNS outage', () => {
       assert.equal(response.headers.get('retry-after'), '5');
       assert.match(((await response.json()) as { detail: string }).detail, /could not be checked right now/);
       assert.equal((await engine.waitless.list()).jobs.length, 0, 'no job was created');
+      const endpoint = await fetch(`${server.url}/v1/webhooks/endpoints`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ url: 'https://hooks.example.com/x' }),
+      });
+      assert.equal(endpoint.status, 503);
+      assert.equal(endpoint.headers.get('retry-after'), '5');
+      assert.deepEqual(await engine.waitless.webhooks.listEndpoints('default'), [], 'no endpoint was created');
     } finally {
       await server.close();
       await engine.close();

@@ -10,7 +10,6 @@ import { createWaitless, DEFAULT_TENANT, type Waitless } from '../engine.ts';
 import { createHttpApp } from '../http/app.ts';
 import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
 import { type Duration, toMs } from '../job/duration.ts';
-import { ApiKeyStore } from '../store/api-keys.ts';
 import type { WorkerOptions } from '../worker/worker.ts';
 import type { DispatcherOptions } from '../webhooks/dispatcher.ts';
 
@@ -284,7 +283,7 @@ async function migrateCommand(): Promise<void> {
 async function keys(action: string | undefined): Promise<void> {
   const waitless = await createWaitless({ jobs: [], database: serverDatabase(), schema: values.schema, logger });
   try {
-    const store = new ApiKeyStore(waitless.driver);
+    const store = waitless.apiKeys;
     if (action === 'create') {
       if (!values.tenant) fail('keys create needs --tenant NAME');
       const key = await store.create(values.tenant, { label: values.label, admin: values.admin ?? false });

@@ -1,17 +1,18 @@
 import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { cors } from 'hono/cors';
-import { InputValidationError, InvalidSubmitOptionError, InvalidWebhookError, NotRecoverableError, UnknownJobError, type Waitless } from '../engine.ts';
+import type { Waitless } from '../engine.ts';
+import { internals } from '../internals.ts';
 import type { Duration } from '../job/duration.ts';
 import { retryAfterSeconds } from '../contract/cadence.ts';
 import { IDEMPOTENCY_KEY_PATTERN, jobTokenRequestSchema, submitRequestSchema } from '../contract/submit.ts';
 import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../contract/statuses.ts';
-import { IdempotencyConflictError, InvalidCursorError, SupersedeConflictError } from '../store/job-store.ts';
 import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
 import { addDashboardRoutes } from './dashboard.ts';
 import { readJsonBody } from './body.ts';
-import { problem } from './problem.ts';
+import { openApiDocument } from './openapi.ts';
+import { problem, problemFor } from './problem.ts';
 import { streamJobEvents, streamTenantJobs } from './sse.ts';
 import { addWebhookRoutes } from './webhook-routes.ts';
 
@@ -62,10 +63,14 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this API key.` });
 
   const app = base ? new Hono<AuthEnv>().basePath(base) : new Hono<AuthEnv>();
+  const { driver, hub, jobTokens, store } = internals(waitless);
   // This process serves event streams: hear changes from now on, not from the first reader.
-  void waitless.hub.start();
+  void hub.start();
 
+  // The one place where engine errors become problem+json answers (see PROBLEMS); anything else is a 500.
   app.onError((error, c) => {
+    const answer = problemFor(c, error, base);
+    if (answer) return answer;
     waitless.logger.error({ err: error, path: c.req.path }, 'request failed');
     return problem(c, 500, { title: 'Internal Server Error', detail: 'The server could not complete the request. It has been logged; try again.' });
   });
@@ -73,8 +78,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
 
   app.get('/healthz', async (c) => {
     try {
-      await waitless.driver.query({ text: 'SELECT 1', values: [] });
-      return c.json({ status: 'ok', database: waitless.driver.kind });
+      await driver.query({ text: 'SELECT 1', values: [] });
+      return c.json({ status: 'ok', database: driver.kind });
     } catch {
       return problem(c, 503, { title: 'Service Unavailable', detail: 'The database does not answer.' });
     }
@@ -92,9 +97,16 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
       }),
     );
   }
-  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, waitless.jobTokens, base));
+  // Public, before the key check: the document holds no tenant data and is the same for every
+  // caller, and the tools that generate clients from it fetch it without credentials.
+  let document: string | undefined;
+  app.get('/v1/openapi.json', (c) => {
+    document ??= JSON.stringify(openApiDocument(waitless, { basePath: base, maxWaitSeconds: maxWait, maxBodyBytes }));
+    return c.body(document, 200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
+  });
+  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base));
 
-  app.get('/v1/events', (c) => streamTenantJobs(c, waitless, { tenant: c.get('tenant'), heartbeatMs: options.sseHeartbeatMs ?? 15_000, view: summary }));
+  app.get('/v1/events', (c) => streamTenantJobs(c, hub, { tenant: c.get('tenant'), heartbeatMs: options.sseHeartbeatMs ?? 15_000, view: summary }));
 
   app.post(
     '/v1/jobs/:name',
@@ -133,53 +145,23 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
           'The body is {"input": …, "webhook"?: {"url", "events"?}, "token"?: {"cancel"?, "ttlSeconds"?}, "priority"?, "runAt"? | "delay"?, "supersede"?: {"key", "policy"?}, "context"?, "concurrencyKey"?}.',
       });
       if (envelope instanceof Response) return envelope;
-      try {
-        const { job, created } = await waitless.submit(name, envelope.input, {
-          tenant: c.get('tenant'),
-          idempotencyKey: key,
-          webhook: envelope.webhook,
-          apiBaseUrl: `${new URL(c.req.url).origin}${base}`,
-          priority: envelope.priority,
-          runAt: envelope.runAt,
-          delay: envelope.delay as Duration | undefined,
-          supersede: envelope.supersede,
-          context: envelope.context,
-          concurrencyKey: envelope.concurrencyKey,
-        });
-        const headers: Record<string, string> = { location: links(job.id).self, ...pollHeaders(job) };
-        if (!created) headers['idempotent-replayed'] = 'true';
-        if (!envelope.token) return c.json(view(job), 202, headers);
-        const token = await waitless.createJobToken(job.id, { tenant: c.get('tenant'), cancel: envelope.token.cancel, ttl: envelope.token.ttlSeconds * 1000 });
-        return c.json({ ...view(job), token: token && { token: token.token, expiresAt: token.expiresAt } }, 202, headers);
-      } catch (error) {
-        if (error instanceof InputValidationError) {
-          return problem(c, 422, {
-            type: '/problems/invalid-input',
-            title: 'Invalid input',
-            detail: error.message,
-            errors: error.issues.map((i) => ({ path: ['input', ...i.path].join('.'), message: i.message, code: i.code })),
-          });
-        }
-        if (error instanceof InvalidWebhookError) {
-          if (error.temporary) return problem(c, 503, { title: 'Service Unavailable', detail: error.message }, { 'retry-after': '5' });
-          return problem(c, 422, { type: '/problems/unsafe-webhook-url', title: 'Webhook refused', detail: error.message });
-        }
-        if (error instanceof SupersedeConflictError) {
-          return problem(c, 409, {
-            type: '/problems/key-in-flight',
-            title: 'A job with this key is in flight',
-            detail: error.message,
-            runningJobId: error.runningJobId,
-            runningJob: links(error.runningJobId).self,
-          });
-        }
-        if (error instanceof InvalidSubmitOptionError) return problem(c, 422, { type: '/problems/invalid-option', title: 'Invalid option', detail: error.message });
-        if (error instanceof IdempotencyConflictError) {
-          return problem(c, 422, { type: '/problems/idempotency-key-reused', title: 'Idempotency-Key reused', detail: error.message });
-        }
-        if (error instanceof UnknownJobError) return problem(c, 404, { type: '/problems/unknown-job', title: 'Unknown job', detail: error.message });
-        throw error;
-      }
+      const { job, created } = await waitless.submit(name, envelope.input, {
+        tenant: c.get('tenant'),
+        idempotencyKey: key,
+        webhook: envelope.webhook,
+        apiBaseUrl: `${new URL(c.req.url).origin}${base}`,
+        priority: envelope.priority,
+        runAt: envelope.runAt,
+        delay: envelope.delay as Duration | undefined,
+        supersede: envelope.supersede,
+        context: envelope.context,
+        concurrencyKey: envelope.concurrencyKey,
+      });
+      const headers: Record<string, string> = { location: links(job.id).self, ...pollHeaders(job) };
+      if (!created) headers['idempotent-replayed'] = 'true';
+      if (!envelope.token) return c.json(view(job), 202, headers);
+      const token = await waitless.createJobToken(job.id, { tenant: c.get('tenant'), cancel: envelope.token.cancel, ttl: envelope.token.ttlSeconds * 1000 });
+      return c.json({ ...view(job), token: token && { token: token.token, expiresAt: token.expiresAt } }, 202, headers);
     },
   );
 
@@ -195,19 +177,14 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
       return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"limit" must be an integer from 1 to 100.' });
     }
-    try {
-      const page = await waitless.store.list({
-        tenant: c.get('tenant'),
-        statuses: statuses as JobStatus[] | undefined,
-        name: c.req.query('name'),
-        cursor: c.req.query('cursor'),
-        limit,
-      });
-      return c.json({ jobs: page.jobs.map(view), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) });
-    } catch (error) {
-      if (error instanceof InvalidCursorError) return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid cursor', detail: error.message });
-      throw error;
-    }
+    const page = await waitless.list({
+      tenant: c.get('tenant'),
+      statuses: statuses as JobStatus[] | undefined,
+      name: c.req.query('name'),
+      cursor: c.req.query('cursor'),
+      limit,
+    });
+    return c.json({ jobs: page.jobs.map(view), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) });
   });
 
   app.get('/v1/jobs/:id', async (c) => {
@@ -226,7 +203,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     const job =
       wait > 0
         ? await waitless.wait(id, { tenant, since, timeoutMs: wait * 1000, signal: c.req.raw.signal })
-        : await waitless.store.get(tenant, id);
+        : await waitless.get(id, { tenant });
     if (!job) return notFound(c, id);
     return c.json(view(job), 200, { 'cache-control': 'no-store', ...pollHeaders(job) });
   });
@@ -239,7 +216,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     if (!Number.isInteger(after) || after < 0) {
       return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid resume point', detail: 'Last-Event-ID / "after" must be an event sequence number (an integer ≥ 0).' });
     }
-    const job = await waitless.store.head(tenant, id);
+    const job = await store.head(tenant, id);
     if (!job) return notFound(c, id);
     // The stream already ended for this client: 204 tells EventSource to stop reconnecting.
     if (job.done && after >= job.version) return c.body(null, 204);
@@ -250,7 +227,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
         detail: `Last-Event-ID / "after" is ${after}, but the job's latest event is ${job.version}. Resume from an id this stream sent.`,
       });
     }
-    return streamJobEvents(c, waitless, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000 });
+    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000 });
   });
 
   addWebhookRoutes(app, waitless);
@@ -268,19 +245,14 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     const forbidden = requireAdmin(c, 'recover a job');
     if (forbidden) return forbidden;
     const id = c.req.param('id');
-    try {
-      const job = await waitless.recover(id, { tenant: c.get('tenant') });
-      if (!job) return notFound(c, id);
-      return c.json(view(job), 200);
-    } catch (error) {
-      if (!(error instanceof NotRecoverableError)) throw error;
-      return problem(c, 409, { type: '/problems/not-recoverable', title: 'Not recoverable', detail: error.message, jobStatus: error.job.status });
-    }
+    const job = await waitless.recover(id, { tenant: c.get('tenant') });
+    if (!job) return notFound(c, id);
+    return c.json(view(job), 200);
   });
 
   app.post('/v1/jobs/:id/cancel', async (c) => {
     const id = c.req.param('id');
-    const job = await waitless.store.cancel(c.get('tenant'), id);
+    const job = await waitless.cancel(id, { tenant: c.get('tenant') });
     if (!job) return notFound(c, id);
     return c.json(view(job), 200);
   });

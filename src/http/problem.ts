@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { InputValidationError, NotRecoverableError, SupersedeConflictError, WaitlessError, type WaitlessErrorCode } from '../errors.ts';
 
 /** An RFC 9457 problem detail. Extra members carry machine-readable specifics. */
 export interface Problem {
@@ -17,4 +18,68 @@ export function problem(c: Context, status: ContentfulStatusCode, body: Problem,
     status,
     headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store', ...headers },
   });
+}
+
+/** How one error code is answered over HTTP. */
+interface ProblemSpec {
+  status: ContentfulStatusCode;
+  /** Problem type URI. Default: `about:blank`. */
+  type?: string;
+  title: string;
+  /** Extension members beyond `detail` (the error's message). */
+  members?: (error: WaitlessError, base: string) => Record<string, unknown>;
+  headers?: Record<string, string>;
+}
+
+/**
+ * Every engine error code and its answer: the one place where codes become statuses and
+ * problem types. Every code must be listed (a new one is a compile error until it is): `null`
+ * for those a request cannot meet or that are not the caller's fault, which answer 500.
+ */
+export const PROBLEMS: Record<WaitlessErrorCode, ProblemSpec | null> = {
+  unknown_job: { status: 404, type: '/problems/unknown-job', title: 'Unknown job' },
+  job_not_found: { status: 404, type: '/problems/job-not-found', title: 'Job not found' },
+  invalid_input: {
+    status: 422,
+    type: '/problems/invalid-input',
+    title: 'Invalid input',
+    members: (error) => ({
+      errors: error instanceof InputValidationError ? error.issues.map((i) => ({ path: ['input', ...i.path].join('.'), message: i.message, code: i.code })) : [],
+    }),
+  },
+  invalid_option: { status: 422, type: '/problems/invalid-option', title: 'Invalid option' },
+  invalid_webhook: { status: 422, type: '/problems/unsafe-webhook-url', title: 'Webhook refused' },
+  webhook_check_unavailable: { status: 503, title: 'Service Unavailable', headers: { 'retry-after': '5' } },
+  idempotency_conflict: { status: 422, type: '/problems/idempotency-key-reused', title: 'Idempotency-Key reused' },
+  supersede_conflict: {
+    status: 409,
+    type: '/problems/key-in-flight',
+    title: 'A job with this key is in flight',
+    members: (error, base) =>
+      error instanceof SupersedeConflictError ? { runningJobId: error.runningJobId, runningJob: `${base}/v1/jobs/${error.runningJobId}` } : {},
+  },
+  not_recoverable: {
+    status: 409,
+    type: '/problems/not-recoverable',
+    title: 'Not recoverable',
+    members: (error) => (error instanceof NotRecoverableError ? { jobStatus: error.job.status } : {}),
+  },
+  invalid_cursor: { status: 400, type: '/problems/invalid-query', title: 'Invalid cursor' },
+  // Thrown by waitless.result(), which no route calls.
+  job_unsuccessful: null,
+  result_timeout: null,
+  // Thrown by or to job handlers, never at an HTTP caller.
+  non_retryable: null,
+  lease_lost: null,
+  job_cancelled: null,
+  job_timeout: null,
+  worker_shutdown: null,
+};
+
+/** The problem+json answer for an engine error, or undefined when it is the server's fault (500). */
+export function problemFor(c: Context, error: unknown, base: string): Response | undefined {
+  if (!(error instanceof WaitlessError)) return undefined;
+  const spec = PROBLEMS[error.code];
+  if (!spec) return undefined;
+  return problem(c, spec.status, { ...(spec.type ? { type: spec.type } : {}), title: spec.title, detail: error.message, ...spec.members?.(error, base) }, spec.headers);
 }

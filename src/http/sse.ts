@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import type { Waitless } from '../engine.ts';
+import type { EventHub } from '../events/hub.ts';
 import type { Job, JobEvent } from '../job/model.ts';
 import { isTerminalEvent } from '../contract/job-events.ts';
 
@@ -20,11 +20,11 @@ export interface StreamParams {
  * from the process's event hub, which reads the database once for all streams of a job and
  * pushes new events as their statements announce them.
  */
-export function streamJobEvents(c: Context, waitless: Waitless, p: StreamParams): Response {
+export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Response {
   c.header('x-accel-buffering', 'no');
   c.header('cache-control', 'no-cache');
   return streamSSE(c, async (stream) => {
-    const subscription = waitless.hub.subscribe(p.tenant, p.jobId, p.after);
+    const subscription = hub.subscribe(p.tenant, p.jobId, p.after);
     stream.onAbort(() => subscription.close());
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
     try {
@@ -62,12 +62,12 @@ export interface TenantStreamParams {
  * lost database notification connection, or when the client reads too slowly to keep up,
  * `event: resync` tells the client to list again.
  */
-export function streamTenantJobs(c: Context, waitless: Waitless, p: TenantStreamParams): Response {
+export function streamTenantJobs(c: Context, hub: EventHub, p: TenantStreamParams): Response {
   c.header('x-accel-buffering', 'no');
   c.header('cache-control', 'no-cache');
   return streamSSE(c, async (stream) => {
     // Fed by the hub from one read per window for every tenant stream of this process.
-    const subscription = waitless.hub.subscribeTenant(p.tenant);
+    const subscription = hub.subscribeTenant(p.tenant);
     stream.onAbort(() => subscription.close());
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
     try {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { IdempotencyConflictError, InvalidCursorError, SupersedeConflictError } from '../errors.ts';
 import type { JobError } from '../job/errors.ts';
 import type { Job, JobEvent, JobEventType, JobUsage } from '../job/model.ts';
 import type { JobStatus } from '../contract/statuses.ts';
@@ -7,18 +8,6 @@ import type { Driver } from './driver.ts';
 import * as q from './queries.ts';
 import { GroupCommit } from './group-commit.ts';
 import { uuidv7 } from './uuid.ts';
-
-/** Thrown when an idempotency key is reused with a different request. */
-export class IdempotencyConflictError extends Error {
-  override name = 'IdempotencyConflictError';
-  readonly key: string;
-  readonly jobId: string;
-  constructor(key: string, jobId: string) {
-    super(`Idempotency-Key "${key}" was already used for a different request (job ${jobId}). Use a new key for a new request.`);
-    this.key = key;
-    this.jobId = jobId;
-  }
-}
 
 export interface SubmitParams {
   tenant: string;
@@ -53,18 +42,6 @@ export type SupersedePolicy = 'supersede' | 'reject' | 'queue';
 
 /** Rolls back a supersede whose insert lost its idempotency key to a concurrent request. */
 class IdempotencyRace extends Error {}
-
-/** A job with the same key is in flight and the policy is `reject`. */
-export class SupersedeConflictError extends Error {
-  override name = 'SupersedeConflictError';
-  readonly key: string;
-  readonly runningJobId: string;
-  constructor(key: string, runningJobId: string) {
-    super(`Job ${runningJobId} with key "${key}" is still in flight; wait for it, or cancel it first.`);
-    this.key = key;
-    this.runningJobId = runningJobId;
-  }
-}
 
 export interface SubmitOutcome {
   job: Job;
@@ -165,13 +142,6 @@ function decodeCursor(cursor: string): string {
   const id = Buffer.from(cursor, 'base64url').toString('utf8');
   if (!isJobId(id)) throw new InvalidCursorError();
   return id;
-}
-
-export class InvalidCursorError extends Error {
-  override name = 'InvalidCursorError';
-  constructor() {
-    super('The cursor is not one this API returned. Start again without it.');
-  }
 }
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

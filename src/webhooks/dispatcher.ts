@@ -21,7 +21,7 @@ export interface DispatcherOptions {
   timeout?: Duration;
   /** Deliveries in flight at once. Default: `10`. */
   concurrency?: number;
-  /** Backstop poll for due deliveries. Default: `"2s"`. */
+  /** Backstop poll for due deliveries; expired delivery leases are taken back as often. Default: `"2s"`. */
   pollInterval?: Duration;
   /** Hosts, addresses or CIDRs exempt from the SSRF guard (local development, tests). Default: none. */
   ssrf?: SsrfPolicy;
@@ -39,7 +39,8 @@ export class WebhookDispatcher {
   private readonly schedule: number[];
   private readonly timeoutMs: number;
   private readonly concurrency: number;
-  private readonly pollMs: number;
+  /** The backstop poll period, in ms (`pollInterval`). */
+  readonly pollMs: number;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly store: WebhookStore;
   private readonly notifier: Notifier;
@@ -64,12 +65,8 @@ export class WebhookDispatcher {
 
   start(): this {
     this.unsubscribe = this.notifier.onWebhookDue(() => this.pump());
-    this.timer = setInterval(() => {
-      this.store.reclaimExpired().then(
-        () => this.pump(),
-        (error: unknown) => this.log.error({ err: error }, 'webhook lease reclaim failed'),
-      );
-    }, this.pollMs);
+    // Expired delivery leases are taken back by the engine's housekeeping, on the same period.
+    this.timer = setInterval(() => this.pump(), this.pollMs);
     this.pump();
     return this;
   }

@@ -22,7 +22,10 @@ export interface WorkerOptions {
   lease?: Duration;
   /** How often leases are extended. Default: a third of `lease`. */
   heartbeat?: Duration;
-  /** Backstop poll for due jobs and expired leases when no notification arrives. Default: `"2s"`. */
+  /**
+   * Backstop poll for due jobs when no notification arrives; expired leases are taken back
+   * (by the engine's housekeeping) as often. Default: `"2s"`.
+   */
   pollInterval?: Duration;
   /** On `stop()`, how long running jobs may take to finish before their leases are handed back. Default: `"10s"`. */
   shutdownGrace?: Duration;
@@ -55,8 +58,6 @@ interface RunningJob {
   done: Promise<void>;
 }
 
-const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
-const HOUSEKEEPING_EVERY_MS = 3_600_000;
 
 /**
  * Claims jobs and runs their handlers. Many workers, in one process or many, share a database:
@@ -69,7 +70,8 @@ export class Worker {
   private readonly concurrency: number;
   private readonly leaseMs: number;
   private readonly heartbeatMs: number;
-  private readonly pollMs: number;
+  /** The backstop poll period, in ms (`pollInterval`). */
+  readonly pollMs: number;
   private readonly graceMs: number;
   private readonly flushMs: number;
   private readonly names: string[];
@@ -101,7 +103,6 @@ export class Worker {
   private claiming = false;
   private stopping = false;
   private stopped: Promise<void> | undefined;
-  private lastHousekeeping = 0;
   private heartbeating: Promise<void> | undefined;
   private heartbeatAgain = false;
 
@@ -165,7 +166,7 @@ export class Worker {
         }
       }),
     );
-    this.pollTimer = setInterval(() => void this.tick(), this.pollMs);
+    this.pollTimer = setInterval(() => this.tick(), this.pollMs);
     // Heartbeats go on through the grace period of a shutdown, so finishing jobs keep their leases.
     this.heartbeatTimer = setInterval(() => {
       // Checked on every tick, not only after a heartbeat: a heartbeat query that hangs (a dead
@@ -173,7 +174,7 @@ export class Worker {
       this.abortExpiredLeases();
       void this.heartbeat();
     }, this.heartbeatMs);
-    void this.tick();
+    this.tick();
     return this;
   }
 
@@ -210,18 +211,9 @@ export class Worker {
     this.writes.stop();
   }
 
-  private async tick(): Promise<void> {
+  /** Backstop for lost notifications: look for due work (expired leases are taken back by the engine's housekeeping). */
+  private tick(): void {
     if (this.stopping) return;
-    try {
-      const reclaimed = await this.store.reclaimExpiredLeases();
-      for (const job of reclaimed) this.log.warn({ jobId: job.id, status: job.status }, 'lease expired; job taken back');
-      if (Date.now() - this.lastHousekeeping > HOUSEKEEPING_EVERY_MS) {
-        this.lastHousekeeping = Date.now();
-        await this.store.purgeIdempotencyKeys(IDEMPOTENCY_KEY_TTL_MS);
-      }
-    } catch (error) {
-      this.log.error({ err: error }, 'lease reclaim failed');
-    }
     this.keyedWork = true;
     this.laterWork = true;
     this.wake();
