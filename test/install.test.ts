@@ -1,0 +1,122 @@
+/**
+ * Installing the package as a user would, into fresh apps: from the tarball `npm pack` makes,
+ * and from a git URL (npm clones it, installs its devDependencies, builds it on `prepare`, packs
+ * it). Both from a snapshot of this working tree committed to a temporary repository. The
+ * registry is reached through npm's cache first (--prefer-offline): the suite's `npm ci` has
+ * filled it with everything these installs need.
+ */
+import assert from 'node:assert/strict';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const children = new Set<ChildProcess>();
+let work = '';
+after(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+// npm and the scripts it runs use the Node running this test, not an older one on PATH.
+const env: NodeJS.ProcessEnv = {
+  ...process.env,
+  PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ''}`,
+  npm_config_prefer_offline: 'true',
+  npm_config_audit: 'false',
+  npm_config_fund: 'false',
+  npm_config_update_notifier: 'false',
+  npm_config_loglevel: 'error',
+};
+
+/** Runs a command to its end within `timeoutMs` (then it is killed), answering its stdout. */
+function run(file: string, args: string[], cwd: string, timeoutMs = 240_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(file, args, { cwd, env, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      children.delete(child);
+      if (error) reject(new Error(`${file} ${args.join(' ')} failed (${error.code ?? error.signal}):\n${stderr}\n${stdout}`));
+      else resolve(stdout);
+    });
+    children.add(child);
+  });
+}
+
+/** The package's subpaths, each with an export it must have. */
+const SUBPATHS: Record<string, string> = {
+  waitless: 'createWaitless',
+  'waitless/client': 'WaitlessClient',
+  'waitless/reconciler': 'createReconciler',
+  'waitless/react': 'useJob',
+  'waitless/llm': 'streamChat',
+};
+
+/** A fresh app with `spec` installed (and react, the optional peer `waitless/react` needs). */
+async function appWith(name: string, spec: string): Promise<string> {
+  const app = join(work, name);
+  await mkdir(app);
+  await writeFile(join(app, 'package.json'), JSON.stringify({ name, private: true, type: 'module' }));
+  await run('npm', ['install', '--no-save', spec, 'react@19'], app);
+  return app;
+}
+
+/** Imports every subpath in the app's own process, as its code would, and runs the bin. */
+async function checkInstalled(app: string): Promise<void> {
+  const pkg = join(app, 'node_modules/waitless');
+  assert.ok(existsSync(join(pkg, 'LICENSE')), 'LICENSE is installed');
+  assert.ok(!existsSync(join(pkg, 'src')), 'only the build is shipped');
+  const map = JSON.parse(await readFile(join(pkg, 'dist/engine.js.map'), 'utf8')) as { sources: string[]; sourcesContent?: string[] };
+  assert.equal(map.sourcesContent?.length, map.sources.length, 'source maps carry their sources');
+
+  const script = join(app, 'check.js');
+  await writeFile(
+    script,
+    `const expected = ${JSON.stringify(SUBPATHS)};\n` +
+      'for (const [specifier, name] of Object.entries(expected)) {\n' +
+      '  const module = await import(specifier);\n' +
+      '  if (module[name] === undefined) throw new Error(`${specifier} has no export ${name}`);\n' +
+      '}\n' +
+      "process.stdout.write('imported ' + Object.keys(expected).join(' '));\n",
+  );
+  assert.equal(await run(process.execPath, [script], app, 60_000), `imported ${Object.keys(SUBPATHS).join(' ')}`);
+  assert.match(await run(process.execPath, [join(app, 'node_modules/.bin/waitless'), '--help'], app, 60_000), /waitless dev/);
+}
+
+describe('installing waitless into a fresh app', { timeout: 480_000 }, () => {
+  let snapshot = '';
+  let tarball = '';
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'waitless-install-'));
+    // The working tree as it is (tracked and new files, nothing ignored), committed to a
+    // repository of its own.
+    snapshot = join(work, 'repo');
+    const files = (await run('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], ROOT, 60_000)).split('\0').filter(Boolean);
+    for (const file of files) {
+      if (existsSync(join(ROOT, file))) await cp(join(ROOT, file), join(snapshot, file));
+    }
+    await run('git', ['init', '-q'], snapshot, 60_000);
+    await run('git', ['add', '-A'], snapshot, 60_000);
+    await run('git', ['-c', 'user.name=test', '-c', 'user.email=test@localhost', 'commit', '-qm', 'snapshot'], snapshot, 60_000);
+    // One pack, built with the project's own devDependencies (npm pack runs `prepare`).
+    await symlink(join(ROOT, 'node_modules'), join(snapshot, 'node_modules'), 'dir');
+    const packed = JSON.parse(await run('npm', ['pack', '--json', '--pack-destination', work], snapshot)) as { filename: string; files: { path: string }[] }[];
+    tarball = join(work, packed[0]!.filename);
+    const shipped = packed[0]!.files.map((f) => f.path);
+    assert.ok(shipped.includes('LICENSE') && shipped.includes('dist/index.js') && shipped.includes('bin/waitless.js'));
+    assert.ok(!shipped.some((p) => p.startsWith('src/') || p.startsWith('test/')), 'no source or tests in the package');
+  });
+
+  it('from the tarball npm pack makes: every subpath imports, the bin runs', async () => {
+    await checkInstalled(await appWith('from-tarball', pathToFileURL(tarball).href));
+  });
+
+  it('from a git URL: npm builds it on prepare, every subpath imports, the bin runs', async () => {
+    const app = await appWith('from-git', `git+${pathToFileURL(snapshot).href}`);
+    await checkInstalled(app);
+    assert.deepEqual(readdirSync(join(app, 'node_modules/waitless')).sort(), ['LICENSE', 'README.md', 'bin', 'dist', 'package.json']);
+  });
+});
