@@ -1,14 +1,16 @@
 /**
  * Installing the package as a user would, into fresh apps: from the tarball `npm pack` makes,
  * and from a git URL (npm clones it, installs its devDependencies, builds it on `prepare`, packs
- * it). Both from a snapshot of this working tree committed to a temporary repository. The
- * registry is reached through npm's cache first (--prefer-offline): the suite's `npm ci` has
- * filled it with everything these installs need.
+ * it). Both from a snapshot of this working tree committed to a temporary repository. Then the
+ * README's Next.js route handler, built with `next build` and served with `next start`, from the
+ * same tarball. The registry is reached through npm's cache first (--prefer-offline): the
+ * suite's `npm ci` has filled it with most of what these installs need.
  */
 import assert from 'node:assert/strict';
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,7 +20,17 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const children = new Set<ChildProcess>();
 let work = '';
 after(async () => {
-  for (const child of children) child.kill('SIGKILL');
+  for (const child of children) {
+    // Next's server runs in a process group of its own: end the whole group.
+    if (child.spawnargs.includes('start') && child.pid) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    child.kill('SIGKILL');
+  }
   if (work) await rm(work, { recursive: true, force: true });
 });
 
@@ -85,7 +97,7 @@ async function checkInstalled(app: string): Promise<void> {
   assert.match(await run(process.execPath, [join(app, 'node_modules/.bin/waitless'), '--help'], app, 60_000), /waitless dev/);
 }
 
-describe('installing waitless into a fresh app', { timeout: 480_000 }, () => {
+describe('installing waitless into a fresh app', { timeout: 600_000 }, () => {
   let snapshot = '';
   let tarball = '';
 
@@ -114,9 +126,86 @@ describe('installing waitless into a fresh app', { timeout: 480_000 }, () => {
     await checkInstalled(await appWith('from-tarball', pathToFileURL(tarball).href));
   });
 
-  it('from a git URL: npm builds it on prepare, every subpath imports, the bin runs', async () => {
+  // Bounded apart from the suite's per-test default: npm installs the devDependencies and builds.
+  it('from a git URL: npm builds it on prepare, every subpath imports, the bin runs', { timeout: 300_000 }, async () => {
     const app = await appWith('from-git', `git+${pathToFileURL(snapshot).href}`);
     await checkInstalled(app);
     assert.deepEqual(readdirSync(join(app, 'node_modules/waitless')).sort(), ['LICENSE', 'README.md', 'bin', 'dist', 'package.json']);
   });
+
+  it("the README's Next.js route handler builds without opening the database, then serves every method", { timeout: 300_000 }, async () => {
+    const app = join(work, 'next-app');
+    await mkdir(join(app, 'app/jobs-api/[...path]'), { recursive: true });
+    const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+    await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'next-app', private: true, type: 'module' }));
+    await writeFile(join(app, 'next.config.mjs'), snippet(readme, '// next.config.mjs'));
+    await writeFile(join(app, 'app/jobs-api/[...path]/route.ts'), snippet(readme, '// app/jobs-api/[...path]/route.ts'));
+    await writeFile(
+      join(app, 'jobs.ts'),
+      "import { defineJob } from 'waitless';\nimport { z } from 'zod';\n\nexport const echo = defineJob({ name: 'echo', input: z.object({ text: z.string() }), run: async ({ text }) => ({ text }) });\n",
+    );
+    await writeFile(join(app, 'app/layout.tsx'), 'export default function RootLayout({ children }: { children: React.ReactNode }) {\n  return <html><body>{children}</body></html>;\n}\n');
+    const typescript = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }).devDependencies.typescript!;
+    await run('npm', ['install', '--no-save', tarball, 'next@16', 'react@19', 'react-dom@19', `typescript@${typescript}`, '@types/react@19', '@types/node@24'], app, 300_000);
+
+    const next = join(app, 'node_modules/next/dist/bin/next');
+    const nextEnv: NodeJS.ProcessEnv = { ...env, NEXT_TELEMETRY_DISABLED: '1' };
+    delete nextEnv.DATABASE_URL; // the default, ./.waitless (PGlite), shows whether it was opened
+    await new Promise<void>((resolve, reject) => {
+      const build = execFile(process.execPath, [next, 'build'], { cwd: app, env: nextEnv, timeout: 300_000, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+        children.delete(build);
+        if (error) reject(new Error(`next build failed:\n${stdout}\n${stderr}`));
+        else resolve();
+      });
+      children.add(build);
+    });
+    assert.equal(existsSync(join(app, '.waitless')), false, 'next build opened no database');
+
+    const port = await freePort();
+    const server = spawn(process.execPath, [next, 'start', '-p', String(port), '-H', '127.0.0.1'], { cwd: app, env: nextEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    children.add(server);
+    let output = '';
+    server.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    server.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const url = `http://127.0.0.1:${port}/jobs-api`;
+    await poll(async () => (await fetch(`${url}/healthz`).catch(() => undefined))?.ok === true, `next start answers:\n${output}`);
+
+    const submitted = await fetch(`${url}/v1/jobs/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: { text: 'from next' } }) });
+    assert.equal(submitted.status, 202, await submitted.clone().text());
+    const { id } = (await submitted.json()) as { id: string };
+    await poll(async () => ((await (await fetch(`${url}/v1/jobs/${id}`)).json()) as { status: string }).status === 'completed', 'the job completes in the worker started on the first request');
+    // DELETE and OPTIONS reach Waitless (its problem+json), not Next's 405.
+    for (const method of ['DELETE', 'OPTIONS']) {
+      const response = await fetch(`${url}/v1/webhooks/endpoints/00000000-0000-0000-0000-000000000000`, { method });
+      assert.equal(response.headers.get('content-type'), 'application/problem+json', `${method} reaches Waitless`);
+    }
+  });
 });
+
+/** The fenced block of the README whose first line is `marker`, its list indentation removed. */
+function snippet(readme: string, marker: string): string {
+  const lines = readme.split('\n');
+  const start = lines.findIndex((line) => line.trim() === marker);
+  assert.ok(start > 0 && /^\s*```/.test(lines[start - 1]!), `the README has a block starting with ${marker}`);
+  const indent = /^\s*/.exec(lines[start]!)![0].length;
+  const end = lines.findIndex((line, i) => i > start && /^\s*```\s*$/.test(line));
+  return `${lines.slice(start, end).map((line) => line.slice(indent)).join('\n')}\n`;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** Checks until true, for at most a minute. */
+async function poll(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
