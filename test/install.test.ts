@@ -46,9 +46,9 @@ const env: NodeJS.ProcessEnv = {
 };
 
 /** Runs a command to its end within `timeoutMs` (then it is killed), answering its stdout. */
-function run(file: string, args: string[], cwd: string, timeoutMs = 240_000): Promise<string> {
+function run(file: string, args: string[], cwd: string, timeoutMs = 240_000, extraEnv: NodeJS.ProcessEnv = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = execFile(file, args, { cwd, env, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+    const child = execFile(file, args, { cwd, env: { ...env, ...extraEnv }, timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
       children.delete(child);
       if (error) reject(new Error(`${file} ${args.join(' ')} failed (${error.code ?? error.signal}):\n${stderr}\n${stdout}`));
       else resolve(stdout);
@@ -123,7 +123,17 @@ describe('installing waitless into a fresh app', { timeout: 600_000 }, () => {
   });
 
   it('from the tarball npm pack makes: every subpath imports, the bin runs', async () => {
-    await checkInstalled(await appWith('from-tarball', pathToFileURL(tarball).href));
+    const app = await appWith('from-tarball', pathToFileURL(tarball).href);
+    await checkInstalled(app);
+    // `openai`, an optional peer, is not installed here: a demo configured to use a model says
+    // so at start, not in every job it runs.
+    const refused = await run(process.execPath, [join(app, 'node_modules/.bin/waitless'), 'dev', '--port', '0', '--data', 'memory://'], app, 60_000, {
+      WAITLESS_DEMO_LLM_BASE_URL: 'http://127.0.0.1:9/v1',
+    }).then(
+      () => 'started',
+      (error: Error) => error.message,
+    );
+    assert.match(refused, /WAITLESS_DEMO_LLM_BASE_URL is set, but the "openai" package is not installed: npm install openai/);
   });
 
   // Bounded apart from the suite's per-test default: npm installs the devDependencies and builds.
