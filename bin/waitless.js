@@ -8,14 +8,4 @@ import { assertNodeVersion } from './check-node.js';
 assertNodeVersion();
 
 const source = new URL('../src/cli/main.ts', import.meta.url);
-if (existsSync(source)) {
-  // Running the source: a jobs module that imports 'waitless' (or 'waitless/client', …) gets
-  // these same source files, not dist/, so there is one copy of every class (NonRetryableError
-  // is one class for the job and for the worker that checks it) and no build is needed.
-  const { sourceEntryHooks } = await import('./source-entries.js');
-  const { registerHooks } = await import('node:module');
-  registerHooks(sourceEntryHooks(new URL('../', import.meta.url)));
-  await import(source.href);
-} else {
-  await import(new URL('../dist/cli/main.js', import.meta.url).href);
-}
+await import(existsSync(source) ? source.href : new URL('../dist/cli/main.js', import.meta.url).href);

@@ -9,6 +9,7 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { nodeVersionProblem } from '../bin/check-node.js';
 import { formatLogLine } from '../src/cli/log-format.ts';
+import { sourceEntries } from '../src/cli/source-entries.ts';
 import type { Job } from '../src/job/model.ts';
 import { eventually } from './helpers.ts';
 
@@ -146,40 +147,45 @@ describe('a jobs module of your own, inside the clone', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it("imports 'waitless' without a build, and a NonRetryableError fails the job after one attempt", async () => {
-    // Inside the clone, where 'waitless' resolves to the package itself (dist/ if built): the
-    // bin maps it to the same source files the CLI runs, so the error class is one class.
-    dir = await mkdtemp(join(ROOT, '.waitless-jobs-'));
-    const module = join(dir, 'jobs.ts');
-    await writeFile(
-      module,
-      [
-        "import { defineJob, NonRetryableError } from 'waitless';",
-        "import { z } from 'zod';",
-        'export const refuse = defineJob({',
-        "  name: 'refuse',",
-        '  input: z.object({}),',
-        '  retry: { attempts: 5, initialDelay: 10 },',
-        "  async run() { throw new NonRetryableError('not worth another try'); },",
-        '});',
-        '',
-      ].join('\n'),
-    );
-    const dev = await startDev('memory://', ['--jobs', module], BIN);
-    assert.match(dev.output(), /Jobs:\s+refuse \(from .*jobs\.ts\)/, 'the banner names the module and its jobs');
-    const response = await submit(dev.url, 'refuse', {});
-    assert.equal(response.status, 202);
-    const { id } = (await response.json()) as Job;
-    const done = await eventually(async () => {
-      const job = (await (await fetch(`${dev.url}/v1/jobs/${id}`)).json()) as Job;
-      return job.done && job;
-    }, 'the job ends', 30_000);
-    assert.equal(done.status, 'failed');
-    assert.equal(done.attempt, 1, 'not retried: the worker recognised NonRetryableError');
-    assert.equal(done.error?.name, 'NonRetryableError');
-    dev.child.kill('SIGTERM');
-    assert.equal(await dev.exited, 0);
-  });
+  for (const [how, entry] of [
+    ['npx waitless', BIN],
+    ['node src/cli/main.ts', CLI],
+  ] as const) {
+    it(`imports 'waitless' without a build, and a NonRetryableError fails the job after one attempt (${how})`, async () => {
+      // Inside the clone, where 'waitless' resolves to the package itself (dist/ if built): the
+      // CLI run from source maps it to the same source files, so the error class is one class.
+      dir ||= await mkdtemp(join(ROOT, '.waitless-jobs-'));
+      const module = join(dir, 'jobs.ts');
+      await writeFile(
+        module,
+        [
+          "import { defineJob, NonRetryableError } from 'waitless';",
+          "import { z } from 'zod';",
+          'export const refuse = defineJob({',
+          "  name: 'refuse',",
+          '  input: z.object({}),',
+          '  retry: { attempts: 5, initialDelay: 10 },',
+          "  async run() { throw new NonRetryableError('not worth another try'); },",
+          '});',
+          '',
+        ].join('\n'),
+      );
+      const dev = await startDev('memory://', ['--jobs', module], entry);
+      assert.match(dev.output(), /Jobs:\s+refuse \(from .*jobs\.ts\)/, 'the banner names the module and its jobs');
+      const response = await submit(dev.url, 'refuse', {});
+      assert.equal(response.status, 202);
+      const { id } = (await response.json()) as Job;
+      const done = await eventually(async () => {
+        const job = (await (await fetch(`${dev.url}/v1/jobs/${id}`)).json()) as Job;
+        return job.done && job;
+      }, 'the job ends', 30_000);
+      assert.equal(done.status, 'failed');
+      assert.equal(done.attempt, 1, 'not retried: the worker recognised NonRetryableError');
+      assert.equal(done.error?.name, 'NonRetryableError');
+      dev.child.kill('SIGTERM');
+      assert.equal(await dev.exited, 0);
+    });
+  }
 
   it('names the module when it does not load', async () => {
     const broken = join(await mkdtemp(join(tmpdir(), 'waitless-broken-')), 'broken-jobs.ts');
@@ -215,6 +221,17 @@ describe('the Node version check', () => {
     assert.equal(result.code, 1);
     assert.match(result.stderr, /needs Node\.js 22\.18 or newer/);
     assert.doesNotMatch(result.stderr, /ERR_UNKNOWN_FILE_EXTENSION/);
+  });
+});
+
+describe('running from the source', () => {
+  it("maps 'waitless' and each subpath to the file its export is compiled from", () => {
+    const root = new URL('../', import.meta.url);
+    const entries = sourceEntries(root);
+    assert.equal(entries.get('waitless'), new URL('src/index.ts', root).href);
+    assert.equal(entries.get('waitless/client'), new URL('src/client/index.ts', root).href);
+    assert.deepEqual([...entries.keys()].sort(), ['waitless', 'waitless/client', 'waitless/llm', 'waitless/react', 'waitless/reconciler']);
+    for (const url of entries.values()) assert.ok(existsSync(new URL(url)), `${url} exists`);
   });
 });
 

@@ -15,6 +15,12 @@ import { ApiKeyStore } from '../store/api-keys.ts';
 import type { WorkerOptions } from '../worker/worker.ts';
 import type { DispatcherOptions } from '../webhooks/dispatcher.ts';
 import { prettyDestination } from './log-format.ts';
+import { resolveOwnNameToSource } from './source-entries.ts';
+
+// Run from the source (a clone, however started): a jobs module's `import … from 'waitless'`
+// gets these same files, one copy of every class, no build needed. Installed, this is dist/,
+// and the package's own name already resolves to dist/.
+if (import.meta.url.endsWith('.ts')) resolveOwnNameToSource(new URL('../../', import.meta.url));
 
 const USAGE = `waitless — long-running AI jobs behind a 202 Accepted API
 
