@@ -92,6 +92,34 @@ describe('Express', () => {
   });
 });
 
+describe('createNodeListener', () => {
+  it('mounted app-wide with basePath, hands every other request to next', async () => {
+    const handler = createHttpHandler(waitless, { basePath: '/jobs-api' });
+    const app = express();
+    app.use(createNodeListener(handler, { basePath: '/jobs-api' }));
+    app.get('/jobs-api-docs', (_req, res) => void res.send('docs'));
+    const server = await listen(createServer(app));
+    try {
+      assert.equal((await submit(server.url)).status, 202);
+      assert.equal(await (await fetch(`${server.url}/jobs-api-docs`)).text(), 'docs', 'a path that only starts like basePath is not Waitless');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('on plain node:http, without a framework', async () => {
+    const server = await listen(createServer(createNodeListener(createHttpHandler(waitless, { basePath: '/jobs-api' }))));
+    try {
+      assert.equal((await submit(server.url)).status, 202);
+      const unknown = await fetch(`${server.url}/elsewhere`);
+      assert.equal(unknown.status, 404);
+      assert.equal(unknown.headers.get('content-type'), 'application/problem+json');
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('Fastify', () => {
   it('the README snippet: Waitless in a scope of its own reads its own bodies; the app keeps its JSON routes', async () => {
     const handler = createHttpHandler(waitless, { basePath: '/jobs-api' });
