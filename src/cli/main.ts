@@ -279,7 +279,10 @@ async function dev(): Promise<void> {
   bound.serve(withRootRedirect(app));
   const { server, url: base } = bound;
   waitless.logger.info({ url: base }, 'listening');
-  const own = values.jobs ? `  Jobs:      ${jobs.filter((j) => j !== analyzeDocument).map((j) => j.name).join(', ')} (from ${values.jobs}), and the demo analyze-document\n` : `  Jobs:      ${[...waitless.jobs.keys()].join(', ')} (pass --jobs ./jobs.ts for your own)\n`;
+  const yours = jobs.filter((j) => j !== analyzeDocument).map((j) => j.name);
+  const own = values.jobs
+    ? `  Jobs:      ${yours.join(', ')} (from ${values.jobs}), and the demo analyze-document\n`
+    : `  Jobs:      analyze-document, the demo (pass --jobs ./jobs.ts for your own)\n`;
   process.stdout.write(
     `\nWaitless dev is running on embedded PGlite (${values.database ?? values.data ?? './.waitless'}).\n` +
       `  API:       ${base}/v1/jobs\n  Dashboard: ${base}/dashboard\n  Health:    ${base}/healthz\n${own}\n` +
