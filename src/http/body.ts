@@ -15,7 +15,7 @@ export const BODY_ALREADY_READ: Problem = {
     'Mount Waitless before the body parser, or leave its path out of the parser.',
 };
 
-/** Whether the headers announce a body (a length above zero, or a chunked one). */
+/** Whether the headers announce a body (a length above zero, or a chunked one, maybe empty). */
 export function announcesBody(headers: { get(name: string): string | null }): boolean {
   return Number(headers.get('content-length') ?? 0) > 0 || /chunked/i.test(headers.get('transfer-encoding') ?? '');
 }
@@ -31,7 +31,8 @@ export async function readJsonBody<S extends z.ZodType>(
   options: { allowEmpty?: boolean; hint?: string } = {},
 ): Promise<z.output<S> | Response> {
   const text = await c.req.text();
-  if (text === '' && announcesBody(c.req.raw.headers)) return problem(c, 400, BODY_ALREADY_READ);
+  // Only a declared length is proof here: an empty chunked body is a legitimate empty body.
+  if (text === '' && Number(c.req.header('content-length') ?? 0) > 0) return problem(c, 400, BODY_ALREADY_READ);
   let value: unknown = {};
   if (text.trim() !== '' || !options.allowEmpty) {
     const type = c.req.header('content-type') ?? '';
