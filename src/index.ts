@@ -36,6 +36,8 @@ export type { JobStatus } from './contract/statuses.ts';
 export type { JobPage, SubmitOutcome, SupersedePolicy } from './store/job-store.ts';
 export { createHttpApp, createHttpHandler } from './http/app.ts';
 export type { HttpOptions } from './http/app.ts';
+export { createNodeListener } from './http/node.ts';
+export type { NodeListenerOptions } from './http/node.ts';
 export type { WorkerOptions } from './worker/worker.ts';
 export type { EventHubOptions } from './events/hub.ts';
 export { Worker } from './worker/worker.ts';

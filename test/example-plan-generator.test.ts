@@ -70,6 +70,8 @@ test('plan-generator example: Purple serves, Green applies each plan once, by we
   const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'keys', 'create', '--tenant', 'green', '--database', POSTGRES_URL, '--schema', purpleSchema], {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: 'warn' },
+    timeout: 30_000,
+    killSignal: 'SIGKILL',
   });
   const apiKey = /wl_\S+/.exec(stdout)?.[0];
   assert.ok(apiKey, `keys create printed a key: ${stdout}`);

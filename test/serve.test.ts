@@ -8,7 +8,9 @@ import type { Job } from '../src/job/model.ts';
 import { dropSchema, eventually, freshSchema, POSTGRES_URL } from './helpers.ts';
 
 const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
-const run = promisify(execFile);
+const execFileAsync = promisify(execFile);
+/** Runs a CLI command to its end; one that outlives the bound is killed, never left behind. */
+const run = (file: string, args: string[], options: { env: NodeJS.ProcessEnv }) => execFileAsync(file, args, { ...options, timeout: 60_000, killSignal: 'SIGKILL' });
 
 /** Runs the CLI expecting it to fail; answers its exit code and standard error. */
 async function runFailing(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stderr: string }> {

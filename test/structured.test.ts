@@ -87,7 +87,7 @@ describe('runAll', () => {
     const boom = new Error('sibling 0 failed');
     const signals: AbortSignal[] = [];
     const t0 = performance.now();
-    const { error, at } = await rejection(
+    const { error } = await rejection(
       runAll(
         [
           async () => {
@@ -113,7 +113,8 @@ describe('runAll', () => {
     );
 
     assert.equal(error, boom, 'rejects with the failure itself, not the abort errors it caused');
-    assert.ok(at < 2_000, `rejected after ${Math.round(at)} ms`);
+    // No duration asserted: the 30 s timer and the hanging fetch end only through their signals,
+    // so the test's own bound fails a run in which they were not aborted.
     for (const signal of signals) {
       assert.ok(signal.aborted);
       assert.ok(signal.reason instanceof SiblingFailedError);

@@ -5,13 +5,21 @@ import { parseArgs } from 'node:util';
 import { serve, type ServerType } from '@hono/node-server';
 import { Hono } from 'hono';
 import { pino } from 'pino';
-import { analyzeDocument } from '../demo/analyze-document.ts';
-import { createWaitless, DEFAULT_TENANT, type Waitless } from '../engine.ts';
+import { analyzeDocument, demoModelProblem } from '../demo/analyze-document.ts';
+import { createWaitless, DEFAULT_TENANT } from '../engine.ts';
 import { createHttpApp } from '../http/app.ts';
+import { problem } from '../http/problem.ts';
 import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
 import { type Duration, toMs } from '../job/duration.ts';
 import type { WorkerOptions } from '../worker/worker.ts';
 import type { DispatcherOptions } from '../webhooks/dispatcher.ts';
+import { prettyDestination } from './log-format.ts';
+import { resolveOwnNameToSource } from './source-entries.ts';
+
+// Run from the source (a clone, however started): a jobs module's `import … from 'waitless'`
+// gets these same files, one copy of every class, no build needed. Installed, this is dist/,
+// and the package's own name already resolves to dist/.
+if (import.meta.url.endsWith('.ts')) resolveOwnNameToSource(new URL('../../', import.meta.url));
 
 const USAGE = `waitless — long-running AI jobs behind a 202 Accepted API
 
@@ -27,6 +35,9 @@ Usage:
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
       --admin keys may also recover jobs and open the dashboard.
+
+ Logs are JSON lines (pino); in a terminal they are formatted for reading. LOG_FORMAT=json or
+ LOG_FORMAT=pretty chooses; LOG_LEVEL (default info) filters.
 
 Options:
   --port N          HTTP port (or PORT). Default: 3000.
@@ -81,7 +92,9 @@ const { values, positionals } = parseArgs({
   },
 });
 
-const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
+// JSON when piped or collected (one object a line, for machines); readable in a terminal.
+const prettyLogs = process.env.LOG_FORMAT ? process.env.LOG_FORMAT === 'pretty' : process.stdout.isTTY === true;
+const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' }, prettyLogs ? prettyDestination(process.stdout, process.stdout.hasColors?.() ?? false) : undefined);
 
 function fail(message: string): never {
   process.stderr.write(`waitless: ${message}\n`);
@@ -151,13 +164,33 @@ function corsOption(): { origin: string[] } | undefined {
 
 async function loadJobs(modulePath: string | undefined, withDemo: boolean): Promise<AnyJobDefinition[]> {
   const jobs: AnyJobDefinition[] = withDemo ? [analyzeDocument] : [];
+  if (withDemo) {
+    // The demo's model is configured by environment: a missing `openai` package is told now,
+    // not by every job that runs.
+    const reason = await demoModelProblem();
+    if (reason) fail(reason);
+  }
   if (modulePath) {
-    const module = (await import(pathToFileURL(resolve(modulePath)).href)) as Record<string, unknown>;
+    let module: Record<string, unknown>;
+    try {
+      module = (await import(pathToFileURL(resolve(modulePath)).href)) as Record<string, unknown>;
+    } catch (error) {
+      // Node's own message for a syntax error leaves out the file; the stack's first line has
+      // it with the line number when Node knows it.
+      fail(`the jobs module ${modulePath} failed to load: ${describeLoadError(error)}`);
+    }
     const found = Object.values(module).filter(isJobDefinition);
     if (found.length === 0) fail(`${modulePath} exports no job definitions (use defineJob).`);
     jobs.push(...found);
   }
   return jobs;
+}
+
+function describeLoadError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const where = error.stack?.split('\n')[0];
+  const located = where && /^file:\/\/\S+:\d+$/.test(where) ? ` (${where})` : '';
+  return `${error.name}: ${error.message}${located}`;
 }
 
 function serverDatabase(): string {
@@ -185,23 +218,39 @@ function onShutdown(stop: () => Promise<void>): void {
   process.on('SIGTERM', handler);
 }
 
-function listen(waitless: Waitless, app: { fetch: (req: Request) => Response | Promise<Response> }, host: string): Promise<ServerType> {
+/** A bound HTTP server that answers 503 until {@link Bound.serve} hands it the app. */
+interface Bound {
+  server: ServerType;
+  url: string;
+  serve(fetch: (request: Request) => Response | Promise<Response>): void;
+}
+
+/**
+ * Takes the port before anything else is opened, so a port in use is told at once and leaves
+ * no database opened or migrated behind. Requests that come before the app is ready get a 503.
+ */
+function bind(host: string): Promise<Bound> {
   const port = intOption(values.port ?? process.env.PORT, 'port', 3000);
+  const starting = new Hono().all('*', (c) =>
+    problem(c, 503, { type: '/problems/starting', title: 'Starting', detail: 'The server is still starting; try again in a moment.' }, { 'retry-after': '1' }),
+  );
+  let fetch: (request: Request) => Response | Promise<Response> = starting.fetch;
   return new Promise((resolvePromise) => {
-    const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
-      waitless.logger.info({ url: `http://${host}:${info.port}` }, 'listening');
-      resolvePromise(server);
+    const server = serve({ fetch: (request) => fetch(request), port, hostname: host }, (info) => {
+      resolvePromise({ server, url: `http://${host}:${info.port}`, serve: (app) => (fetch = app) });
     });
     server.once('error', (error: NodeJS.ErrnoException) => {
-      const reason = error.code === 'EADDRINUSE' ? `port ${port} on ${host} is already in use (pick another with --port)` : error.message;
-      // Leave nothing half-started: stop the worker and close the database before exiting.
-      // The promise stays pending: the process exits from here.
-      waitless.close().then(
-        () => fail(reason),
-        () => fail(reason),
-      );
+      fail(error.code === 'EADDRINUSE' ? `port ${port} on ${host} is already in use (pick another with --port)` : error.message);
     });
   });
+}
+
+/** The dashboard is the page for a person; `/` sends them there instead of a JSON 404. */
+function withRootRedirect(app: { fetch: (request: Request) => Response | Promise<Response> }): (request: Request) => Response | Promise<Response> {
+  return (request) =>
+    new URL(request.url).pathname === '/' && (request.method === 'GET' || request.method === 'HEAD')
+      ? new Response(null, { status: 302, headers: { location: '/dashboard' } })
+      : app.fetch(request);
 }
 
 async function closeServer(server: ServerType): Promise<void> {
@@ -213,9 +262,10 @@ async function closeServer(server: ServerType): Promise<void> {
 }
 
 async function dev(): Promise<void> {
-  const jobs = await loadJobs(values.jobs, true);
   const options = workerOptions();
   const cors = corsOption();
+  const bound = await bind('127.0.0.1');
+  const jobs = await loadJobs(values.jobs, true);
   const waitless = await createWaitless({
     jobs,
     database: values.database ?? values.data ?? './.waitless',
@@ -225,12 +275,16 @@ async function dev(): Promise<void> {
   });
   waitless.startWorker(options);
   const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors });
-  const server = await listen(waitless, app, '127.0.0.1');
-  const address = server.address();
-  const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 3000}`;
+  bound.serve(withRootRedirect(app));
+  const { server, url: base } = bound;
+  waitless.logger.info({ url: base }, 'listening');
+  const yours = jobs.filter((j) => j !== analyzeDocument).map((j) => j.name);
+  const own = values.jobs
+    ? `  Jobs:      ${yours.join(', ')} (from ${values.jobs}), and the demo analyze-document\n`
+    : `  Jobs:      analyze-document, the demo (pass --jobs ./jobs.ts for your own)\n`;
   process.stdout.write(
-    `\nWaitless dev is running on embedded PGlite (${values.data ?? './.waitless'}).\n` +
-      `  API:       ${base}/v1/jobs\n  Dashboard: ${base}/dashboard\n  Health:    ${base}/healthz\n  Jobs:      ${[...waitless.jobs.keys()].join(', ')}\n\n` +
+    `\nWaitless dev is running on embedded PGlite (${values.database ?? values.data ?? './.waitless'}).\n` +
+      `  API:       ${base}/v1/jobs\n  Dashboard: ${base}/dashboard\n  Health:    ${base}/healthz\n${own}\n` +
       `Try it:\n  curl -i -X POST ${base}/v1/jobs/analyze-document -H 'content-type: application/json' \\\n` +
       `       -d '{"input": {"text": "Quarterly security review of the payment service", "seconds": 20}}'\n\n`,
   );
@@ -241,14 +295,19 @@ async function dev(): Promise<void> {
 }
 
 async function serveCommand(): Promise<void> {
-  const jobs = await loadJobs(values.jobs, values.demo ?? false);
-  if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
+  if (!values.jobs && !values.demo) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const options = workerOptions();
   const cors = corsOption();
-  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger, webhooks: webhookOptions() });
+  const database = serverDatabase();
+  const bound = await bind(values.host ?? '0.0.0.0');
+  const jobs = await loadJobs(values.jobs, values.demo ?? false);
+  if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
+  const waitless = await createWaitless({ jobs, database, schema: values.schema, logger, webhooks: webhookOptions() });
   if (!values['no-worker']) waitless.startWorker(options);
   const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys }, dashboard: true, cors });
-  const server = await listen(waitless, app, values.host ?? '0.0.0.0');
+  bound.serve(withRootRedirect(app));
+  const { server } = bound;
+  waitless.logger.info({ url: bound.url }, 'listening');
   onShutdown(async () => {
     await closeServer(server);
     await waitless.close();
@@ -256,18 +315,20 @@ async function serveCommand(): Promise<void> {
 }
 
 async function worker(): Promise<void> {
-  const jobs = await loadJobs(values.jobs, values.demo ?? false);
-  if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
+  if (!values.jobs && !values.demo) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const options = workerOptions();
-  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger, webhooks: webhookOptions() });
-  const running = waitless.startWorker(options);
-  logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
+  const database = serverDatabase();
   // With --port, a worker answers health checks for its orchestrator, and nothing else. (Not
   // PORT: a worker started beside a server in the same environment must not fight it for it.)
-  const server =
-    values.port === undefined
-      ? undefined
-      : await listen(waitless, new Hono().get('/healthz', (c) => c.json({ status: 'ok', workerId: running.id, busy: running.busy })), values.host ?? '0.0.0.0');
+  const bound = values.port === undefined ? undefined : await bind(values.host ?? '0.0.0.0');
+  const jobs = await loadJobs(values.jobs, values.demo ?? false);
+  if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
+  const waitless = await createWaitless({ jobs, database, schema: values.schema, logger, webhooks: webhookOptions() });
+  const running = waitless.startWorker(options);
+  logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
+  bound?.serve(new Hono().get('/healthz', (c) => c.json({ status: 'ok', workerId: running.id, busy: running.busy })).fetch);
+  if (bound) waitless.logger.info({ url: bound.url }, 'listening');
+  const server = bound?.server;
   onShutdown(async () => {
     if (server) await closeServer(server);
     await waitless.close();
@@ -295,7 +356,13 @@ async function keys(action: string | undefined): Promise<void> {
     } else if (action === 'revoke') {
       const id = positionals[2];
       if (!id) fail('keys revoke needs the key id');
-      process.stdout.write((await store.revoke(id)) ? `revoked ${id}\n` : `no active key ${id}\n`);
+      if (await store.revoke(id)) {
+        process.stdout.write(`revoked ${id}\n`);
+      } else {
+        // Not found, or revoked before: a script that meant to revoke a key must know it did not.
+        process.stderr.write(`waitless: no active key ${id} (see keys list)\n`);
+        process.exitCode = 1;
+      }
     } else {
       fail('keys: use create, list or revoke');
     }

@@ -43,6 +43,22 @@ function demoModelFromEnv(env: NodeJS.ProcessEnv = process.env): DemoModel | und
 
 const clients = new Map<string, OpenAI>();
 
+const MISSING_SDK = 'WAITLESS_DEMO_LLM_BASE_URL is set, but the "openai" package is not installed: npm install openai';
+
+/**
+ * Why the demo cannot run as configured, checked once at start (the CLI exits with it) rather
+ * than by each job: a model is configured but `openai`, an optional peer, is not installed.
+ */
+export async function demoModelProblem(env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
+  if (!demoModelFromEnv(env)) return undefined;
+  try {
+    await import('openai');
+    return undefined;
+  } catch {
+    return MISSING_SDK;
+  }
+}
+
 /** One client per endpoint and key; `openai` is loaded only here, the first time a model is configured. */
 async function clientFor({ baseURL, apiKey }: DemoModel): Promise<OpenAI> {
   const key = `${baseURL}\n${apiKey}`;
@@ -52,7 +68,7 @@ async function clientFor({ baseURL, apiKey }: DemoModel): Promise<OpenAI> {
     try {
       sdk = await import('openai');
     } catch {
-      throw new Error('WAITLESS_DEMO_LLM_BASE_URL is set, but the "openai" package is not installed: npm install openai');
+      throw new Error(MISSING_SDK);
     }
     client = new sdk.default({ baseURL, apiKey });
     clients.set(key, client);

@@ -1,6 +1,24 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
-import { problem } from './problem.ts';
+import { type Problem, problem } from './problem.ts';
+
+/**
+ * The answer when another middleware (a body parser such as `express.json()`, or Fastify's own)
+ * read the request body before Waitless could: the body arrives empty, and without this it
+ * would look like malformed JSON.
+ */
+export const BODY_ALREADY_READ: Problem = {
+  type: '/problems/body-already-read',
+  title: 'Request body already read',
+  detail:
+    'The request has a body but it reached Waitless empty: a body parser in front of it (e.g. express.json()) read it first. ' +
+    'Mount Waitless before the body parser, or leave its path out of the parser.',
+};
+
+/** Whether the headers announce a body (a length above zero, or a chunked one, maybe empty). */
+export function announcesBody(headers: { get(name: string): string | null }): boolean {
+  return Number(headers.get('content-length') ?? 0) > 0 || /chunked/i.test(headers.get('transfer-encoding') ?? '');
+}
 
 /**
  * Reads a JSON body and checks it against `schema`. Answers the problem response to send
@@ -13,6 +31,8 @@ export async function readJsonBody<S extends z.ZodType>(
   options: { allowEmpty?: boolean; hint?: string } = {},
 ): Promise<z.output<S> | Response> {
   const text = await c.req.text();
+  // Only a declared length is proof here: an empty chunked body is a legitimate empty body.
+  if (text === '' && Number(c.req.header('content-length') ?? 0) > 0) return problem(c, 400, BODY_ALREADY_READ);
   let value: unknown = {};
   if (text.trim() !== '' || !options.allowEmpty) {
     const type = c.req.header('content-type') ?? '';

@@ -96,18 +96,14 @@ for (const backend of (['pglite', 'postgres'] as const).filter((b) => BACKENDS.i
   describe(`risk-scan example (${backend})`, { timeout: 90_000 }, () => {
     const h = harness(backend);
 
-    test('submit: the estimate is up within 1 s, progress advances, the AI assessment replaces the estimate', async (t) => {
+    test('submit: the estimate is up first, progress advances, the AI assessment replaces the estimate', async () => {
       const { page, errors } = await h.open();
       await page.click(`[data-testid=tab-${ACME.id}]`);
-      const clicked = Date.now();
       await page.click('[data-testid=submit]');
-      await page.waitForSelector('[data-testid=fallback], [data-testid=progress]', { timeout: 1000 });
-      const signOfLife = Date.now() - clicked;
-      assert.ok(signOfLife < 1000, `sign of life after ${signOfLife} ms`);
-      t.diagnostic(`sign of life ${signOfLife} ms after the click`);
-
+      // The estimate from the 202 body comes up; how soon is measured by bench/sign-of-life.ts,
+      // never asserted here.
       const fallback = page.locator('[data-testid=fallback]');
-      await fallback.waitFor({ timeout: 1000 });
+      await fallback.waitFor({ timeout: RESULT_TIMEOUT });
       assert.match((await fallback.textContent()) ?? '', /Instant estimate — the AI assessment is on its way/);
       const id = await h.shownJobId(page);
       assert.ok(id, 'the page shows the job id');

@@ -1,0 +1,160 @@
+/**
+ * The README says what is true. Its TypeScript snippets compile under the project's strict
+ * settings, as written: each is written to a file of its own, after declarations of the names
+ * it leaves to the reader (your model, your billing, your app), and `tsc` checks them against
+ * the package's source. Its sample of an SSE stream is the one the demo job sends.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { analyzeDocument } from '../src/demo/analyze-document.ts';
+import { createWaitless } from '../src/engine.ts';
+import { silentLogger, startServer } from './helpers.ts';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+/**
+ * For each checked snippet, a string only it contains, and what it leaves the reader to define.
+ * A ```ts block none of these match is left out (and named in the test's diagnostics).
+ */
+const CHECKED: { marker: string; prelude: string }[] = [
+  {
+    marker: "name: 'summarize'",
+    prelude: 'declare function streamFromYourModel(text: string, options: { signal: AbortSignal }): AsyncIterable<string>;',
+  },
+  {
+    marker: "name: 'report'",
+    prelude: [
+      "declare const waitless: import('waitless').Waitless;",
+      'declare function currentVersion(docId: string): Promise<number>;',
+      'declare function fetchDocument(id: string): Promise<string>;',
+      'declare const billing: { charge(options: { idempotencyKey: string }): Promise<{ id: string }> };',
+      'declare function extractFacts(doc: string, options: { signal: AbortSignal }): Promise<string[]>;',
+      'declare function scanRisks(doc: string, options: { signal: AbortSignal }): Promise<string[]>;',
+      "declare const openai: import('openai').OpenAI;",
+      "declare function prompt(facts: string[], risks: string[]): import('openai/resources/chat/completions').ChatCompletionMessageParam[];",
+    ].join('\n'),
+  },
+  { marker: "app.use('/jobs-api', createNodeListener(handler))", prelude: 'declare const handler: (request: Request) => Promise<Response>;' },
+  { marker: 'scope.removeAllContentTypeParsers()', prelude: 'declare const handler: (request: Request) => Promise<Response>;' },
+  {
+    marker: 'createReconciler({',
+    prelude: [
+      "declare const client: import('waitless/client').WaitlessClient;",
+      'declare const job: { id: string };',
+      'declare const planId: string;',
+      'declare function isStillWanted(context: unknown): boolean;',
+      'declare function notifyUser(message: string | undefined): void;',
+      'declare function publish(tracked: unknown): void;',
+      "declare const app: import('hono').Hono;",
+    ].join('\n'),
+  },
+];
+
+let dir = '';
+after(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+it('the README snippets typecheck with tsc --strict', { timeout: 120_000 }, async (t) => {
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+  const blocks = [...readme.matchAll(/^( *)```ts\n([\s\S]*?)^ *```$/gm)].map(([, indent, body]) =>
+    body!
+      .split('\n')
+      .map((line) => line.slice(indent!.length))
+      .join('\n'),
+  );
+  // Inside the clone, so that 'zod', 'hono', 'express'… resolve from its node_modules.
+  dir = await mkdtemp(join(ROOT, '.waitless-readme-'));
+  const files: string[] = [];
+  for (const { marker, prelude } of CHECKED) {
+    const matching = blocks.filter((block) => block.includes(marker));
+    assert.equal(matching.length, 1, `one README block contains ${marker}`);
+    const file = `snippet-${files.length + 1}.ts`;
+    await writeFile(join(dir, file), `${prelude}\n${matching[0]}`);
+    files.push(file);
+  }
+  for (const block of blocks) {
+    if (!CHECKED.some(({ marker }) => block.includes(marker))) t.diagnostic(`not checked: ${block.split('\n')[0]}`);
+  }
+  await writeFile(
+    join(dir, 'tsconfig.json'),
+    JSON.stringify({
+      extends: '../tsconfig.json',
+      // 'waitless' and its subpaths: the package's own source, as the bin maps them in a clone.
+      compilerOptions: { noEmit: true, paths: { waitless: ['../src/index.ts'], 'waitless/*': ['../src/*/index.ts'] } },
+      include: files,
+    }),
+  );
+  const tsc = join(ROOT, 'node_modules/typescript/bin/tsc');
+  const result = await new Promise<{ code: number | null; output: string }>((resolve) => {
+    execFile(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')], { cwd: dir, timeout: 100_000, killSignal: 'SIGKILL' }, (error, stdout, stderr) =>
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, output: stdout + stderr }),
+    );
+  });
+  assert.equal(result.code, 0, `tsc found errors in the README snippets:\n${result.output}`);
+});
+
+interface SseBlock {
+  id: string;
+  event: string;
+  data: Record<string, unknown>;
+}
+
+function parseSse(text: string): SseBlock[] {
+  return text
+    .split(/\n\n+/)
+    .map((block) => Object.fromEntries(block.split('\n').filter((line) => /^(id|event|data): /.test(line)).map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 2)])))
+    .filter((fields: Record<string, string>) => fields.data !== undefined)
+    .map((fields: Record<string, string>) => ({ id: fields.id!, event: fields.event!, data: JSON.parse(fields.data!) as Record<string, unknown> }));
+}
+
+/** Whether `real` has the sample's shape: the same keys in the same order, the same values where the sample shows one ("…" stands for any). */
+function sameShape(sample: unknown, real: unknown, path = '(event)'): void {
+  if (sample === '…') return;
+  if (sample !== null && typeof sample === 'object') {
+    assert.ok(real !== null && typeof real === 'object', `${path} is an object`);
+    assert.deepEqual(Object.keys(real), Object.keys(sample), `${path} has the README's keys, in its order`);
+    for (const [key, value] of Object.entries(sample)) sameShape(value, (real as Record<string, unknown>)[key], `${path}.${key}`);
+    return;
+  }
+  assert.deepEqual(real, sample, `${path} as the README shows it`);
+}
+
+it("the README's SSE sample is what the demo job's stream sends", { timeout: 120_000 }, async () => {
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+  const start = readme.indexOf('curl -N http://127.0.0.1:3000/v1/jobs/$JOB/events');
+  const sample = parseSse(/```text\n([\s\S]*?)```/.exec(readme.slice(start))![1]!.replace(/^…$/m, ''));
+  assert.ok(sample.length >= 4, 'the README shows a sample stream');
+
+  const waitless = await createWaitless({ jobs: [analyzeDocument], database: 'memory://', logger: silentLogger });
+  const server = await startServer(waitless);
+  try {
+    waitless.startWorker();
+    const submitted = await fetch(`${server.url}/v1/jobs/analyze-document`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { text: 'Quarterly security review of the payment service', seconds: 2 } }),
+    });
+    const { id } = (await submitted.json()) as { id: string };
+    // The stream ends after the terminal event.
+    const real = parseSse(await (await fetch(`${server.url}/v1/jobs/${id}/events`, { signal: AbortSignal.timeout(60_000) })).text());
+    const last = sample.at(-1)!;
+    for (const event of sample) {
+      // The last event shown is the terminal one, whatever its number; the others by number.
+      const match = event === last ? real.at(-1) : real.find((r) => r.id === event.id);
+      assert.ok(match, `the stream has event ${event.id}`);
+      assert.equal(match.event, event.event, `event ${event.id} is ${event.event}`);
+      if (event === last) sameShape({ ...event.data, seq: '…' }, match.data);
+      // How much text one output event carries depends on timing: its keys are the shape.
+      else if (event.event === 'output') sameShape({ ...event.data, data: { text: '…' } }, match.data);
+      else sameShape(event.data, match.data);
+    }
+  } finally {
+    await server.close();
+    await waitless.close();
+  }
+});
