@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { z } from 'zod';
+import { isTerminalEvent } from '../src/contract/job-events.ts';
 import type { Waitless } from '../src/engine.ts';
 import { internals } from '../src/internals.ts';
 import { defineJob, type JobContext } from '../src/job/definition.ts';
@@ -47,7 +48,7 @@ async function readAll(next: () => Promise<JobEvent[]>): Promise<JobEvent[]> {
     const events = await next();
     if (events.length === 0) return seen;
     seen.push(...events);
-    if (events.some((e) => e.type === 'status' && ['completed', 'failed', 'cancelled'].includes(e.data.status as string))) return seen;
+    if (events.some(isTerminalEvent)) return seen;
   }
 }
 

@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { isTerminalEvent } from '../src/contract/job-events.ts';
 import { internals } from '../src/internals.ts';
 import type { Job, JobEvent } from '../src/job/model.ts';
 import { cancellable, HANDLER_LOG_ENV, type HandlerRecord, processJobs, quick, stalling } from './fixtures/process-jobs.ts';
@@ -133,7 +134,6 @@ function assertQuiet(worker: WorkerProcess): void {
 }
 
 const statusEvents = (events: JobEvent[]) => events.filter((e) => e.type === 'status');
-const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'timed_out']);
 
 processTest('a worker process killed with SIGKILL mid-job: another process reclaims the job and finishes it', async (s) => {
   const workers = s.spawnWorkers(2, FAST_RECLAIM);
@@ -229,7 +229,7 @@ processTest('a paused worker (SIGSTOP) that loses its lease is fenced out when i
 
   const events = await s.waitless.events(job.id);
   assert.deepEqual(events, eventsBefore, 'the event log did not change after the paused worker resumed');
-  assert.equal(events.filter((e) => e.type === 'status' && TERMINAL.has(e.data.status as string)).length, 1);
+  assert.equal(events.filter(isTerminalEvent).length, 1);
   const reclaim = events.find((e) => e.data.reason === 'lease_expired');
   assert.ok(reclaim, 'the reclaim is in the event log');
   // After the reclaim, every event is the new owner's: none of the paused worker's late writes.
@@ -289,7 +289,7 @@ processTest('cancelling a job running in another process aborts its handler with
   assert.equal(last.type, 'status');
   assert.equal(last.data.status, 'cancelled');
   assert.equal(after.version, last.seq);
-  assert.equal(statusEvents(events).filter((e) => TERMINAL.has(e.data.status as string)).length, 1);
+  assert.equal(events.filter(isTerminalEvent).length, 1);
   assertQuiet(worker);
 });
 
