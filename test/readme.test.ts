@@ -1,13 +1,13 @@
 /**
- * The README says what is true. Its TypeScript snippets compile under the project's strict
- * settings, as written: each is written to a file of its own, after declarations of the names
- * it leaves to the reader (your model, your billing, your app), and `tsc` checks them against
- * the package's source. Its sample of an SSE stream is the one the demo job sends.
+ * The README says what is true. Its TypeScript, TSX and JavaScript snippets compile under the
+ * project's strict settings, as written: each is written to a file of its own, after
+ * declarations of the names it leaves to the reader (your model, your billing, your app), and
+ * `tsc` checks them against the package's source. A snippet with no entry here fails the test. Its sample of an SSE stream is the one the demo job sends.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { after, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readSse } from '../src/contract/sse.ts';
@@ -17,13 +17,38 @@ import { silentLogger, startServer } from './helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
-/**
- * For each checked snippet, a string only it contains, and what it leaves the reader to define.
- * A ```ts block none of these match is left out (and named in the test's diagnostics).
- */
-const CHECKED: { marker: string; prelude: string }[] = [
+/** A README snippet that `tsc` checks, and what it needs around it. */
+interface Checked {
+  /** A string only this snippet contains. */
+  marker: string;
+  /** Declarations of the names it leaves to the reader (your model, your billing, your app). */
+  prelude?: string;
+  /** Statements after it: checks of what it states against the package's own types. */
+  postlude?: string;
+  /** Where it is written, when other snippets import it or its path matters; default `snippet-N.<lang>`. */
+  file?: string;
+  /** Checked as a Next.js app checks it: modules resolved as a bundler does, without extensions. */
+  next?: true;
+}
+
+/** Every ```ts, ```tsx and ```js block of the README is one of these (the test fails on one that is not). */
+const CHECKED: Checked[] = [
   {
+    // A job, as every endpoint shows it: exactly the client's JobView, no more, no less.
+    marker: 'interface JobView {',
+    postlude: [
+      "type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;",
+      "export const same: Same<JobView, import('waitless/client').JobView> = true;",
+    ].join('\n'),
+  },
+  {
+    marker: "import { WaitlessError } from 'waitless';",
+    prelude: "declare const waitless: import('waitless').Waitless;\ndeclare const url: string;",
+  },
+  {
+    // The other snippets import it as ./jobs.ts (../../../jobs from the Next route).
     marker: "name: 'summarize'",
+    file: 'jobs.ts',
     prelude: 'declare function streamFromYourModel(text: string, options: { signal: AbortSignal }): AsyncIterable<string>;',
   },
   {
@@ -39,8 +64,21 @@ const CHECKED: { marker: string; prelude: string }[] = [
       "declare function prompt(facts: string[], risks: string[]): import('openai/resources/chat/completions').ChatCompletionMessageParam[];",
     ].join('\n'),
   },
+  { marker: "import { createWaitless, createHttpHandler } from 'waitless';", prelude: 'declare const url: string;' },
   { marker: "app.use('/jobs-api', createNodeListener(handler))", prelude: 'declare const handler: (request: Request) => Promise<Response>;' },
   { marker: 'scope.removeAllContentTypeParsers()', prelude: 'declare const handler: (request: Request) => Promise<Response>;' },
+  { marker: 'serverExternalPackages', file: 'next.config.mjs', next: true },
+  { marker: '// app/jobs-api/[...path]/route.ts', file: 'app/jobs-api/[...path]/route.ts', next: true },
+  { marker: "import { WaitlessClient, verifyWebhook } from 'waitless/client';", prelude: 'declare const repo: string;' },
+  {
+    marker: 'const secrets = await client.webhookSecrets();',
+    prelude: [
+      "import { verifyWebhook } from 'waitless/client';",
+      "declare const client: import('waitless/client').WaitlessClient;",
+      "declare const req: import('node:http').IncomingMessage;",
+      'declare const rawBody: Buffer;',
+    ].join('\n'),
+  },
   {
     marker: 'createReconciler({',
     prelude: [
@@ -53,6 +91,21 @@ const CHECKED: { marker: string; prelude: string }[] = [
       "declare const app: import('hono').Hono;",
     ].join('\n'),
   },
+  {
+    marker: "import { useJob, useSubmitJob } from 'waitless/react';",
+    prelude: [
+      "import type { ReactNode } from 'react';",
+      "import type { SubmittedJob } from 'waitless/react';",
+      'interface Company { id: string; name: string }',
+      'interface ScanInput { answers: Record<string, string> }',
+      'interface Report { score: number; text: string }',
+      'declare function Report(props: { value: Report }): ReactNode;',
+      'declare function Estimate(props: { value: unknown }): ReactNode;',
+      'declare function Progress(props: { value: unknown; text: string; onCancel: () => unknown }): ReactNode;',
+      'declare function answersOf(company: Company): ScanInput;',
+      "declare function postToMyBackend(input: ScanInput, context: { idempotencyKey: string; signal: AbortSignal }): Promise<SubmittedJob<ScanInput, Report>>;",
+    ].join('\n'),
+  },
 ];
 
 let dir = '';
@@ -60,43 +113,62 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-it('the README snippets typecheck with tsc --strict', { timeout: 120_000 }, async (t) => {
-  const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
-  const blocks = [...readme.matchAll(/^( *)```ts\n([\s\S]*?)^ *```$/gm)].map(([, indent, body]) =>
-    body!
-      .split('\n')
-      .map((line) => line.slice(indent!.length))
-      .join('\n'),
-  );
-  // Inside the clone, so that 'zod', 'hono', 'express'… resolve from its node_modules.
-  dir = await mkdtemp(join(ROOT, '.waitless-readme-'));
-  const files: string[] = [];
-  for (const { marker, prelude } of CHECKED) {
-    const matching = blocks.filter((block) => block.includes(marker));
-    assert.equal(matching.length, 1, `one README block contains ${marker}`);
-    const file = `snippet-${files.length + 1}.ts`;
-    await writeFile(join(dir, file), `${prelude}\n${matching[0]}`);
-    files.push(file);
-  }
-  for (const block of blocks) {
-    if (!CHECKED.some(({ marker }) => block.includes(marker))) t.diagnostic(`not checked: ${block.split('\n')[0]}`);
-  }
-  await writeFile(
-    join(dir, 'tsconfig.json'),
-    JSON.stringify({
-      extends: '../tsconfig.json',
-      // 'waitless' and its subpaths: the package's own source, as the bin maps them in a clone.
-      compilerOptions: { noEmit: true, paths: { waitless: ['../src/index.ts'], 'waitless/*': ['../src/*/index.ts'] } },
-      include: files,
-    }),
-  );
-  const tsc = join(ROOT, 'node_modules/typescript/bin/tsc');
-  const result = await new Promise<{ code: number | null; output: string }>((resolve) => {
-    execFile(process.execPath, [tsc, '-p', join(dir, 'tsconfig.json')], { cwd: dir, timeout: 100_000, killSignal: 'SIGKILL' }, (error, stdout, stderr) =>
+/** Runs `tsc -p project` in `cwd`; its exit code and what it printed. */
+function tsc(project: string, cwd: string): Promise<{ code: number | null; output: string }> {
+  const bin = join(ROOT, 'node_modules/typescript/bin/tsc');
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, '-p', project], { cwd, timeout: 100_000, killSignal: 'SIGKILL' }, (error, stdout, stderr) =>
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, output: stdout + stderr }),
     );
   });
-  assert.equal(result.code, 0, `tsc found errors in the README snippets:\n${result.output}`);
+}
+
+it('the README snippets typecheck with tsc --strict', { timeout: 120_000 }, async () => {
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+  const blocks = [...readme.matchAll(/^( *)```(ts|tsx|js)\n([\s\S]*?)^ *```$/gm)].map(([, indent, lang, body]) => ({
+    lang: lang!,
+    text: body!
+      .split('\n')
+      .map((line) => line.slice(indent!.length))
+      .join('\n'),
+  }));
+  const unchecked = blocks.filter(({ text }) => !CHECKED.some(({ marker }) => text.includes(marker)));
+  assert.deepEqual(
+    unchecked.map(({ lang, text }) => `${lang}: ${text.split('\n')[0]}`),
+    [],
+    'every ts, tsx and js block of the README has an entry in CHECKED (a marker, and the names it leaves to the reader)',
+  );
+  // Inside the clone, so that 'zod', 'hono', 'express'… resolve from its node_modules.
+  dir = await mkdtemp(join(ROOT, '.waitless-readme-'));
+  const files = { node: [] as string[], next: [] as string[] };
+  for (const [index, { marker, prelude = '', postlude = '', file, next }] of CHECKED.entries()) {
+    const matching = blocks.filter(({ text }) => text.includes(marker));
+    assert.equal(matching.length, 1, `one README block contains ${marker}`);
+    const { lang, text } = matching[0]!;
+    const path = file ?? `snippet-${index + 1}.${lang}`;
+    await mkdir(dirname(join(dir, path)), { recursive: true });
+    await writeFile(join(dir, path), [prelude, text, postlude].filter(Boolean).join('\n'));
+    (next ? files.next : files.node).push(path);
+  }
+  // 'waitless' and its subpaths: the package's own source, as the bin maps them in a clone.
+  const paths = { waitless: ['../src/index.ts'], 'waitless/*': ['../src/*/index.ts'] };
+  await writeFile(
+    join(dir, 'tsconfig.json'),
+    JSON.stringify({ extends: '../tsconfig.json', compilerOptions: { noEmit: true, checkJs: true, paths }, include: files.node }),
+  );
+  // A Next.js app resolves modules as a bundler does: `import * as jobs from '../../../jobs'`.
+  await writeFile(
+    join(dir, 'tsconfig.next.json'),
+    JSON.stringify({
+      extends: '../tsconfig.json',
+      compilerOptions: { noEmit: true, checkJs: true, module: 'esnext', moduleResolution: 'bundler', paths },
+      include: files.next,
+    }),
+  );
+  for (const project of ['tsconfig.json', 'tsconfig.next.json']) {
+    const result = await tsc(join(dir, project), dir);
+    assert.equal(result.code, 0, `tsc (${project}) found errors in the README snippets:\n${result.output}`);
+  }
 });
 
 interface SseBlock {
