@@ -266,6 +266,17 @@ for (const backend of BACKENDS) {
       assert.equal(last.input, undefined, 'the stream carries summaries, not payloads');
     });
 
+    it('tells a key its tenant and role on GET /v1/whoami; a job token and a missing key are refused', async () => {
+      assert.deepEqual(await new WaitlessClient({ baseUrl: server.url, apiKey: serviceKey }).whoami(), { tenant: 'acme', role: 'service' });
+      assert.deepEqual(await new WaitlessClient({ baseUrl: server.url, apiKey: otherTenantKey }).whoami(), { tenant: 'globex', role: 'admin' });
+      const job = await submit('assess', { answers: [true] });
+      const { token } = (await (await fetch(`${server.url}/v1/jobs/${job.id}/tokens`, jsonPost({}, auth(serviceKey)))).json()) as { token: string };
+      const asToken = await fetch(`${server.url}/v1/whoami`, { headers: auth(token) });
+      assert.equal(asToken.status, 403);
+      assert.equal(asToken.headers.get('content-type'), 'application/problem+json');
+      assert.equal((await fetch(`${server.url}/v1/whoami`)).status, 401);
+    });
+
     it('answers CORS preflights for the configured origin only', async () => {
       const preflight = (origin: string) =>
         fetch(`${server.url}/v1/jobs/x/events`, {

@@ -184,6 +184,14 @@ export interface RotateSecretOptions extends RequestOptions {
   overlapSeconds?: number;
 }
 
+/** The key a client calls with, as `GET /v1/whoami` describes it. */
+export interface Caller {
+  /** The tenant every call acts on. */
+  tenant: string;
+  /** `admin` keys may also recover jobs and open the dashboard. */
+  role: 'service' | 'admin';
+}
+
 /** Options of the single-request calls. */
 export interface RequestOptions {
   /** Aborts the call (and its retries). Default: none. */
@@ -383,6 +391,11 @@ export class WaitlessClient {
       if (options.signal?.aborted) throw options.signal.reason;
       throw error;
     }
+  }
+
+  /** The tenant and role of this client's key (`GET /v1/whoami`): check a key before relying on it. */
+  async whoami(options: RequestOptions = {}): Promise<Caller> {
+    return this.#json<Caller>(await this.#send('/v1/whoami', { signal: options.signal }));
   }
 
   /**

@@ -19,6 +19,7 @@ export type {
   RotateSecretOptions,
   SubmitOptions,
   SubmittedJob,
+  Caller,
   WaitlessClientOptions,
   WatchEvent,
   WatchOptions,

@@ -4,6 +4,7 @@
  * from, so neither can drift from the other. Browser-safe: nothing here imports a Node module.
  */
 import { z } from 'zod';
+import type { Caller } from '../client/client.ts';
 import type { JobTokenScope } from '../access/job-tokens.ts';
 import type { JobError } from '../job/errors.ts';
 import type { Job, JobEvent, JobStep, JobUsage } from '../job/model.ts';
@@ -146,6 +147,12 @@ export const webhookSecretSchema = z
 export const rotatedSecretSchema = z
   .object({ secret: z.string(), previousExpireAt: timestamp.optional() });
 
+/** `GET /v1/whoami`: the tenant and role of the key a request carries. */
+export const callerSchema = z.object({
+  tenant: z.string(),
+  role: z.enum(['service', 'admin']).meta({ description: '`admin` keys may also recover jobs and use the dashboard.' }),
+});
+
 export const healthSchema = z.object({ status: z.literal('ok'), database: z.enum(['postgres', 'pglite']) });
 
 /** An RFC 9457 problem detail; extension members carry specifics. */
@@ -178,3 +185,4 @@ check<Same<z.output<typeof webhookEndpointSchema>, WebhookEndpoint>>();
 check<Same<z.output<typeof webhookAttemptSchema>, WebhookAttempt>>();
 check<Same<z.output<typeof webhookDeliverySchema>, WebhookDelivery>>();
 check<Same<z.output<typeof webhookSecretSchema>, WebhookSecretInfo>>();
+check<Same<z.output<typeof callerSchema>, Caller>>();

@@ -76,13 +76,13 @@ export const isAbort = (error) => error instanceof DOMException && error.name ==
 /** @param {unknown} error */
 export const describe = (error) => (error instanceof Error ? error.message : String(error));
 
-/** An id no job has: asking to recover it answers 404 to an admin key and 403 to any other. */
-const NO_JOB = '00000000-0000-0000-0000-000000000000';
+const NOT_ADMIN =
+  'This key is not an admin key. The dashboard shows every job of the tenant and can recover them: sign in with an admin key (waitless keys create --tenant <tenant> --admin).';
 
 /**
  * Whether the tab's key may use the dashboard, which is for admins (README: "an admin key:
- * recover jobs, open the dashboard"). The API has no "who am I"; an admin-only route answers
- * the question without touching a job. A refused key brings the sign-in form back, saying why.
+ * recover jobs, open the dashboard"), asked of `GET /v1/whoami`. A refused key brings the
+ * sign-in form back, saying why.
  * @param {AbortSignal} signal
  * @returns {Promise<boolean>}
  */
@@ -90,18 +90,18 @@ export async function checkAdmin(signal) {
   const key = storedKey();
   const headers = new Headers();
   if (key) headers.set('authorization', `Bearer ${key}`);
-  const response = await fetch(`${API}/jobs/${NO_JOB}/recover`, { method: 'POST', headers, cache: 'no-store', signal });
-  if (response.status === 403) {
-    await response.body?.cancel();
-    requireKey('This key is not an admin key. The dashboard shows every job of the tenant and can recover them: sign in with an admin key (waitless keys create --tenant <tenant> --admin).', true);
-    return false;
-  }
+  const response = await fetch(`${API}/whoami`, { headers, cache: 'no-store', signal });
   if (response.status === 401) {
     const problem = await readProblem(response);
     requireKey(problem.detail ?? problem.title, key !== '');
     return false;
   }
-  await response.body?.cancel();
+  // 403: a job token, which reads one job and nothing else.
+  const caller = response.ok ? /** @type {{ role?: string }} */ (await response.json()) : (await response.body?.cancel(), {});
+  if (response.status === 403 || (response.ok && caller.role !== 'admin')) {
+    requireKey(NOT_ADMIN, true);
+    return false;
+  }
   return true;
 }
 

@@ -106,6 +106,13 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
   });
   app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base));
 
+  app.get('/v1/whoami', (c) => {
+    const caller = c.get('caller');
+    // Job tokens never reach here (their routes are listed in auth.ts): a key's role is the answer.
+    if (caller.kind !== 'key') return problem(c, 403, { type: '/problems/forbidden', title: 'Forbidden', detail: 'A job token reads its own job only.' });
+    return c.json({ tenant: c.get('tenant'), role: caller.role }, 200, { 'cache-control': 'no-store' });
+  });
+
   app.get('/v1/events', (c) => streamTenantJobs(c, hub, { tenant: c.get('tenant'), heartbeatMs: options.sseHeartbeatMs ?? 15_000, view: summary }));
 
   app.post(

@@ -9,6 +9,7 @@ import type { Waitless } from '../engine.ts';
 import { JOB_STATUSES } from '../contract/statuses.ts';
 import { jobTokenRequestSchema, submitRequestSchema } from '../contract/submit.ts';
 import {
+  callerSchema,
   healthSchema,
   jobErrorSchema,
   jobEventSchema,
@@ -142,6 +143,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
     WebhookSecret: webhookSecretSchema,
     RotatedWebhookSecret: rotatedSecretSchema,
     Health: healthSchema,
+    Caller: callerSchema,
     Problem: problemSchema,
   };
   for (const [id, schema] of Object.entries(answers)) responses.add(schema, { id });
@@ -261,6 +263,15 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
           '204': { description: 'The job is done and the client has every event: stop reconnecting.' },
           ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound'),
         },
+      },
+    },
+    '/v1/whoami': {
+      get: {
+        operationId: 'whoami',
+        tags: ['service'],
+        summary: "The tenant and role of the caller's key",
+        description: 'Lets a tool check a key before using it (the dashboard asks for an admin key). Job tokens are refused.',
+        responses: { '200': { description: 'The caller.', content: json(ref('Caller')) }, ...problems('Unauthorized', 'Forbidden') },
       },
     },
     '/v1/jobs/{id}/cancel': {
