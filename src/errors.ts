@@ -2,7 +2,9 @@
  * The errors Waitless throws at its callers, one family: every one is a {@link WaitlessError}
  * with a stable `code`, so callers branch on `error.code` (or `instanceof`) rather than on a
  * message, and the HTTP layer maps each code to its problem+json answer in one table
- * (src/http/problem.ts). Handler-facing errors (src/job/errors.ts) belong to the family too.
+ * (src/http/problem.ts). Handler-facing errors (src/job/errors.ts) and the client's
+ * (`WaitlessApiError`, and the `result()` errors below, shared by engine and client) belong to
+ * the family too. Browser-safe: only types are imported.
  */
 import type { z } from 'zod';
 import type { Job } from './job/model.ts';
@@ -21,6 +23,7 @@ export type WaitlessErrorCode =
   | 'job_not_found'
   | 'job_unsuccessful'
   | 'result_timeout'
+  | 'api_error'
   | 'non_retryable'
   | 'lease_lost'
   | 'job_cancelled'

@@ -6,7 +6,8 @@ import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { isTerminalEvent, type JobChange, WaitlessClient, type WatchEvent } from '../src/client/client.ts';
 import { verifyWebhook } from '../src/client/verify.ts';
-import { WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from '../src/client/errors.ts';
+import { JobUnsuccessfulError, ResultTimeoutError, WaitlessError } from '../src/errors.ts';
+import { WaitlessApiError } from '../src/client/errors.ts';
 import { defineJob } from '../src/job/definition.ts';
 import { NonRetryableError } from '../src/job/errors.ts';
 import type { JobEvent } from '../src/job/model.ts';
@@ -204,6 +205,7 @@ describe('client errors', () => {
         (e: unknown) => e,
       );
       assert.ok(error instanceof WaitlessApiError, String(error));
+      assert.ok(error instanceof WaitlessError && error.code === 'api_error', "the client's errors are of the one family");
       assert.equal(error.status, 502);
       assert.equal(error.problem, undefined);
       assert.match(error.message, /502 .*"text\/html" body instead of an application\/problem\+json error.*proxy.*502 from the proxy/);
@@ -396,12 +398,13 @@ for (const backend of BACKENDS) {
       assert.equal(events.filter((e) => e.type === 'output').map((e) => e.data.text).join(''), 'a b c d e f ');
     });
 
-    it('result() rejects with a WaitlessJobError for a failed job, and for a cancelled one', async () => {
+    it('result() rejects with a JobUnsuccessfulError for a failed job, and for a cancelled one', async () => {
       const failed = await client.submit('boom', { why: 'the model refused' });
       const error = await client.result(failed.id).catch((e: unknown) => e);
-      assert.ok(error instanceof WaitlessJobError, String(error));
+      assert.ok(error instanceof JobUnsuccessfulError, String(error));
       assert.equal(error.jobStatus, 'failed');
-      assert.equal(error.code, 'handler_error');
+      assert.equal(error.code, 'job_unsuccessful');
+      assert.equal(error.job.error?.code, 'handler_error');
       assert.equal(error.job.id, failed.id);
       assert.equal(error.job.error?.message, 'the model refused');
       assert.match(error.message, /failed: the model refused/);
@@ -412,14 +415,14 @@ for (const backend of BACKENDS) {
       const cancelled = await client.cancel(running.id);
       assert.equal(cancelled.status, 'cancelled');
       const cancelError = await pending;
-      assert.ok(cancelError instanceof WaitlessJobError);
+      assert.ok(cancelError instanceof JobUnsuccessfulError);
       assert.equal(cancelError.jobStatus, 'cancelled');
     });
 
     it('result() rejects on timeout and on abort', async () => {
       const job = await client.submit('slow', {});
       const timedOut = await client.result(job.id, { timeout: 150 }).catch((e: unknown) => e);
-      assert.ok(timedOut instanceof WaitlessTimeoutError, String(timedOut));
+      assert.ok(timedOut instanceof ResultTimeoutError, String(timedOut));
       assert.equal(timedOut.jobId, job.id);
       const controller = new AbortController();
       setTimeout(() => controller.abort(new Error('user gave up')), 100);

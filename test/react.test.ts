@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { JobView, WatchEvent } from '../src/client/client.ts';
-import { WaitlessJobError } from '../src/client/errors.ts';
+import { JobUnsuccessfulError } from '../src/errors.ts';
 import { initialJobState, jobReducer, type JobState, selectJob, SubjectBindings } from '../src/react/job-state.ts';
 import { fingerprintOf, intentFor, memoryPersistence, stableStringify, type StorageLike, storagePersistence, urlPersistence } from '../src/react/persistence.ts';
 import { SubmitScope, type SubmitFunction } from '../src/react/submit-scope.ts';
@@ -120,9 +120,9 @@ describe('job reducer', () => {
     assert.equal(jobReducer(state, { type: 'snapshot', id: ID, job: view({ version: 2, status: 'running' }) }), state);
   });
 
-  test('a failed job carries a WaitlessJobError; a cancelled one does not', () => {
+  test('a failed job carries a JobUnsuccessfulError; a cancelled one does not', () => {
     const failed = jobReducer(initialJobState(ID), { type: 'snapshot', id: ID, job: view({ status: 'failed', done: true, error: { code: 'handler_error', message: 'boom' } }) });
-    assert.ok(failed.error instanceof WaitlessJobError);
+    assert.ok(failed.error instanceof JobUnsuccessfulError);
     assert.match(failed.error.message, /boom/);
     const cancelled = jobReducer(initialJobState(ID), { type: 'snapshot', id: ID, job: view({ status: 'cancelled', done: true, version: 4 }) });
     assert.equal(cancelled.error, undefined);

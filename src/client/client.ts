@@ -12,7 +12,8 @@ import { readSse } from '../contract/sse.ts';
 import { type JobStatus, TERMINAL_STATUSES } from '../contract/statuses.ts';
 import type { SubmitRequest } from '../contract/submit.ts';
 import type { WebhookEvent } from '../contract/webhook-events.ts';
-import { WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from './errors.ts';
+import { JobUnsuccessfulError, ResultTimeoutError } from '../errors.ts';
+import { WaitlessApiError } from './errors.ts';
 
 export { isTerminalEvent };
 export type { WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookSecretInfo } from '../store/webhook-store.ts';
@@ -248,7 +249,7 @@ export interface WatchOptions {
 export interface ResultOptions {
   /** Stops waiting; the promise rejects with the signal's reason. Default: none. */
   signal?: AbortSignal;
-  /** Longest wait in ms, then a {@link WaitlessTimeoutError} (the job keeps running). Default: no limit. */
+  /** Longest wait in ms, then a {@link ResultTimeoutError} (the job keeps running). Default: no limit. */
   timeout?: number;
 }
 
@@ -501,8 +502,8 @@ export class WaitlessClient {
 
   /**
    * Waits for the job to finish. Resolves with its result when it `completed`; rejects with a
-   * {@link WaitlessJobError} (carrying the job) when it `failed`, was `cancelled`, `timed_out` or ended `stale`,
-   * with a {@link WaitlessTimeoutError} after `timeout` ms, with the signal's reason on abort.
+   * {@link JobUnsuccessfulError} (carrying the job) when it `failed`, was `cancelled`, `timed_out` or ended `stale`,
+   * with a {@link ResultTimeoutError} after `timeout` ms, with the signal's reason on abort.
    */
   async result<Result = unknown>(id: string, options: ResultOptions = {}): Promise<Result> {
     const { controller, dispose } = linkSignal(options.signal);
@@ -512,7 +513,7 @@ export class WaitlessClient {
         ? undefined
         : setTimeout(() => {
             timedOut = true;
-            controller.abort(new WaitlessTimeoutError(id, options.timeout!));
+            controller.abort(new ResultTimeoutError(id, options.timeout!));
           }, options.timeout);
     try {
       let job = await this.get<Result>(id, { signal: controller.signal });
@@ -523,9 +524,9 @@ export class WaitlessClient {
         job = await this.get<Result>(id, { signal: controller.signal });
       }
       if (job.status === 'completed') return job.result as Result;
-      throw new WaitlessJobError(job);
+      throw new JobUnsuccessfulError(job);
     } catch (error) {
-      if (timedOut && !options.signal?.aborted) throw new WaitlessTimeoutError(id, options.timeout!);
+      if (timedOut && !options.signal?.aborted) throw new ResultTimeoutError(id, options.timeout!);
       throw error;
     } finally {
       clearTimeout(timer);

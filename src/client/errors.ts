@@ -1,5 +1,5 @@
-import type { Job } from '../job/model.ts';
 import { parseRetryAfter } from '../contract/retry-after.ts';
+import { WaitlessError } from '../errors.ts';
 
 /** An RFC 9457 problem detail, as the API answers every error. Extra members carry specifics. */
 export interface ProblemDetails {
@@ -21,8 +21,9 @@ const EXCERPT_CHARS = 200;
  * an answer that is not one (an HTML page or plain text from a proxy, load balancer or gateway;
  * an empty body) becomes one too, with a message that says so, never a JSON parse error.
  */
-export class WaitlessApiError extends Error {
+export class WaitlessApiError extends WaitlessError {
   override name = 'WaitlessApiError';
+  readonly code = 'api_error';
   /** The HTTP status code, e.g. `404`. */
   readonly status: number;
   /** The problem type URI (`"/problems/job-not-found"`); `"about:blank"` when the answer had none. */
@@ -84,38 +85,6 @@ export class WaitlessApiError extends Error {
       ` — probably a proxy, load balancer or gateway between this client and Waitless (check the base URL).` +
       (excerpt ? ` The body begins: "${excerpt}"` : '');
     return new WaitlessApiError({ status: response.status, title: statusText, detail, retryAfterMs });
-  }
-}
-
-/** A job ended without a delivered result: it `failed`, was `cancelled`, `timed_out` or `stale`. Thrown by `result()`. */
-export class WaitlessJobError extends Error {
-  override name = 'WaitlessJobError';
-  /** The job as it ended (its `error` says why). */
-  readonly job: Job;
-  /** How it ended. */
-  readonly jobStatus: 'failed' | 'cancelled' | 'timed_out' | 'stale';
-  /** The job error's machine-readable code (`handler_error`, `timed_out`, `worker_lost`, `cancelled`, …). */
-  readonly code: string | undefined;
-
-  constructor(job: Job) {
-    const jobStatus = job.status as WaitlessJobError['jobStatus'];
-    super(`Job ${job.id} (${job.name}) ${jobStatus.replace('_', ' ')}${job.error?.message ? `: ${job.error.message}` : '.'}`);
-    this.job = job;
-    this.jobStatus = jobStatus;
-    this.code = job.error?.code;
-  }
-}
-
-/** `result()` gave up waiting: the job was still running when its `timeout` ran out. */
-export class WaitlessTimeoutError extends Error {
-  override name = 'WaitlessTimeoutError';
-  readonly jobId: string;
-  readonly timeoutMs: number;
-
-  constructor(jobId: string, timeoutMs: number) {
-    super(`Job ${jobId} did not finish within ${timeoutMs} ms. It keeps running: call result() again, or cancel() it.`);
-    this.jobId = jobId;
-    this.timeoutMs = timeoutMs;
   }
 }
 

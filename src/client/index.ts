@@ -31,7 +31,9 @@ export type {
   WebhookEvent,
   WebhookSecretInfo,
 } from './client.ts';
-export { WaitlessApiError, WaitlessJobError, WaitlessTimeoutError } from './errors.ts';
+export { WaitlessApiError } from './errors.ts';
+export { JobUnsuccessfulError, ResultTimeoutError, WaitlessError } from '../errors.ts';
+export type { WaitlessErrorCode } from '../errors.ts';
 export { parseRetryAfter } from '../contract/retry-after.ts';
 export type { ProblemDetails } from './errors.ts';
 export { DEFAULT_WEBHOOK_TOLERANCE_SECONDS, verifyWebhook, WebhookDeduplicator, WebhookVerificationError } from './verify.ts';

@@ -68,6 +68,8 @@ export const PROBLEMS: Record<WaitlessErrorCode, ProblemSpec | null> = {
   // Thrown by waitless.result(), which no route calls.
   job_unsuccessful: null,
   result_timeout: null,
+  // The client's: an answer of the API that is not a success.
+  api_error: null,
   // Thrown by or to job handlers, never at an HTTP caller.
   non_retryable: null,
   lease_lost: null,

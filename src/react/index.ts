@@ -21,6 +21,7 @@ export { SubmitScope } from './submit-scope.ts';
 export type { PersistOptions, SubmitFunction, SubmitSnapshot, SubmittedJob } from './submit-scope.ts';
 export { fingerprintOf, intentFor, memoryPersistence, storagePersistence, urlPersistence } from './persistence.ts';
 export type { PersistedJob, Persistence, StorageLike, SubmitIntent, UrlLike } from './persistence.ts';
-export { WaitlessApiError, WaitlessJobError } from '../client/errors.ts';
+export { WaitlessApiError } from '../client/errors.ts';
+export { JobUnsuccessfulError } from '../errors.ts';
 export type { JobView, WatchEvent } from '../client/client.ts';
 export type { JobStatus } from '../contract/statuses.ts';

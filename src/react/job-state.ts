@@ -4,7 +4,7 @@
  * reads it back through {@link selectJob}.
  */
 import type { JobView, WatchEvent } from '../client/client.ts';
-import { WaitlessJobError } from '../client/errors.ts';
+import { JobUnsuccessfulError } from '../errors.ts';
 import type { Job } from '../job/model.ts';
 import { foldJobEvent } from '../contract/job-events.ts';
 import { isJobStatus, type JobStatus, TERMINAL_STATUSES } from '../contract/statuses.ts';
@@ -28,7 +28,7 @@ export interface JobState<Result = unknown> {
   hasResult: boolean;
   /** The definition's instant answer (`job.fallback.result`), until the real result lands. */
   fallback: Result | undefined;
-  /** Why there is no result: an API or network error, or a `WaitlessJobError` for a failed / timed-out job. */
+  /** Why there is no result: an API or network error, or a `JobUnsuccessfulError` for a failed / timed-out job. */
   error: Error | undefined;
   /** Sequence number of the latest event applied (the view's `version`); older input is ignored. */
   version: number;
@@ -74,7 +74,7 @@ export function jobReducer<Result = unknown>(state: JobState<Result>, action: Jo
   if (action.type === 'reset') {
     if (action.id === state.id && action.id !== undefined) {
       // The same job again (a new client, a remount): keep what is known, forget the last error.
-      const kept = state.error === undefined || state.error instanceof WaitlessJobError ? state : { ...state, error: undefined };
+      const kept = state.error === undefined || state.error instanceof JobUnsuccessfulError ? state : { ...state, error: undefined };
       return action.initial?.id === action.id ? jobReducer(kept, { type: 'snapshot', id: action.id, job: action.initial }) : kept;
     }
     return initialJobState<Result>(action.id, action.initial);
@@ -102,7 +102,7 @@ function fromView<Result>(state: JobState<Result>, job: JobView<unknown, Result>
     result: completed ? job.result : undefined,
     hasResult: completed,
     fallback: completed ? undefined : job.fallback?.result,
-    error: job.status === 'failed' || job.status === 'timed_out' ? new WaitlessJobError(job) : undefined,
+    error: job.status === 'failed' || job.status === 'timed_out' ? new JobUnsuccessfulError(job) : undefined,
     version: job.version,
   };
 }

@@ -42,6 +42,6 @@ export function describeError(error: Error): string {
     if (error.status === 404) return `This assessment no longer exists (404): ${error.detail ?? error.title}`;
     return `${error.status} ${error.title}${error.detail ? `: ${error.detail}` : ''}`;
   }
-  if (error.name === 'WaitlessJobError') return error.message;
+  if (error.name === 'JobUnsuccessfulError') return error.message;
   return `Could not reach the server: ${error.message}`;
 }
