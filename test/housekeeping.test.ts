@@ -74,4 +74,26 @@ describe('housekeeping', () => {
     await new Promise((resolve) => setTimeout(resolve, 60));
     assert.equal(runs, after, 'no round after stop()');
   });
+
+  it('runs a task due every tick on every tick, even when the timer fires a little early by the wall clock', async (t) => {
+    // The interval timer is driven by hand, and the wall clock set for each tick: 1 ms short
+    // of a whole period since the last round, as a timer firing early would see it.
+    t.mock.timers.enable({ apis: ['setInterval'] });
+    let wallClock = 1_000_000;
+    t.mock.method(Date, 'now', () => wallClock);
+    const housekeeping = new Housekeeping(silentLogger);
+    let rounds = 0;
+    try {
+      housekeeping.schedule({ name: 'reclaim', everyMs: 2000, run: async () => void rounds++ });
+      assert.equal(rounds, 1, 'the first round runs at once');
+      for (let tick = 2; tick <= 4; tick++) {
+        await new Promise(setImmediate); // the previous round settles
+        wallClock += 1999;
+        t.mock.timers.tick(2000);
+        assert.equal(rounds, tick, `round ${tick} runs on its tick`);
+      }
+    } finally {
+      await housekeeping.stop();
+    }
+  });
 });

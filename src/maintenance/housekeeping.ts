@@ -81,7 +81,9 @@ export class Housekeeping {
 
   private tick(): void {
     if (this.controller.signal.aborted) return;
-    const now = Date.now();
+    // Half a tick of slack: a timer may fire a little early by the wall clock, and a task due
+    // every tick must not wait for the next one (taking leases back half as often).
+    const now = Date.now() + this.tickMs / 2;
     for (const entry of this.tasks.values()) {
       if (!entry.running && now >= entry.lastAt + entry.task.everyMs) void this.runEntry(entry);
     }
