@@ -40,7 +40,7 @@ export { createNodeListener } from './http/node.ts';
 export type { NodeListenerOptions } from './http/node.ts';
 export type { WorkerOptions } from './worker/worker.ts';
 export type { EventHubOptions } from './events/hub.ts';
-export { Worker } from './worker/worker.ts';
+export type { Worker } from './worker/worker.ts';
 export { DEFAULT_RETRY_SCHEDULE } from './webhooks/dispatcher.ts';
 export type { DispatcherOptions } from './webhooks/dispatcher.ts';
 export { generateWebhookSecret, signWebhook } from './webhooks/signing.ts';

@@ -19,9 +19,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const children = new Set<ChildProcess>();
 let work = '';
-after(async () => {
+/** Ends every child; Next's server runs in a process group of its own, so the whole group. */
+function killChildren(): void {
   for (const child of children) {
-    // Next's server runs in a process group of its own: end the whole group.
     if (child.spawnargs.includes('start') && child.pid) {
       try {
         process.kill(-child.pid, 'SIGKILL');
@@ -31,6 +31,16 @@ after(async () => {
     }
     child.kill('SIGKILL');
   }
+}
+// Its own group is out of reach of a kill aimed at the run's group (CI's overall bound sends
+// SIGTERM to it): this file then ends Next's group itself before going.
+process.once('SIGTERM', () => {
+  killChildren();
+  process.exit(143);
+});
+process.once('exit', killChildren);
+after(async () => {
+  killChildren();
   if (work) await rm(work, { recursive: true, force: true });
 });
 

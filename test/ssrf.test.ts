@@ -277,7 +277,7 @@ describe('postWebhook', () => {
     assert.equal(result.ok, true);
     assert.equal(result.status, 200);
     assert.equal(result.error, undefined);
-    assert.ok(result.latencyMs >= 0 && result.latencyMs < 5000, `latency ${result.latencyMs}`);
+    assert.ok(Number.isFinite(result.latencyMs) && result.latencyMs >= 0, `latency ${result.latencyMs}`);
     assert.equal(result.responseExcerpt?.length, EXCERPT_CHARS);
     assert.ok(result.responseExcerpt?.startsWith('accepted x'));
     const [received] = server.requests;
@@ -318,7 +318,8 @@ describe('postWebhook', () => {
     assert.equal(result.ok, false);
     assert.equal(result.status, undefined);
     assert.match(result.error ?? '', /timed out after 300 ms/);
-    assert.ok(result.latencyMs >= 250 && result.latencyMs < 3000, `latency ${result.latencyMs}`);
+    // A timer never fires early: the attempt lasted at least its deadline.
+    assert.ok(result.latencyMs >= 250, `latency ${result.latencyMs}`);
   });
 
   it('counts a DNS lookup that hangs against the same deadline', async () => {

@@ -112,7 +112,7 @@ export interface SubmitOptions {
    * Default: no token.
    */
   token?: { cancel?: boolean; ttlSeconds?: number };
-  /** Higher runs first, -1000 to 1000. Default: the definition's priority (`0` unless it sets one). */
+  /** Higher runs first, -1000 to 1000. Default: `0`. */
   priority?: number;
   /** Run no earlier than this instant (a `Date`, or an ISO 8601 string with offset). Not with `delay`. Default: now. */
   runAt?: Date | string;

@@ -6,6 +6,9 @@ export type JobStatus = (typeof JOB_STATUSES)[number];
 /** Statuses a job never leaves once written. */
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['completed', 'failed', 'cancelled', 'timed_out', 'stale']);
 
+/** Statuses the admin's recovery takes back to `queued`: an unsuccessful end, or a job stuck in `running`. */
+export const RECOVERABLE_STATUSES = ['failed', 'timed_out', 'cancelled', 'running'] as const satisfies readonly JobStatus[];
+
 export function isTerminal(status: JobStatus): boolean {
   return TERMINAL_STATUSES.has(status);
 }

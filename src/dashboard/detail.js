@@ -1,7 +1,7 @@
 // @ts-check
 /** The detail of one job: its view, its event log (live), its deliveries (polled), its actions. */
 import { foldJobEvent, parseJobEvent } from '../contract/job-events.ts';
-import { isTerminal } from '../contract/statuses.ts';
+import { isTerminal, RECOVERABLE_STATUSES } from '../contract/statuses.ts';
 import { api, ApiError, AuthError, describe, follow, isAbort } from './api.js';
 import { absoluteTime, asJob, byId, clockTime, copy, h, isRecord, preview, pretty, relativeTime, showError, sleep, statusLabel, timeElement } from './helpers.js';
 import { list } from './list.js';
@@ -72,7 +72,8 @@ function actionsFor(status) {
       confirm: 'Recover job',
     });
   }
-  if (status === 'failed' || status === 'timed_out' || status === 'cancelled') {
+  // A running job was offered above, as stuck; the others are recovered as they ended.
+  if (status !== 'running' && /** @type {readonly string[]} */ (RECOVERABLE_STATUSES).includes(status)) {
     actions.push({ kind: 'recover', label: 'Recover', question: 'Send this job back to the queue with a fresh attempt budget? Its history is kept.', confirm: 'Recover job' });
   }
   return actions;

@@ -8,7 +8,7 @@
  */
 import type { JobStep } from '../job/model.ts';
 import type { Sql } from './driver.ts';
-import { TERMINAL_STATUSES } from '../contract/statuses.ts';
+import { RECOVERABLE_STATUSES, TERMINAL_STATUSES } from '../contract/statuses.ts';
 
 const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
 
@@ -376,7 +376,6 @@ const cancelWhere = (where: string, error: string, eventExtra: string) => `WITH 
     SELECT id FROM changed`;
 
 /** Statuses an admin may send back to the queue: ended without a result, or running but stuck. */
-export const RECOVERABLE_STATUSES = ['failed', 'timed_out', 'cancelled', 'running'] as const;
 
 /**
  * The admin's recovery: a failed, timed-out, cancelled or stuck (running) job goes back to

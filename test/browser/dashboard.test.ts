@@ -166,7 +166,7 @@ async function openDashboard(url: string, options: { waitLive?: boolean } = {}):
     if (/Content.Security.Policy/i.test(message.text())) problems.push(`CSP: ${message.text()}`);
   });
   await page.goto(url);
-  if (options.waitLive !== false) await page.waitForSelector('[data-testid="connection"][data-state="live"]', { timeout: 10_000 });
+  if (options.waitLive !== false) await page.waitForSelector('[data-testid="connection"][data-state="live"]', { timeout: 30_000 });
   return {
     page,
     async close() {
@@ -186,7 +186,7 @@ async function waitRow(page: Page, id: string, check: { status: string; above?: 
       return percent > above && percent < below ? percent : false;
     },
     [id, check.status, check.above ?? -1, check.below ?? 101] as const,
-    { timeout: 10_000 },
+    { timeout: 30_000 },
   );
   return (await handle.jsonValue()) as number;
 }
@@ -288,13 +288,13 @@ for (const [index, backend] of BACKENDS.entries()) {
           (window as unknown as { samePage?: string }).samePage = 'still here';
         });
         const job = await submit(server, 'analyze-document', { text: 'Quarterly security review of the payment service', steps: 10, delayMs: 150 });
-        await page.waitForSelector(row(job.id), { timeout: 10_000 });
+        await page.waitForSelector(row(job.id), { timeout: 30_000 });
         assert.equal(await page.locator('tr[data-testid="job-row"]').first().getAttribute('data-job-id'), job.id, 'the new job is at the top');
         const early = await waitRow(page, job.id, { status: 'running', above: 0, below: 60 });
         const later = await waitRow(page, job.id, { status: 'running', above: early });
         assert.ok(later > early);
         assert.notEqual(await page.locator(`${row(job.id)} [data-testid="job-stage"]`).textContent(), '');
-        await page.waitForSelector(`${row(job.id)}[data-status="completed"]`, { timeout: 10_000 });
+        await page.waitForSelector(`${row(job.id)}[data-status="completed"]`, { timeout: 30_000 });
         assert.equal(await page.locator(`${row(job.id)} [data-testid="job-percent"]`).textContent(), '100%');
         assert.equal(await page.locator(`${row(job.id)} [data-testid="job-status"]`).textContent(), 'completed');
         assert.equal(await page.evaluate(() => (window as unknown as { samePage?: string }).samePage), 'still here', 'no reload happened');
@@ -313,26 +313,26 @@ for (const [index, backend] of BACKENDS.entries()) {
       await invoiceWorker.stop();
       const { page, close } = await openDashboard(`${server.url}/dashboard/#/jobs/${job.id}`);
       try {
-        await page.waitForSelector(detailStatus('failed'), { timeout: 10_000 });
+        await page.waitForSelector(detailStatus('failed'), { timeout: 30_000 });
         assert.match((await page.locator('[data-testid="detail-error-message"]').textContent()) ?? '', /model overloaded/);
         assert.equal(await page.locator('[data-testid="action-cancel"]').count(), 0, 'a failed job cannot be cancelled');
         await confirmAction(page, 'recover');
-        await page.waitForSelector(detailStatus('queued'), { timeout: 10_000 });
-        await page.waitForSelector('[data-testid="timeline-event"][data-type="status"][data-recovered="true"]', { timeout: 10_000 });
+        await page.waitForSelector(detailStatus('queued'), { timeout: 30_000 });
+        await page.waitForSelector('[data-testid="timeline-event"][data-type="status"][data-recovered="true"]', { timeout: 30_000 });
         assert.match((await page.locator('[data-testid="timeline-event"][data-recovered="true"]').textContent()) ?? '', /recovered from failed/);
 
         failingInvoices.delete(invoice);
         invoiceWorker = engine.waitless.startWorker({ names: ['extract-invoice'], pollInterval: 50, shutdownGrace: '100ms' });
-        await page.waitForSelector(detailStatus('completed'), { timeout: 10_000 });
-        await page.waitForSelector('[data-testid="detail-result"]:has-text("1284.5")', { timeout: 5000 });
-        await page.waitForFunction(() => document.querySelectorAll('[data-testid="timeline-event"][data-status="completed"]').length === 1, undefined, { timeout: 5000 });
+        await page.waitForSelector(detailStatus('completed'), { timeout: 30_000 });
+        await page.waitForSelector('[data-testid="detail-result"]:has-text("1284.5")', { timeout: 30_000 });
+        await page.waitForFunction(() => document.querySelectorAll('[data-testid="timeline-event"][data-status="completed"]').length === 1, undefined, { timeout: 30_000 });
         assert.deepEqual(await timelineStatuses(page), ['queued', 'running', 'failed', 'queued', 'running', 'completed']);
         assert.ok(await page.locator('[data-testid="timeline-event"][data-status="failed"]:has-text("model overloaded")').count(), 'the failed attempt shows its error');
         assert.equal(await page.locator('[data-testid="detail-error-card"]').isHidden(), true, 'no error once completed');
         assert.equal(await page.locator('[data-testid="action-recover"]').count(), 0, 'a completed job cannot be recovered');
         // A reload keeps the selection (the URL hash).
         await page.reload();
-        await page.waitForSelector(detailStatus('completed'), { timeout: 10_000 });
+        await page.waitForSelector(detailStatus('completed'), { timeout: 30_000 });
         assert.equal(await page.locator('[data-testid="detail-id"]').textContent(), job.id);
       } finally {
         await close();
@@ -345,7 +345,7 @@ for (const [index, backend] of BACKENDS.entries()) {
       await eventually(() => receiver.forJob(job.id).length === 1, 'the first delivery', 10_000);
       const { page, close } = await openDashboard(`${server.url}/dashboard/#/jobs/${job.id}`);
       try {
-        await page.waitForSelector('[data-testid="delivery"][data-status="succeeded"][data-attempts="1"]', { timeout: 10_000 });
+        await page.waitForSelector('[data-testid="delivery"][data-status="succeeded"][data-attempts="1"]', { timeout: 30_000 });
         assert.equal(await page.locator('[data-testid="delivery-event"]').textContent(), 'job.completed');
         assert.match((await page.locator('[data-testid="delivery-attempt"]').first().textContent()) ?? '', /HTTP 200/);
         assert.match((await page.locator('[data-testid="detail-output"]').textContent()) ?? '', /payment service\. Three findings/);
@@ -354,7 +354,7 @@ for (const [index, backend] of BACKENDS.entries()) {
         const [first, second] = receiver.forJob(job.id);
         assert.ok(first?.headers['webhook-id']);
         assert.equal(second?.headers['webhook-id'], first.headers['webhook-id'], 'the same webhook-id');
-        await page.waitForSelector('[data-testid="delivery"][data-attempts="2"]', { timeout: 10_000 });
+        await page.waitForSelector('[data-testid="delivery"][data-attempts="2"]', { timeout: 30_000 });
         assert.equal(await page.locator('[data-testid="delivery-attempt"]').count(), 2);
       } finally {
         await close();
@@ -365,17 +365,17 @@ for (const [index, backend] of BACKENDS.entries()) {
       const job = await submit(server, 'generate-report', { quarter: `Q3-${backend}` });
       const { page, close } = await openDashboard(`${server.url}/dashboard/#/jobs/${job.id}`);
       try {
-        await page.waitForSelector(detailStatus('running'), { timeout: 10_000 });
-        await page.waitForSelector('[data-testid="provisional"]', { timeout: 5000 });
+        await page.waitForSelector(detailStatus('running'), { timeout: 30_000 });
+        await page.waitForSelector('[data-testid="provisional"]', { timeout: 30_000 });
         assert.match((await page.locator('[data-testid="detail-result"]').textContent()) ?? '', /Full report is being written/);
-        await page.waitForFunction(() => (document.querySelector('[data-testid="detail-output"]')?.textContent ?? '').includes('Section 2'), undefined, { timeout: 10_000 });
+        await page.waitForFunction(() => (document.querySelector('[data-testid="detail-output"]')?.textContent ?? '').includes('Section 2'), undefined, { timeout: 30_000 });
         assert.equal(await page.locator('[data-testid="action-recover"]').textContent(), 'Stuck? Recover');
         await confirmAction(page, 'cancel');
-        await page.waitForSelector(detailStatus('cancelled'), { timeout: 10_000 });
-        await page.waitForSelector('[data-testid="timeline-event"][data-status="cancelled"]', { timeout: 10_000 });
+        await page.waitForSelector(detailStatus('cancelled'), { timeout: 30_000 });
+        await page.waitForSelector('[data-testid="timeline-event"][data-status="cancelled"]', { timeout: 30_000 });
         assert.equal((await finished(engine.waitless, job.id)).status, 'cancelled');
         await page.click('[data-testid="back"]');
-        await page.waitForSelector(`${row(job.id)}[data-status="cancelled"]`, { timeout: 10_000 });
+        await page.waitForSelector(`${row(job.id)}[data-status="cancelled"]`, { timeout: 30_000 });
       } finally {
         await close();
       }
@@ -387,7 +387,7 @@ for (const [index, backend] of BACKENDS.entries()) {
       try {
         await page.waitForSelector(row(queued.id));
         await page.check('[data-testid="filter-status-queued"]');
-        await page.waitForFunction(() => [...document.querySelectorAll<HTMLElement>('tr[data-testid="job-row"]')].every((r) => r.dataset.status === 'queued'), undefined, { timeout: 5000 });
+        await page.waitForFunction(() => [...document.querySelectorAll<HTMLElement>('tr[data-testid="job-row"]')].every((r) => r.dataset.status === 'queued'), undefined, { timeout: 30_000 });
         await page.waitForSelector(row(queued.id));
         await page.uncheck('[data-testid="filter-status-queued"]');
         await page.fill('[data-testid="name-filter"]', 'extract-invoice');
@@ -397,20 +397,20 @@ for (const [index, backend] of BACKENDS.entries()) {
             return rows.length > 0 && rows.every((r) => r.querySelector('[data-testid="job-name"]')?.textContent === 'extract-invoice');
           },
           undefined,
-          { timeout: 5000 },
+          { timeout: 30_000 },
         );
         // Clearing the filters brings every job back, one submitted meanwhile too.
         const other = await submit(server, 'translate-batch', { language: 'fr' });
         await page.click('[data-testid="clear-filters"]');
-        await page.waitForSelector(row(other.id), { timeout: 5000 });
+        await page.waitForSelector(row(other.id), { timeout: 30_000 });
 
         const unknown = '01900000-0000-7000-8000-000000000000';
         await page.fill('[data-testid="open-id"]', unknown);
         await page.click('[data-testid="open-submit"]');
-        await page.waitForSelector(`[data-testid="open-error"]:has-text("No job with id ${unknown}")`, { timeout: 5000 });
+        await page.waitForSelector(`[data-testid="open-error"]:has-text("No job with id ${unknown}")`, { timeout: 30_000 });
         await page.fill('[data-testid="open-id"]', queued.id);
         await page.click('[data-testid="open-submit"]');
-        await page.waitForSelector(detailStatus('queued'), { timeout: 5000 });
+        await page.waitForSelector(detailStatus('queued'), { timeout: 30_000 });
         assert.equal(new URL(page.url()).hash, `#/jobs/${queued.id}`);
       } finally {
         await close();
@@ -424,27 +424,27 @@ for (const [index, backend] of BACKENDS.entries()) {
         const { job } = await engine.waitless.submit('analyze-document', { text: 'acme contract', steps: 2, delayMs: 20 }, { tenant });
         const { page, close } = await openDashboard(`${secured.url}/dashboard`, { waitLive: false });
         try {
-          await page.waitForSelector('[data-testid="auth-form"]', { state: 'visible', timeout: 10_000 });
+          await page.waitForSelector('[data-testid="auth-form"]', { state: 'visible', timeout: 30_000 });
           assert.equal(await page.locator('[data-testid="list-view"]').isHidden(), true);
           assert.equal(await page.locator('[data-testid="connection"]').getAttribute('data-state'), 'signed-out');
           await page.fill('[data-testid="auth-key"]', `wl_0123456789abcdef_${'A'.repeat(43)}`);
           await page.click('[data-testid="auth-submit"]');
-          await page.waitForSelector('[data-testid="auth-error"]:has-text("unknown or revoked")', { timeout: 10_000 });
+          await page.waitForSelector('[data-testid="auth-error"]:has-text("unknown or revoked")', { timeout: 30_000 });
           assert.equal(await page.locator('[data-testid="auth-form"]').isVisible(), true);
 
           const { token } = await engine.waitless.apiKeys.create(tenant, { admin: true });
           await page.fill('[data-testid="auth-key"]', token);
           await page.click('[data-testid="auth-submit"]');
-          await page.waitForSelector(row(job.id), { timeout: 10_000 });
-          await page.waitForSelector('[data-testid="connection"][data-state="live"]', { timeout: 10_000 });
+          await page.waitForSelector(row(job.id), { timeout: 30_000 });
+          await page.waitForSelector('[data-testid="connection"][data-state="live"]', { timeout: 30_000 });
           assert.equal(await page.locator('[data-testid="auth-view"]').isHidden(), true);
           assert.equal(await page.locator('tr[data-testid="job-row"]').count(), 1, "only the key's tenant's jobs");
           // Live in serve mode too: a job submitted now appears.
           const { job: next } = await engine.waitless.submit('analyze-document', { text: 'acme renewal', steps: 2, delayMs: 20 }, { tenant });
-          await page.waitForSelector(`${row(next.id)}[data-status="completed"]`, { timeout: 10_000 });
+          await page.waitForSelector(`${row(next.id)}[data-status="completed"]`, { timeout: 30_000 });
           // The key lives in the tab: a reload needs no new sign-in.
           await page.reload();
-          await page.waitForSelector(row(next.id), { timeout: 10_000 });
+          await page.waitForSelector(row(next.id), { timeout: 30_000 });
           assert.equal(await page.locator('[data-testid="auth-view"]').isHidden(), true);
         } finally {
           await close();
@@ -461,11 +461,11 @@ for (const [index, backend] of BACKENDS.entries()) {
         const { job } = await engine.waitless.submit('analyze-document', { text: 'service key', steps: 2, delayMs: 20 }, { tenant });
         const { page, close } = await openDashboard(`${secured.url}/dashboard`, { waitLive: false });
         try {
-          await page.waitForSelector('[data-testid="auth-form"]', { state: 'visible', timeout: 10_000 });
+          await page.waitForSelector('[data-testid="auth-form"]', { state: 'visible', timeout: 30_000 });
           const { token } = await engine.waitless.apiKeys.create(tenant, { admin: false });
           await page.fill('[data-testid="auth-key"]', token);
           await page.click('[data-testid="auth-submit"]');
-          await page.waitForSelector('[data-testid="auth-error"]:has-text("not an admin key")', { timeout: 10_000 });
+          await page.waitForSelector('[data-testid="auth-error"]:has-text("not an admin key")', { timeout: 30_000 });
           assert.equal(await page.locator('[data-testid="auth-form"]').isVisible(), true);
           assert.equal(await page.locator('[data-testid="list-view"]').isHidden(), true);
           assert.equal(await page.locator(row(job.id)).count(), 0, 'no job of the tenant is shown');
@@ -474,7 +474,7 @@ for (const [index, backend] of BACKENDS.entries()) {
           const admin = await engine.waitless.apiKeys.create(tenant, { admin: true });
           await page.fill('[data-testid="auth-key"]', admin.token);
           await page.click('[data-testid="auth-submit"]');
-          await page.waitForSelector(row(job.id), { timeout: 10_000 });
+          await page.waitForSelector(row(job.id), { timeout: 30_000 });
         } finally {
           await close();
         }
@@ -506,14 +506,14 @@ for (const [index, backend] of BACKENDS.entries()) {
             (window as unknown as { samePage?: string }).samePage = 'still here';
           });
           await stop(http);
-          await page.waitForSelector('[data-testid="connection"][data-state="reconnecting"]', { timeout: 5000 });
+          await page.waitForSelector('[data-testid="connection"][data-state="reconnecting"]', { timeout: 30_000 });
           // While the page has no stream, no message will ever carry these changes.
           await engine.waitless.cancel(before.id);
           const { job: meanwhile } = await engine.waitless.submit('translate-batch', { language: 'pt' });
           http = await listen(port);
-          await page.waitForSelector('[data-testid="connection"][data-state="live"]', { timeout: 10_000 });
-          await page.waitForSelector(`${row(meanwhile.id)}[data-status="queued"]`, { timeout: 10_000 });
-          await page.waitForSelector(row(before.id), { state: 'detached', timeout: 10_000 });
+          await page.waitForSelector('[data-testid="connection"][data-state="live"]', { timeout: 30_000 });
+          await page.waitForSelector(`${row(meanwhile.id)}[data-status="queued"]`, { timeout: 30_000 });
+          await page.waitForSelector(row(before.id), { state: 'detached', timeout: 30_000 });
           assert.equal(await page.evaluate(() => (window as unknown as { samePage?: string }).samePage), 'still here');
         } finally {
           await close();
@@ -530,9 +530,9 @@ for (const [index, backend] of BACKENDS.entries()) {
         const { page, close } = await openDashboard(`${mounted.url}/jobs-api/dashboard`);
         try {
           assert.equal(new URL(page.url()).pathname, '/jobs-api/dashboard/');
-          await page.waitForSelector(`${row(job.id)}[data-status="completed"]`, { timeout: 10_000 });
+          await page.waitForSelector(`${row(job.id)}[data-status="completed"]`, { timeout: 30_000 });
           await page.click(`${row(job.id)} [data-testid="job-name"]`);
-          await page.waitForSelector(detailStatus('completed'), { timeout: 10_000 });
+          await page.waitForSelector(detailStatus('completed'), { timeout: 30_000 });
         } finally {
           await close();
         }
@@ -562,14 +562,14 @@ for (const [index, backend] of BACKENDS.entries()) {
 
           assert.ok(webhookJobId, 'the redeliver test ran');
           await page.click(`${row(webhookJobId)} [data-testid="job-name"]`);
-          await page.waitForSelector('[data-testid="delivery"][data-attempts="2"]', { timeout: 10_000 });
+          await page.waitForSelector('[data-testid="delivery"][data-attempts="2"]', { timeout: 30_000 });
           await page.waitForSelector(detailStatus('completed'));
           await screenshot(page, 'dashboard-job');
           // Stop the long jobs while the page watches, so no change is in flight at teardown.
           await engine.waitless.cancel(running.id);
           await engine.waitless.cancel(streaming.id);
-          await page.waitForSelector(`${row(running.id)}[data-status="cancelled"]`, { state: 'attached', timeout: 5000 });
-          await page.waitForSelector(`${row(streaming.id)}[data-status="cancelled"]`, { state: 'attached', timeout: 5000 });
+          await page.waitForSelector(`${row(running.id)}[data-status="cancelled"]`, { state: 'attached', timeout: 30_000 });
+          await page.waitForSelector(`${row(streaming.id)}[data-status="cancelled"]`, { state: 'attached', timeout: 30_000 });
         } finally {
           await close();
           failingInvoices.delete(failing);

@@ -208,7 +208,7 @@ for (const backend of (['pglite', 'postgres'] as const).filter((b) => BACKENDS.i
       await page.waitForSelector('[data-testid=cancel]');
       const id = (await h.shownJobId(page))!;
       await page.click('[data-testid=cancel]');
-      await page.waitForSelector('[data-testid=cancelled]', { timeout: 5000 });
+      await page.waitForSelector('[data-testid=cancelled]', { timeout: 30_000 });
       assert.equal(await page.getAttribute('[data-testid=job-status]', 'data-status'), 'cancelled');
       assert.equal(await page.locator('[data-testid=cancel]').count(), 0);
       const job = await eventually(async () => {
@@ -301,7 +301,7 @@ for (const backend of (['pglite', 'postgres'] as const).filter((b) => BACKENDS.i
       await page.click(`[data-testid=tab-${INITECH.id}]`);
       await page.reload();
       const error = page.locator('[data-testid=error]');
-      await error.waitFor({ timeout: 5000 });
+      await error.waitFor({ timeout: 30_000 });
       assert.match((await error.textContent())!, /The job token has expired/, 'the problem detail, as text');
       assert.match((await error.textContent())!, /401/);
       assert.deepEqual(errors, []);
