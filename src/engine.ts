@@ -13,6 +13,7 @@ import {
   UnknownJobError,
 } from './errors.ts';
 import { JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
+import type { SubmitRequest } from './contract/submit.ts';
 import { EventHub, type EventHubOptions } from './events/hub.ts';
 import { type Duration, toMs } from './job/duration.ts';
 import { type AnyJobDefinition, type JobDefinition, isJobDefinition } from './job/definition.ts';
@@ -100,6 +101,14 @@ export interface SubmitOptions {
   /** Flow-control key, overriding the definition's `concurrency.key(input)`; the limit is the definition's. Default: none. */
   concurrencyKey?: string;
 }
+
+// The engine's submit options and the HTTP submit body cannot drift apart: every body field
+// but `input` (the argument) and `token` (createJobToken) is an option, and every option is a
+// body field or one of the engine's own (the tenant, the Idempotency-Key header, the base URL
+// the HTTP layer passes).
+type SameKeys<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const _optionsMatchSubmitBody: SameKeys<Exclude<keyof SubmitRequest, 'input' | 'token'>, Exclude<keyof SubmitOptions, 'tenant' | 'idempotencyKey' | 'apiBaseUrl'>> = true;
+void _optionsMatchSubmitBody;
 
 /** Options of {@link Waitless.createJobToken}. */
 export interface JobTokenOptions {
