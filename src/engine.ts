@@ -21,7 +21,7 @@ import type { Job, JobEvent } from './job/model.ts';
 import { ApiKeyStore } from './store/api-keys.ts';
 import { assertSchemaName, type Driver } from './store/driver.ts';
 import { type JobPage, JobStore, type ListParams, type SubmitOutcome, type SupersedePolicy } from './store/job-store.ts';
-import { migrate } from './store/migrate.ts';
+import { migrate, verifyMigrations } from './store/migrate.ts';
 import { Notifier } from './store/notifications.ts';
 import { createPgDriver } from './store/pg-driver.ts';
 import { createPgliteDriver } from './store/pglite-driver.ts';
@@ -52,7 +52,11 @@ export interface WaitlessOptions {
   schema?: string;
   /** Pool size for PostgreSQL. Default: `10`. */
   maxConnections?: number;
-  /** Apply migrations on start. Default: `true`. */
+  /**
+   * Apply migrations on start. With `false` the schema must already hold exactly this
+   * version's migrations (run `waitless migrate` first), else start fails with a `MigrationError`.
+   * Default: `true`.
+   */
   migrate?: boolean;
   /** Logger. Default: pino at `info` (or `LOG_LEVEL`). */
   logger?: Logger;
@@ -322,6 +326,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
   const driver = await openDriver(options, schema);
   try {
     if (options.migrate !== false) await migrate(driver, schema);
+    else await verifyMigrations(driver, schema);
   } catch (error) {
     await driver.close();
     throw error;
@@ -503,6 +508,6 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       await driver.close();
     },
   };
-  registerInternals(waitless, { driver, store, notifier, hub, jobTokens, webhooks, housekeeping });
+  registerInternals(waitless, { driver, schema, store, notifier, hub, jobTokens, webhooks, housekeeping });
   return waitless;
 }

@@ -21,6 +21,7 @@ export {
   WaitlessError,
 } from './errors.ts';
 export type { WaitlessErrorCode } from './errors.ts';
+export { MigrationError } from './store/migrate.ts';
 export type { JobTokenScope, MintedJobToken } from './access/job-tokens.ts';
 export type { ApiKeyRole, CreateApiKeyOptions, CreatedApiKey } from './store/api-keys.ts';
 export { defineJob, isJobDefinition } from './job/definition.ts';

@@ -14,6 +14,8 @@ import type { WebhookStore } from './store/webhook-store.ts';
 
 export interface EngineInternals {
   readonly driver: Driver;
+  /** The schema holding the engine's tables (readiness compares its migrations with the code's). */
+  readonly schema: string;
   readonly store: JobStore;
   readonly notifier: Notifier;
   /** Feeds every SSE stream and long-poll of this process. */

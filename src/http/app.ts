@@ -10,6 +10,7 @@ import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../contract/statuses.ts';
 import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
 import { addDashboardRoutes } from './dashboard.ts';
+import { healthRoutes } from './health.ts';
 import { readJsonBody } from './body.ts';
 import { openApiDocument } from './openapi.ts';
 import { problem, problemFor } from './problem.ts';
@@ -84,6 +85,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
       return problem(c, 503, { title: 'Service Unavailable', detail: 'The database does not answer.' });
     }
   });
+  app.route('/', healthRoutes(waitless));
 
   if (options.dashboard) addDashboardRoutes(app);
   if (options.cors) {

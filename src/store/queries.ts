@@ -176,6 +176,19 @@ export const migrationQueries = (schema: string) => ({
     values: [],
   }),
   applied: (): Sql => ({ text: `SELECT version FROM ${schema}.migrations ORDER BY version`, values: [] }),
+  tableExists: (): Sql => ({ text: `SELECT to_regclass($1) IS NOT NULL AS found`, values: [`${schema}.migrations`] }),
+  /** Bounds every lock wait of the migrating transaction. SET takes no parameters: ms is a number. */
+  lockTimeout: (ms: number): Sql => ({ text: `SET LOCAL lock_timeout = ${Math.max(1, Math.trunc(ms))}`, values: [] }),
+  /** Other sessions holding a lock on one of the schema's tables or on its migration lock. */
+  lockHolders: (): Sql => ({
+    text: `SELECT DISTINCT a.pid, a.application_name, a.state,
+        coalesce(extract(epoch FROM now() - a.xact_start), 0)::int AS seconds, a.query
+      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.granted AND l.pid <> pg_backend_pid() AND (
+        (l.locktype = 'relation' AND l.relation IN (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1))
+        OR (l.locktype = 'advisory' AND l.objsubid = 1 AND l.objid::bigint = (hashtext('waitless.migrate.' || $1)::bigint & 4294967295)))`,
+    values: [schema],
+  }),
   record: (version: number, name: string): Sql => ({
     text: `INSERT INTO ${schema}.migrations (version, name) VALUES ($1, $2)`,
     values: [version, name],
