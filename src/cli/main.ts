@@ -1,19 +1,22 @@
 #!/usr/bin/env node
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { serve, type ServerType } from '@hono/node-server';
 import { Hono } from 'hono';
 import { pino } from 'pino';
 import { analyzeDocument, demoModelProblem } from '../demo/analyze-document.ts';
-import { createWaitless, DEFAULT_TENANT } from '../engine.ts';
+import { createWaitless, DEFAULT_TENANT, type Waitless, type WaitlessOptions } from '../engine.ts';
 import { createHttpApp } from '../http/app.ts';
+import { healthRoutes } from '../http/health.ts';
 import { problem } from '../http/problem.ts';
 import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
 import { type Duration, toMs } from '../job/duration.ts';
+import { MigrationError } from '../store/migrate.ts';
 import type { WorkerOptions } from '../worker/worker.ts';
 import type { DispatcherOptions } from '../webhooks/dispatcher.ts';
+import { flagsHelp, type FlagName, type ParsedFlags, parseFlags } from './flags.ts';
 import { prettyDestination } from './log-format.ts';
+import { waitForDatabase } from './wait-for-database.ts';
 import { resolveOwnNameToSource } from './source-entries.ts';
 
 // Run from the source (a clone, however started): a jobs module's `import … from 'waitless'`
@@ -31,7 +34,7 @@ Usage:
       dashboard (/dashboard) asks for an admin key.
   waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10] [--port N] [--lease 30s] [--heartbeat D]
                     [--poll-interval 2s] [--shutdown-grace 10s] [--flush-interval 200ms]
-      Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /healthz.
+      Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /livez, /readyz and /healthz.
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
       --admin keys may also recover jobs and open the dashboard.
@@ -39,84 +42,45 @@ Usage:
  Logs are JSON lines (pino); in a terminal they are formatted for reading. LOG_FORMAT=json or
  LOG_FORMAT=pretty chooses; LOG_LEVEL (default info) filters.
 
-Options:
-  --port N          HTTP port (or PORT). Default: 3000.
-  --jobs MODULE     A module whose exports are defineJob() definitions.
-  --database URL    Overrides DATABASE_URL (a postgres:// URL, a PGlite folder, or memory://).
-  --schema NAME     Schema for Waitless tables. Default: waitless.
-  --concurrency N   Jobs one worker runs at once. Default: 10.
-  --lease D         How long a claim stays valid without a heartbeat. Default: 30s.
-  --heartbeat D     How often leases are extended. Default: a third of --lease.
-  --poll-interval D Backstop poll for due jobs and expired leases. Default: 2s.
-  --flush-interval D
-                    How long output and progress are buffered before a worker writes them (one
-                    statement for all its jobs): longer costs the database less, shorter shows
-                    tokens sooner. Default: 200ms.
-  --shutdown-grace D
-                    On SIGINT/SIGTERM, how long running jobs may take to finish. Default: 10s.
-                    D is a duration: milliseconds (500) or e.g. 500ms, 2s, 1m.
-  --webhook-allow LIST
-                    Hosts, addresses or CIDRs webhooks may reach despite the SSRF guard, comma
-                    separated (or WAITLESS_WEBHOOK_ALLOW), e.g. 127.0.0.1 for local development.
-  --webhook-retry LIST
-                    Delays between webhook attempts, e.g. 1s,5s,30s, or none. Default: 5s,5m,30m,2h,5h,10h,10h.
-  --cors-origin LIST
-                    Origins whose pages may call the API (browsers with job tokens), comma
-                    separated (or WAITLESS_CORS_ORIGIN). Default: none.
+Options (each also read from the variable named; a flag given wins over its variable):
+${flagsHelp()}
+  D is a duration: milliseconds (500) or e.g. 500ms, 2s, 1m.
 `;
-
-const { values, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    port: { type: 'string' },
-    host: { type: 'string' },
-    jobs: { type: 'string' },
-    data: { type: 'string' },
-    database: { type: 'string' },
-    schema: { type: 'string' },
-    concurrency: { type: 'string' },
-    lease: { type: 'string' },
-    heartbeat: { type: 'string' },
-    'poll-interval': { type: 'string' },
-    'flush-interval': { type: 'string' },
-    'shutdown-grace': { type: 'string' },
-    'webhook-allow': { type: 'string' },
-    'webhook-retry': { type: 'string' },
-    demo: { type: 'boolean' },
-    'no-worker': { type: 'boolean' },
-    'cors-origin': { type: 'string' },
-    admin: { type: 'boolean' },
-    tenant: { type: 'string' },
-    label: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
-});
-
-// JSON when piped or collected (one object a line, for machines); readable in a terminal.
-const prettyLogs = process.env.LOG_FORMAT ? process.env.LOG_FORMAT === 'pretty' : process.stdout.isTTY === true;
-const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' }, prettyLogs ? prettyDestination(process.stdout, process.stdout.hasColors?.() ?? false) : undefined);
 
 function fail(message: string): never {
   process.stderr.write(`waitless: ${message}\n`);
   process.exit(2);
 }
 
-function intOption(value: string | undefined, name: string, fallback: number): number {
+let flags: ParsedFlags;
+try {
+  flags = parseFlags(process.argv.slice(2), process.env);
+} catch (error) {
+  fail((error as Error).message);
+}
+const { values, positionals, origin } = flags;
+
+// JSON when piped or collected (one object a line, for machines); readable in a terminal.
+const prettyLogs = process.env.LOG_FORMAT ? process.env.LOG_FORMAT === 'pretty' : process.stdout.isTTY === true;
+const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' }, prettyLogs ? prettyDestination(process.stdout, process.stdout.hasColors?.() ?? false) : undefined);
+
+function intOption(value: string | undefined, label: string, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) fail(`--${name} must be a whole number, got "${value}"`);
+  if (!Number.isInteger(n) || n < 0) fail(`${label} must be a whole number, got "${value}"`);
   return n;
 }
 
-function durationOption(value: string | undefined, name: string): number | undefined {
+/** A duration flag's value in ms; `label` names the flag or the variable it came from. */
+function durationOption(value: string | undefined, label: string): number | undefined {
   if (value === undefined) return undefined;
   // A bare number is milliseconds, as in the library's options.
   const duration: Duration = /^\d+(\.\d+)?$/.test(value) ? Number(value) : (value as Duration);
   let ms: number;
   try {
-    ms = toMs(duration, `--${name}`);
+    ms = toMs(duration, label);
   } catch {
-    fail(`--${name} must be a duration such as 500ms, 2s or 1m (or a number of milliseconds), got "${value}"`);
+    fail(`${label} must be a duration such as 500ms, 2s or 1m (or a number of milliseconds), got "${value}"`);
   }
   return ms;
 }
@@ -126,39 +90,39 @@ function durationOption(value: string | undefined, name: string): number | undef
  * defaults. Read before the database is opened, so a typo exits without touching it.
  */
 function workerOptions(): WorkerOptions {
-  const lease = durationOption(values.lease, 'lease');
-  const heartbeat = durationOption(values.heartbeat, 'heartbeat');
-  const pollInterval = durationOption(values['poll-interval'], 'poll-interval');
-  const outputFlushInterval = durationOption(values['flush-interval'], 'flush-interval');
-  if (lease === 0 || heartbeat === 0 || pollInterval === 0 || outputFlushInterval === 0) {
-    fail('--lease, --heartbeat, --poll-interval and --flush-interval must be longer than 0');
-  }
+  const duration = (name: FlagName) => durationOption(values[name] as string | undefined, origin(name));
+  const lease = duration('lease');
+  const heartbeat = duration('heartbeat');
+  const pollInterval = duration('poll-interval');
+  const outputFlushInterval = duration('flush-interval');
+  const zero = (['lease', 'heartbeat', 'poll-interval', 'flush-interval'] as const).find((name, i) => [lease, heartbeat, pollInterval, outputFlushInterval][i] === 0);
+  if (zero) fail(`${origin(zero)} must be longer than 0`);
   // A heartbeat as slow as the lease lets the lease run out under a healthy worker.
-  if (heartbeat !== undefined && heartbeat >= (lease ?? 30_000)) fail(`--heartbeat (${heartbeat}ms) must be shorter than --lease`);
+  if (heartbeat !== undefined && heartbeat >= (lease ?? 30_000)) fail(`${origin('heartbeat')} (${heartbeat}ms) must be shorter than the lease (${lease ?? 30_000}ms)`);
   return {
-    concurrency: intOption(values.concurrency, 'concurrency', 10),
+    concurrency: intOption(values.concurrency, origin('concurrency'), 10),
     lease,
     heartbeat,
     pollInterval,
     outputFlushInterval,
-    shutdownGrace: durationOption(values['shutdown-grace'], 'shutdown-grace'),
+    shutdownGrace: duration('shutdown-grace'),
   };
 }
 
 /** Webhook settings shared by every command that runs a dispatcher. */
 function webhookOptions(): DispatcherOptions {
-  const allow = (values['webhook-allow'] ?? process.env.WAITLESS_WEBHOOK_ALLOW ?? '').split(',').map((a) => a.trim()).filter(Boolean);
+  const allow = (values['webhook-allow'] ?? '').split(',').map((a) => a.trim()).filter(Boolean);
   const retryFlag = values['webhook-retry'];
   // "none": one attempt and no retry (a receiver that misses it is left to its reconciler).
-  const retry = retryFlag === 'none' ? [] : retryFlag?.split(',').map((d, i) => durationOption(d.trim(), `webhook-retry[${i}]`)!);
+  const retry = retryFlag === 'none' ? [] : retryFlag?.split(',').map((d, i) => durationOption(d.trim(), `${origin('webhook-retry')}[${i}]`)!);
   return { ...(allow.length ? { ssrf: { allow } } : {}), ...(retry ? { retrySchedule: retry } : {}) };
 }
 
 /** Origins allowed to call the API from a browser, or undefined for same-origin only. */
 function corsOption(): { origin: string[] } | undefined {
-  const origins = (values['cors-origin'] ?? process.env.WAITLESS_CORS_ORIGIN ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+  const origins = (values['cors-origin'] ?? '').split(',').map((o) => o.trim()).filter(Boolean);
   const bad = origins.find((o) => !/^https?:\/\/[^/]+$/.test(o));
-  if (bad) fail(`--cors-origin takes origins such as https://app.example.com (scheme and host, no path), got "${bad}"`);
+  if (bad) fail(`${origin('cors-origin')} takes origins such as https://app.example.com (scheme and host, no path), got "${bad}"`);
   return origins.length ? { origin: origins } : undefined;
 }
 
@@ -194,9 +158,32 @@ function describeLoadError(error: unknown): string {
 }
 
 function serverDatabase(): string {
-  const url = values.database ?? process.env.DATABASE_URL;
+  const url = values.database;
   if (!url) fail('set DATABASE_URL (postgres://…) or pass --database');
   return url;
+}
+
+/**
+ * Opens the engine for serve, worker and migrate, waiting for PostgreSQL while it does not
+ * answer yet; SIGINT or SIGTERM during that wait exits 0 (nothing was started).
+ */
+async function openServerEngine(options: Omit<WaitlessOptions, 'database' | 'schema' | 'logger'>): Promise<Waitless> {
+  const database = serverDatabase();
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const waitless = await waitForDatabase(database, () => createWaitless({ ...options, database, schema: values.schema, logger }), logger, { signal: stop.signal });
+    if (!waitless) {
+      logger.info('stopped while waiting for PostgreSQL');
+      process.exit(0);
+    }
+    return waitless;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
 }
 
 /** Stops on SIGINT/SIGTERM: running jobs get their grace period; a second signal exits at once. */
@@ -230,8 +217,10 @@ interface Bound {
  * no database opened or migrated behind. Requests that come before the app is ready get a 503.
  */
 function bind(host: string): Promise<Bound> {
-  const port = intOption(values.port ?? process.env.PORT, 'port', 3000);
-  const starting = new Hono().all('*', (c) =>
+    // PORT is the platforms' convention for the one port a service answers on; WAITLESS_PORT wins.
+  const port = intOption(values.port ?? process.env.PORT, values.port === undefined ? 'PORT' : origin('port'), 3000);
+  // Live while starting (waiting for PostgreSQL is not a reason to restart), ready later.
+  const starting = new Hono().get('/livez', (c) => c.json({ status: 'ok' })).all('*', (c) =>
     problem(c, 503, { type: '/problems/starting', title: 'Starting', detail: 'The server is still starting; try again in a moment.' }, { 'retry-after': '1' }),
   );
   let fetch: (request: Request) => Response | Promise<Response> = starting.fetch;
@@ -263,12 +252,14 @@ async function closeServer(server: ServerType): Promise<void> {
 
 async function dev(): Promise<void> {
   const options = workerOptions();
+  // dev is the embedded database: a DATABASE_URL in the shell does not move it to a server.
+  const devDatabase = (flags.fromCommandLine('database') ? values.database : undefined) ?? values.data ?? './.waitless';
   const cors = corsOption();
   const bound = await bind('127.0.0.1');
   const jobs = await loadJobs(values.jobs, true);
   const waitless = await createWaitless({
     jobs,
-    database: values.database ?? values.data ?? './.waitless',
+    database: devDatabase,
     schema: values.schema,
     logger,
     webhooks: webhookOptions(),
@@ -283,7 +274,7 @@ async function dev(): Promise<void> {
     ? `  Jobs:      ${yours.join(', ')} (from ${values.jobs}), and the demo analyze-document\n`
     : `  Jobs:      analyze-document, the demo (pass --jobs ./jobs.ts for your own)\n`;
   process.stdout.write(
-    `\nWaitless dev is running on embedded PGlite (${values.database ?? values.data ?? './.waitless'}).\n` +
+    `\nWaitless dev is running on embedded PGlite (${devDatabase}).\n` +
       `  API:       ${base}/v1/jobs\n  Dashboard: ${base}/dashboard\n  Health:    ${base}/healthz\n${own}\n` +
       `Try it:\n  curl -i -X POST ${base}/v1/jobs/analyze-document -H 'content-type: application/json' \\\n` +
       `       -d '{"input": {"text": "Quarterly security review of the payment service", "seconds": 20}}'\n\n`,
@@ -298,11 +289,11 @@ async function serveCommand(): Promise<void> {
   if (!values.jobs && !values.demo) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const options = workerOptions();
   const cors = corsOption();
-  const database = serverDatabase();
+  serverDatabase(); // a missing URL is told before the port is taken
   const bound = await bind(values.host ?? '0.0.0.0');
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
-  const waitless = await createWaitless({ jobs, database, schema: values.schema, logger, webhooks: webhookOptions() });
+  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
   if (!values['no-worker']) waitless.startWorker(options);
   const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys }, dashboard: true, cors });
   bound.serve(withRootRedirect(app));
@@ -317,16 +308,18 @@ async function serveCommand(): Promise<void> {
 async function worker(): Promise<void> {
   if (!values.jobs && !values.demo) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const options = workerOptions();
-  const database = serverDatabase();
+  serverDatabase(); // a missing URL is told before the port is taken
   // With --port, a worker answers health checks for its orchestrator, and nothing else. (Not
   // PORT: a worker started beside a server in the same environment must not fight it for it.)
   const bound = values.port === undefined ? undefined : await bind(values.host ?? '0.0.0.0');
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
-  const waitless = await createWaitless({ jobs, database, schema: values.schema, logger, webhooks: webhookOptions() });
+  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
   const running = waitless.startWorker(options);
   logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
-  bound?.serve(new Hono().get('/healthz', (c) => c.json({ status: 'ok', workerId: running.id, busy: running.busy })).fetch);
+  const health = new Hono().get('/healthz', (c) => c.json({ status: 'ok', workerId: running.id, busy: running.busy }));
+  health.route('/', healthRoutes(waitless));
+  bound?.serve(health.fetch);
   if (bound) waitless.logger.info({ url: bound.url }, 'listening');
   const server = bound?.server;
   onShutdown(async () => {
@@ -336,13 +329,13 @@ async function worker(): Promise<void> {
 }
 
 async function migrateCommand(): Promise<void> {
-  const waitless = await createWaitless({ jobs: [], database: serverDatabase(), schema: values.schema, logger });
+  const waitless = await openServerEngine({ jobs: [] });
   await waitless.close();
   process.stdout.write('migrations applied\n');
 }
 
 async function keys(action: string | undefined): Promise<void> {
-  const waitless = await createWaitless({ jobs: [], database: serverDatabase(), schema: values.schema, logger });
+  const waitless = await createWaitless({ jobs: [], database: serverDatabase(), schema: values.schema, logger, migrate: !values['no-migrate'] });
   try {
     const store = waitless.apiKeys;
     if (action === 'create') {
@@ -386,6 +379,8 @@ const commands: Record<string, () => Promise<void>> = {
 const run = commands[command];
 if (!run) fail(`unknown command "${command}"\n\n${USAGE}`);
 run().catch((error: unknown) => {
+  // Said plainly: the schema and the code disagree, which the person must settle.
+  if (error instanceof MigrationError) process.stderr.write(`waitless: ${error.message}\n`);
   logger.error({ err: error }, `${command} failed`);
   process.exit(1);
 });
