@@ -133,6 +133,10 @@ describe('waitless serve, keys and migrate on PostgreSQL', () => {
       const health = (await (await fetch(`${url}/healthz`)).json()) as { status: string; workerId: string; busy: number };
       assert.equal(health.status, 'ok');
       assert.equal(health.busy, 0);
+      assert.deepEqual(await (await fetch(`${url}/livez`)).json(), { status: 'ok' });
+      const ready = (await (await fetch(`${url}/readyz`)).json()) as { status: string; migrations: { database: number; code: number } };
+      assert.equal(ready.status, 'ready');
+      assert.equal(ready.migrations.database, ready.migrations.code);
       assert.equal((await fetch(`${url}/v1/jobs`)).status, 404, 'a worker serves no API');
       worker.kill('SIGTERM');
       assert.equal(await new Promise((resolve) => worker.on('exit', resolve)), 0);
