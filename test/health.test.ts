@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import pg from 'pg';
+import { livenessSchema, readinessSchema } from '../src/contract/responses.ts';
 import { createWaitless } from '../src/engine.ts';
 import { loadMigrations } from '../src/store/migrate.ts';
 import { dropSchema, freshSchema, openEngine, POSTGRES_URL, silentLogger, startServer } from './helpers.ts';
@@ -27,7 +28,8 @@ describe('GET /livez and /readyz', () => {
     assert.deepEqual((await get(`${server.url}/livez`)).body, { status: 'ok' });
     const ready = await get(`${server.url}/readyz`);
     assert.equal(ready.status, 200);
-    assert.deepEqual(ready.body, { status: 'ready', database: 'postgres', migrations: { database: code, code } });
+    assert.deepEqual(readinessSchema.strict().parse(ready.body), { status: 'ready', database: 'postgres', migrations: { database: code, code } });
+    livenessSchema.strict().parse((await get(`${server.url}/livez`)).body);
 
     const client = new pg.Client({ connectionString: POSTGRES_URL });
     await client.connect();

@@ -155,6 +155,17 @@ export const callerSchema = z.object({
 
 export const healthSchema = z.object({ status: z.literal('ok'), database: z.enum(['postgres', 'pglite']) });
 
+/** `GET /livez`: the process answers. */
+export const livenessSchema = z.object({ status: z.literal('ok') });
+
+/** `GET /readyz`: the database answers and its applied migrations are exactly this version's. */
+export const readinessSchema = z.object({
+  status: z.literal('ready'),
+  database: z.enum(['postgres', 'pglite']),
+  /** Newest migration applied to the database, and newest this version has: equal when ready. */
+  migrations: z.object({ database: z.number().int(), code: z.number().int() }),
+});
+
 /** An RFC 9457 problem detail; extension members carry specifics. */
 export const problemSchema = z
   .looseObject({

@@ -1,4 +1,6 @@
 import { Hono } from 'hono';
+import type { z } from 'zod';
+import type { livenessSchema, readinessSchema } from '../contract/responses.ts';
 import type { Waitless } from '../engine.ts';
 import { internals } from '../internals.ts';
 import { migrationStatus, type MigrationStatus } from '../store/migrate.ts';
@@ -41,14 +43,16 @@ async function notReadyBecause(waitless: Waitless): Promise<{ reason?: string; s
  */
 export function healthRoutes(waitless: Waitless): Hono {
   const app = new Hono();
-  app.get('/livez', (c) => c.json({ status: 'ok' }, 200, { 'cache-control': 'no-store' }));
+  app.get('/livez', (c) => c.json({ status: 'ok' } satisfies z.infer<typeof livenessSchema>, 200, { 'cache-control': 'no-store' }));
   app.get('/readyz', async (c) => {
     const answer = await notReadyBecause(waitless);
-    const migrations = answer.status ? { database: answer.status.database, code: answer.status.code } : undefined;
-    if (answer.reason) {
-      return problem(c, 503, { type: '/problems/not-ready', title: 'Not ready', detail: answer.reason, ...(migrations ? { migrations } : {}) }, { 'retry-after': '5' });
+    const migrations = answer.status && { database: answer.status.database, code: answer.status.code };
+    if (answer.reason || !migrations) {
+      const detail = answer.reason ?? 'The migrations could not be read.';
+      return problem(c, 503, { type: '/problems/not-ready', title: 'Not ready', detail, ...(migrations ? { migrations } : {}) }, { 'retry-after': '5' });
     }
-    return c.json({ status: 'ready', database: internals(waitless).driver.kind, migrations }, 200, { 'cache-control': 'no-store' });
+    const ready: z.infer<typeof readinessSchema> = { status: 'ready', database: internals(waitless).driver.kind, migrations };
+    return c.json(ready, 200, { 'cache-control': 'no-store' });
   });
   return app;
 }

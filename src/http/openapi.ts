@@ -11,6 +11,8 @@ import { jobTokenRequestSchema, submitRequestSchema } from '../contract/submit.t
 import {
   callerSchema,
   healthSchema,
+  livenessSchema,
+  readinessSchema,
   jobErrorSchema,
   jobEventSchema,
   jobLinksSchema,
@@ -143,6 +145,8 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
     WebhookSecret: webhookSecretSchema,
     RotatedWebhookSecret: rotatedSecretSchema,
     Health: healthSchema,
+    Liveness: livenessSchema,
+    Readiness: readinessSchema,
     Caller: callerSchema,
     Problem: problemSchema,
   };
@@ -186,12 +190,35 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
   );
 
   const paths: JsonObject = {
+    '/livez': {
+      get: {
+        operationId: 'liveness',
+        tags: ['service'],
+        summary: 'Liveness',
+        description: 'Answers while the process does; nothing else is checked. No key needed.',
+        security: PUBLIC,
+        responses: { '200': { description: 'The process answers.', content: json(ref('Liveness')) } },
+      },
+    },
+    '/readyz': {
+      get: {
+        operationId: 'readiness',
+        tags: ['service'],
+        summary: 'Readiness',
+        description: "Ready when the database answers and its applied migrations are exactly this version's. No key needed.",
+        security: PUBLIC,
+        responses: {
+          '200': { description: 'Ready.', content: json(ref('Readiness')) },
+          '503': problemResponse('The database does not answer, or its migrations are not this version\'s (the problem says which).'),
+        },
+      },
+    },
     '/healthz': {
       get: {
         operationId: 'health',
         tags: ['service'],
-        summary: 'Health check',
-        description: 'Answers when the database does. No key needed.',
+        summary: 'Health check (older)',
+        description: 'Answers when the database does; `/readyz` also checks the migrations. No key needed.',
         security: PUBLIC,
         responses: { '200': { description: 'The database answers.', content: json(ref('Health')) }, '503': problemResponse('The database does not answer.') },
       },
