@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createPgDriver } from '../src/store/pg-driver.ts';
 import { createPgliteDriver } from '../src/store/pglite-driver.ts';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -16,6 +17,23 @@ describe('migrations', () => {
     const migrations = await loadMigrations();
     assert.ok(migrations.length > 0);
     assert.deepEqual(migrations.map((m) => m.version), migrations.map((_, i) => i + 1));
+  });
+
+  it('are append-only: a released migration file is never edited (new behaviour comes as a new file)', async () => {
+    // A database that ran one of these has it recorded as done: an edit would never reach it.
+    // Add the hash of a new file here when it is released; never change one.
+    const released: Record<string, string> = {
+      'store/migrations/0001_jobs.sql': '000ef7255f691fadedec1f3a4c26683b2608b3ab49a79d566510c396c08a6cba',
+      'store/migrations/0002_webhooks.sql': '08f48f02c6b1d675c2ddd90674f54e565bfa7d856e1e9651329d5a2c2a2a7b6c',
+      'store/migrations/0003_person.sql': '399014f65ecdf974770005b2b6df2bce26c7e95ef2f9a676eb6adb7415baaf9c',
+      'store/migrations/0004_durable_execution.sql': '414a177218af700d832e49ca3a8fcaa1d8786c6a5f7e1ebec2c747f53157e898',
+      'store/migrations/0005_throughput.sql': 'ba87e7a8935492bdedb0ea3fca6960ed8135b50f5a7d9b0bad558d2437c2d952',
+      'reconciler/migrations/0001_tracked_jobs.sql': '0f4e0586fea971dac3e0b841b4020aadca4de4c5b348b7cb20240c8d49e8b500',
+    };
+    for (const [file, hash] of Object.entries(released)) {
+      const text = await readFile(new URL(`../src/${file}`, import.meta.url));
+      assert.equal(createHash('sha256').update(text).digest('hex'), hash, `${file} is unchanged`);
+    }
   });
 
   it('apply once on PGlite and are a no-op the second time', async () => {
@@ -105,6 +123,28 @@ describe('migrations against a database that does not match the code', () => {
       }
       assert.deepEqual(await migrate(driver, schema, v2), [2], 'applied once the lock is free');
     }).finally(() => rm(folder, { recursive: true, force: true }));
+  });
+
+  it('give up waiting for another migrator after migratorWaitMs and say which session it is', async () => {
+    await withSchema(async (driver, schema) => {
+      await migrate(driver, schema);
+      const other = new pg.Client({ connectionString: POSTGRES_URL, application_name: 'other-migrator' });
+      await other.connect();
+      try {
+        await other.query('BEGIN');
+        await other.query(`SELECT pg_advisory_xact_lock(hashtext('waitless.migrate.' || $1))`, [schema]);
+        await assert.rejects(migrate(driver, schema, undefined, { migratorWaitMs: 200 }), (error: Error) => {
+          assert.ok(error instanceof MigrationError, String(error));
+          assert.match(error.message, /gave up waiting for the migration lock/);
+          assert.match(error.message, /other-migrator/);
+          return true;
+        });
+      } finally {
+        await other.query('ROLLBACK').catch(() => {});
+        await other.end();
+      }
+      assert.deepEqual(await migrate(driver, schema), [], 'runs once the other is done');
+    });
   });
 
   it('are verified when skipped: an engine with migrate: false refuses a schema behind the code', async () => {

@@ -175,7 +175,9 @@ async function openServerEngine(options: Omit<WaitlessOptions, 'database' | 'sch
   process.once('SIGTERM', onSignal);
   try {
     const waitless = await waitForDatabase(database, () => createWaitless({ ...options, database, schema: values.schema, logger }), logger, { signal: stop.signal });
-    if (!waitless) {
+    if (!waitless || stop.signal.aborted) {
+      // A signal that came while a connection attempt was under way is honoured all the same.
+      await waitless?.close();
       logger.info('stopped while waiting for PostgreSQL');
       process.exit(0);
     }
@@ -275,7 +277,7 @@ async function dev(): Promise<void> {
     : `  Jobs:      analyze-document, the demo (pass --jobs ./jobs.ts for your own)\n`;
   process.stdout.write(
     `\nWaitless dev is running on embedded PGlite (${devDatabase}).\n` +
-      `  API:       ${base}/v1/jobs\n  Dashboard: ${base}/dashboard\n  Health:    ${base}/healthz\n${own}\n` +
+      `  API:       ${base}/v1/jobs\n  Dashboard: ${base}/dashboard\n  Ready:     ${base}/readyz\n${own}\n` +
       `Try it:\n  curl -i -X POST ${base}/v1/jobs/analyze-document -H 'content-type: application/json' \\\n` +
       `       -d '{"input": {"text": "Quarterly security review of the payment service", "seconds": 20}}'\n\n`,
   );
