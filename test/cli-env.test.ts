@@ -153,6 +153,35 @@ describe('a worker started while PostgreSQL is down', () => {
     assert.equal(await exitWithin(worker.exited, 30_000, 'the worker'), 0);
   });
 
+  it('serve, meanwhile, is live but not ready, and ready once PostgreSQL answers', async () => {
+    const schema = freshSchema();
+    cleanups.push(() => dropSchema(schema));
+    const proxy = tcpProxy(await freePort());
+    cleanups.push(() => proxy.close());
+    const servePort = await freePort();
+    const serve = startCli(['serve'], {
+      DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
+      WAITLESS_SCHEMA: schema,
+      WAITLESS_JOBS: JOBS,
+      WAITLESS_PORT: String(servePort),
+      WAITLESS_HOST: '127.0.0.1',
+    });
+    await eventually(() => {
+      if (serve.child.exitCode !== null) throw new Error(`serve exited with ${serve.child.exitCode}:\n${serve.output()}`);
+      return serve.lines().some((l) => /is not reachable/.test(l.msg));
+    }, 'a retry line', 30_000);
+    const url = `http://127.0.0.1:${servePort}`;
+    assert.equal((await fetch(`${url}/livez`, { signal: AbortSignal.timeout(10_000) })).status, 200, 'live while it waits');
+    const starting = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(10_000) });
+    assert.equal(starting.status, 503, 'not ready while it waits');
+    assert.match(starting.headers.get('content-type') ?? '', /application\/problem\+json/);
+
+    await proxy.open();
+    await eventually(async () => (await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(10_000) })).status === 200, 'ready once PostgreSQL answers', 60_000);
+    serve.child.kill('SIGTERM');
+    assert.equal(await exitWithin(serve.exited, 30_000, 'serve'), 0);
+  });
+
   it('exits cleanly on SIGTERM while it waits', async () => {
     const port = await freePort();
     const worker = startCli(['worker'], { DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/test`, WAITLESS_JOBS: JOBS });
