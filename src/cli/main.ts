@@ -219,7 +219,7 @@ interface Bound {
  * no database opened or migrated behind. Requests that come before the app is ready get a 503.
  */
 function bind(host: string): Promise<Bound> {
-    // PORT is the platforms' convention for the one port a service answers on; WAITLESS_PORT wins.
+  // PORT is the platforms' convention for the one port a service answers on; WAITLESS_PORT wins.
   const port = intOption(values.port ?? process.env.PORT, values.port === undefined ? 'PORT' : origin('port'), 3000);
   // Live while starting (waiting for PostgreSQL is not a reason to restart), ready later.
   const starting = new Hono().get('/livez', (c) => c.json({ status: 'ok' })).all('*', (c) =>
