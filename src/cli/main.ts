@@ -263,6 +263,7 @@ async function dev(): Promise<void> {
     jobs,
     database: devDatabase,
     schema: values.schema,
+    migrate: !values['no-migrate'],
     logger,
     webhooks: webhookOptions(),
   });
