@@ -15,6 +15,7 @@ import { openApiDocument } from './openapi.ts';
 import { problem, problemFor } from './problem.ts';
 import { streamJobEvents, streamTenantJobs } from './sse.ts';
 import { addWebhookRoutes } from './webhook-routes.ts';
+import { metricsRoute } from './metrics-route.ts';
 
 /** Options of the HTTP handler. */
 export interface HttpOptions {
@@ -41,6 +42,13 @@ export interface HttpOptions {
    * origins exactly, e.g. `["https://app.example.com"]`. Default: none (same origin only).
    */
   cors?: { origin: string | string[] };
+  /**
+   * Serve the process's metrics at `/metrics` in the Prometheus text format. `true` serves them
+   * to anyone who reaches the port (local development, or a port only the scraper can reach);
+   * `{ bearerToken }` asks the scraper for `Authorization: Bearer <bearerToken>` (API keys do not
+   * open it: the page spans every tenant). Default: `false` (not served).
+   */
+  metrics?: boolean | { bearerToken: string };
 }
 
 
@@ -84,6 +92,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
       return problem(c, 503, { title: 'Service Unavailable', detail: 'The database does not answer.' });
     }
   });
+
+  if (options.metrics) app.get('/metrics', metricsRoute(driver, options.metrics === true ? undefined : options.metrics.bearerToken));
 
   if (options.dashboard) addDashboardRoutes(app);
   if (options.cors) {

@@ -3,6 +3,7 @@ import { streamSSE } from 'hono/streaming';
 import type { EventHub } from '../events/hub.ts';
 import type { Job, JobEvent } from '../job/model.ts';
 import { isTerminalEvent } from '../contract/job-events.ts';
+import { metrics } from '../observability/metrics.ts';
 
 export interface StreamParams {
   tenant: string;
@@ -25,7 +26,11 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
   c.header('cache-control', 'no-cache');
   return streamSSE(c, async (stream) => {
     const subscription = hub.subscribe(p.tenant, p.jobId, p.after);
-    stream.onAbort(() => subscription.close());
+    const release = metrics.sseOpened('job');
+    stream.onAbort(() => {
+      subscription.close();
+      release();
+    });
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
     try {
       while (!stream.aborted) {
@@ -38,6 +43,7 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
     } finally {
       clearInterval(heartbeat);
       subscription.close();
+      release();
     }
   });
 }
@@ -68,7 +74,11 @@ export function streamTenantJobs(c: Context, hub: EventHub, p: TenantStreamParam
   return streamSSE(c, async (stream) => {
     // Fed by the hub from one read per window for every tenant stream of this process.
     const subscription = hub.subscribeTenant(p.tenant);
-    stream.onAbort(() => subscription.close());
+    const release = metrics.sseOpened('tenant');
+    stream.onAbort(() => {
+      subscription.close();
+      release();
+    });
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
     try {
       // A first comment flushes the headers, so the client knows at once that the stream is open.
@@ -83,6 +93,7 @@ export function streamTenantJobs(c: Context, hub: EventHub, p: TenantStreamParam
     } finally {
       clearInterval(heartbeat);
       subscription.close();
+      release();
     }
   });
 }

@@ -8,6 +8,7 @@ import type { Driver } from './driver.ts';
 import * as q from './queries.ts';
 import { GroupCommit } from './group-commit.ts';
 import { uuidv7 } from './uuid.ts';
+import { metrics } from '../observability/metrics.ts';
 
 export interface SubmitParams {
   tenant: string;
@@ -232,7 +233,10 @@ export class JobStore {
         throw error;
       });
     }
-    if (rows[0]) return { job: toJob(rows[0]), created: true };
+    if (rows[0]) {
+      metrics.submitted(params.name);
+      return { job: toJob(rows[0]), created: true };
+    }
     // The key was taken (possibly a moment ago by a concurrent request that has now committed).
     const key = params.idempotencyKey!;
     const [existing] = await this.driver.query<{ fingerprint: string; job_id: string }>(q.findIdempotencyKey(params.tenant, key));
@@ -419,7 +423,9 @@ export class JobStore {
   }
 
   async reclaimExpiredLeases(limit = 100): Promise<Array<{ id: string; status: string }>> {
-    return this.driver.query<{ id: string; status: string }>(q.reclaimExpiredLeases(limit));
+    const taken = await this.driver.query<{ id: string; name: string; status: string }>(q.reclaimExpiredLeases(limit));
+    for (const job of taken) metrics.leaseExpired(job.name, job.status);
+    return taken;
   }
 
   async purgeIdempotencyKeys(keepMs: number): Promise<void> {

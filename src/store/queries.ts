@@ -643,8 +643,21 @@ export const reclaimExpiredLeases = (limit: number): Sql => ({
       RETURNING j.id, j.tenant_id, j.last_seq, j.name, j.status, j.result, j.error, j.attempt, j.webhook, j.status_url
     ), ${appendEvent('status', `jsonb_build_object('status', status, 'reason', 'lease_expired', 'attempt', attempt, 'error', error)`)},
     ${outbox()}
-    SELECT id, status FROM changed`,
+    SELECT id, name, status FROM changed`,
   values: [limit],
+});
+
+export type QueueStatsRow = { name: string; queued: string | number; oldest_due_seconds: number | null };
+
+/**
+ * Queued jobs by name, and how long the longest-waiting due one has been claimable: read at
+ * every metrics scrape, so it only touches queued rows (the `jobs_queued_by_run_at` partial index).
+ */
+export const queueStats = (): Sql => ({
+  text: `SELECT name, count(*) AS queued,
+      EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due_seconds
+    FROM jobs WHERE status = 'queued' GROUP BY name`,
+  values: [],
 });
 
 // ---------------------------------------------------------------- steps

@@ -5,6 +5,7 @@ import { LeaseLostError } from '../job/errors.ts';
 import type { Job } from '../job/model.ts';
 import type { JobStore } from '../store/job-store.ts';
 import type { JobWriter } from './job-writes.ts';
+import { metrics } from '../observability/metrics.ts';
 
 export interface ContextParams {
   job: Job;
@@ -137,7 +138,10 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       const promptTokens = count(usage.promptTokens, 'promptTokens');
       const completionTokens = count(usage.completionTokens, 'completionTokens');
       const totalTokens = count(usage.totalTokens, 'totalTokens') || promptTokens + completionTokens;
-      await direct(() => p.store.recordUsage(p.job.id, p.leaseToken, { model: usage.model ?? 'unknown', promptTokens, completionTokens, totalTokens }));
+      const model = usage.model ?? 'unknown';
+      await direct(() => p.store.recordUsage(p.job.id, p.leaseToken, { model, promptTokens, completionTokens, totalTokens }));
+      // Counted once written: usage a fenced-out attempt reports is not the job's.
+      metrics.tokens(model, promptTokens, completionTokens);
     },
     close() {
       p.writer.close();
