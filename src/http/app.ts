@@ -111,7 +111,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
   // caller, and the tools that generate clients from it fetch it without credentials.
   let document: string | undefined;
   app.get('/v1/openapi.json', (c) => {
-    document ??= JSON.stringify(openApiDocument(waitless, { basePath: base, maxWaitSeconds: maxWait, maxBodyBytes }));
+    const metrics = options.metrics === true ? 'open' : options.metrics ? 'token' : undefined;
+    document ??= JSON.stringify(openApiDocument(waitless, { basePath: base, maxWaitSeconds: maxWait, maxBodyBytes, metrics }));
     return c.body(document, 200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
   });
   app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base));

@@ -40,6 +40,8 @@ export interface OpenApiOptions {
   maxWaitSeconds?: number;
   /** Largest accepted request body, in bytes. Default: `1_048_576`. */
   maxBodyBytes?: number;
+  /** How `/metrics` is served (see `HttpOptions.metrics`): `'open'`, `'token'`, or not at all. Default: not at all. */
+  metrics?: 'open' | 'token';
 }
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -196,6 +198,25 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         responses: { '200': { description: 'The database answers.', content: json(ref('Health')) }, '503': problemResponse('The database does not answer.') },
       },
     },
+    ...(options.metrics
+      ? {
+          '/metrics': {
+            get: {
+              operationId: 'metrics',
+              tags: ['service'],
+              summary: "This process's metrics",
+              description:
+                "The process's metrics in the Prometheus text format: its own counters, gauges and histograms, and the queue's depth read from the database. " +
+                (options.metrics === 'token' ? 'Needs the metrics token (WAITLESS_METRICS_TOKEN), not an API key: the page spans every tenant.' : 'Open on this server.'),
+              security: options.metrics === 'token' ? [{ metricsToken: [] }] : PUBLIC,
+              responses: {
+                '200': { description: 'Prometheus text format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } },
+                ...(options.metrics === 'token' ? { '401': problemResponse('The metrics token is missing or wrong.') } : {}),
+              },
+            },
+          },
+        }
+      : {}),
     '/v1/openapi.json': {
       get: {
         operationId: 'openapi',
@@ -440,6 +461,9 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
           name: 'access_token',
           description: 'The same credentials as a query parameter, for EventSource, which cannot set headers.',
         },
+        ...(options.metrics === 'token'
+          ? { metricsToken: { type: 'http', scheme: 'bearer', description: 'The metrics token of the server (WAITLESS_METRICS_TOKEN), for scrapers of `/metrics`.' } }
+          : {}),
       },
     },
   };
