@@ -52,6 +52,12 @@ export interface HttpOptions {
 }
 
 
+/** Event types a job token's stream leaves out. */
+const OPERATOR_EVENTS: ReadonlySet<string> = new Set(['log']);
+
+/** Log lines per page of `GET /v1/jobs/:id/logs`. */
+const LOG_PAGE = 1000;
+
 /** Builds the Hono app. Use `.fetch` as a `(Request) => Response` handler anywhere. */
 export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Hono<AuthEnv> {
   const base = options.basePath?.replace(/\/$/, '') ?? '';
@@ -245,7 +251,24 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
         detail: `Last-Event-ID / "after" is ${after}, but the job's latest event is ${job.version}. Resume from an id this stream sent.`,
       });
     }
-    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000 });
+    // A job token is the end user's: the job's own log is the operator's, and stays out of its stream.
+    const hide = c.get('caller').kind === 'job-token' ? OPERATOR_EVENTS : undefined;
+    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, hide });
+  });
+
+  app.get('/v1/jobs/:id/logs', async (c) => {
+    const id = c.req.param('id');
+    const tenant = c.get('tenant');
+    const afterParam = c.req.query('after') ?? '0';
+    const after = Number(afterParam);
+    if (!/^\d+$/.test(afterParam) || !Number.isSafeInteger(after)) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"after" must be a log line\'s sequence number (an integer ≥ 0).' });
+    }
+    if (!(await store.head(tenant, id))) return notFound(c, id);
+    const lines = await store.logs(tenant, id, after, LOG_PAGE + 1);
+    const page = lines.slice(0, LOG_PAGE);
+    const more = lines.length > LOG_PAGE;
+    return c.json({ lines: page, ...(more ? { nextAfter: page.at(-1)!.seq } : {}) }, 200, { 'cache-control': 'no-store' });
   });
 
   addWebhookRoutes(app, waitless);

@@ -14,6 +14,7 @@ import {
   jobErrorSchema,
   jobEventSchema,
   jobLinksSchema,
+  jobLogEntrySchema,
   jobPageSchema,
   jobSchema,
   jobStepSchema,
@@ -138,6 +139,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
     SubmitResponse: submitResponseSchema,
     JobPage: jobPageSchema,
     JobEvent: jobEventSchema,
+    JobLogLine: jobLogEntrySchema,
     JobToken: jobTokenSchema,
     WebhookEndpoint: webhookEndpointSchema,
     WebhookAttempt: webhookAttemptSchema,
@@ -329,6 +331,28 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         responses: {
           '200': { description: 'The job, back in `queued` with a fresh attempt budget.', content: json(ref('Job')) },
           ...problems('Unauthorized', 'Forbidden', 'NotFound', 'Conflict'),
+        },
+      },
+    },
+    '/v1/jobs/{id}/logs': {
+      get: {
+        operationId: 'listJobLogs',
+        tags: ['jobs'],
+        summary: "The job's own log lines (ctx.log), oldest first",
+        description:
+          "Every attempt's lines, as the job definition's `logs` limit kept them (200 lines and 64 KiB per attempt by default; a closing `warn` line with `dropped` counts the rest). " +
+          'They are `log` events of the job\'s event log too, so a stream opened with a key shows them live; a job token neither reads them here nor sees them in its stream.',
+        security: KEY,
+        parameters: [
+          JOB_ID,
+          { name: 'after', in: 'query', description: 'Lines after this sequence number (the `nextAfter` of the previous page).', schema: { type: 'integer', minimum: 0, default: 0 } },
+        ],
+        responses: {
+          '200': {
+            description: 'Up to 1000 lines; `nextAfter` when there are more.',
+            content: json({ type: 'object', properties: { lines: { type: 'array', items: ref('JobLogLine') }, nextAfter: { type: 'integer' } }, required: ['lines'] }),
+          },
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound'),
         },
       },
     },

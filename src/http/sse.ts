@@ -12,6 +12,8 @@ export interface StreamParams {
   after: number;
   /** Interval of the `:` keep-alive comment, in ms. */
   heartbeatMs: number;
+  /** Event types left out of this stream (a job token's stream leaves out the job's own log). Default: none. */
+  hide?: ReadonlySet<string>;
 }
 
 /**
@@ -37,7 +39,8 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
         const events = await subscription.next();
         if (events.length === 0) break; // closed: the client went away, or the server stops
         // One write for the batch: a token stream arrives as many small events at once.
-        await stream.write(events.map(formatEvent).join(''));
+        const shown = p.hide ? events.filter((event) => !p.hide!.has(event.type)) : events;
+        if (shown.length > 0) await stream.write(shown.map(formatEvent).join(''));
         if (events.some(isTerminalEvent)) break;
       }
     } finally {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { IdempotencyConflictError, InvalidCursorError, SupersedeConflictError } from '../errors.ts';
 import type { JobError } from '../job/errors.ts';
-import type { Job, JobEvent, JobEventType, JobUsage } from '../job/model.ts';
+import type { Job, JobEvent, JobEventType, JobLogEntry, JobLogLine, JobUsage } from '../job/model.ts';
 import type { JobStatus } from '../contract/statuses.ts';
 import { isTerminal } from '../contract/statuses.ts';
 import type { Driver } from './driver.ts';
@@ -279,6 +279,13 @@ export class JobStore {
   async events(tenant: string, jobId: string, afterSeq: number, limit = 500): Promise<JobEvent[]> {
     if (!isJobId(jobId)) return [];
     return (await this.driver.query<q.EventRow>(q.listEvents(tenant, jobId, afterSeq, limit))).map(toEvent);
+  }
+
+  /** The job's own log lines (`ctx.log`) after a sequence number, oldest first. */
+  async logs(tenant: string, jobId: string, afterSeq: number, limit: number): Promise<JobLogEntry[]> {
+    if (!isJobId(jobId)) return [];
+    const rows = await this.driver.query<q.EventRow>(q.listLogLines(tenant, jobId, afterSeq, limit));
+    return rows.map((row) => ({ ...(row.data as unknown as JobLogLine), seq: row.seq, at: row.created_at.toISOString() }));
   }
 
   /** Cancels the job if it is not finished; answers with the job either way (undefined if unknown). */

@@ -321,6 +321,13 @@ export const listEvents = (tenant: string, jobId: string, afterSeq: number, limi
   values: [tenant, jobId, afterSeq, limit],
 });
 
+/** A job's `log` events after a sequence number (the primary key's job_id prefix finds them). */
+export const listLogLines = (tenant: string, jobId: string, afterSeq: number, limit: number): Sql => ({
+  text: `SELECT seq, type, data, created_at FROM job_events
+    WHERE tenant_id = $1 AND job_id = $2 AND seq > $3 AND type = 'log' ORDER BY seq LIMIT $4`,
+  values: [tenant, jobId, afterSeq, limit],
+});
+
 /** What readers need to decide whether to open jobs' event streams: each one's latest event and status (any tenant; callers match it). */
 export const getJobHeads = (ids: string[]): Sql => ({
   text: `SELECT id, tenant_id, last_seq, status FROM jobs WHERE id = ANY($1::uuid[])`,
@@ -525,13 +532,13 @@ const FENCE = `id = $1 AND lease_token = $2 AND status = 'running'`;
 export interface JobWrite {
   id: string;
   token: string;
-  kind: 'output' | 'progress';
-  /** The output text, or the progress report as JSON text. */
+  kind: 'output' | 'progress' | 'log';
+  /** The output text, or the progress report or log line as JSON text. */
   body: string;
 }
 
 /**
- * Writes the buffered output and progress of many running jobs in one statement, each job
+ * Writes the buffered output, progress and log lines of many running jobs in one statement, each job
  * fenced by its own lease token: a job whose lease is gone gets nothing written and is missing
  * from the answer (the lease tokens written). A job's writes become consecutive events in the order
  * given; its last progress report becomes the job's `progress`.

@@ -378,6 +378,7 @@ export class Worker {
       store: this.store,
       signal: controller.signal,
       log,
+      logLimits: definition.logs,
       writer: this.writes.open(job.id, leaseToken, () => void this.abortTakenAway(entry)),
       onLeaseLost: () => this.abortTakenAway(entry),
     });
@@ -509,6 +510,7 @@ export class Worker {
       `Give the job a larger timeout, or split the work into smaller jobs, then submit it again.`;
     entry.controller.abort(new JobTimeoutError(message));
     const written = await this.persist(log, async () => {
+      entry.context.endLog();
       await entry.context.flush().catch(() => {});
       return this.store.finish(job.id, leaseToken, 'timed_out', undefined, { code: 'timed_out', message });
     });
