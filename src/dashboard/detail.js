@@ -310,7 +310,7 @@ class JobDetail {
     const level = typeof d.level === 'string' ? d.level : 'info';
     const parts = [
       h('time', { className: 'log-meta', text: clockTime(event.at), title: absoluteTime(event.at), attrs: { datetime: event.at } }),
-      h('span', { className: 'log-meta', text: `#${String(d.attempt ?? '?')}`, title: 'attempt' }),
+      h('span', { className: 'log-meta', text: `#${typeof d.attempt === 'number' ? d.attempt : '?'}`, title: 'attempt' }),
       h('span', { className: 'log-level', text: level }),
       h('span', { className: 'log-message', text: typeof d.message === 'string' ? d.message : '' }),
     ];
