@@ -198,7 +198,10 @@ for (const backend of BACKENDS) {
         const s = await scrape();
         return value(s, 'waitless_sse_connections', { stream: 'job' }) === 0 && value(s, 'waitless_jobs_running', { name: 'metrics-held' }) === 0;
       }, 'the stream closed and the job released');
-      assert.ok(await engine.waitless.cancel(idleId));
+      const before = value(await scrape(), 'waitless_jobs_finished_total', { name: 'metrics-idle', status: 'cancelled' });
+      assert.equal((await engine.waitless.cancel(idleId))?.status, 'cancelled');
+      assert.equal((await engine.waitless.cancel(idleId))?.status, 'cancelled', 'a second cancel changes nothing');
+      assert.equal(value(await scrape(), 'waitless_jobs_finished_total', { name: 'metrics-idle', status: 'cancelled' }) - before, 1);
     });
 
     it('counts a lease that expired, and the job it failed', async () => {

@@ -32,7 +32,7 @@ const submitted = new Counter({
 });
 const finished = new Counter({
   name: 'waitless_jobs_finished_total',
-  help: 'Jobs that reached a final status in this process: completed, failed, timed_out, stale (by its worker), failed (lease expired with no attempts left, by the housekeeping that took it back).',
+  help: 'Jobs that reached a final status in this process: completed, failed, timed_out, stale (by its worker); failed (lease expired with no attempts left, by the housekeeping that took it back); cancelled (by a cancel request).',
   labelNames: ['name', 'status'] as const,
   registers: [registry],
 });
@@ -128,6 +128,10 @@ export const metrics = {
     runDuration.observe({ name, outcome }, seconds);
     if (outcome === 'retried') retries.inc({ name });
     else finished.inc({ name, status: outcome });
+  },
+  /** A cancel request ended the job. */
+  cancelled(name: string): void {
+    finished.inc({ name, status: 'cancelled' });
   },
   /** Housekeeping took a job back; `status` is where it went (`queued` or `failed`). */
   leaseExpired(name: string, status: string): void {

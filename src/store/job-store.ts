@@ -291,7 +291,8 @@ export class JobStore {
   /** Cancels the job if it is not finished; answers with the job either way (undefined if unknown). */
   async cancel(tenant: string, id: string): Promise<Job | undefined> {
     if (!isJobId(id)) return undefined;
-    await this.driver.query(q.cancelJob(tenant, id, 'The job was cancelled before it finished; its result, if any arrives, is discarded.'));
+    const cancelled = await this.driver.query<{ id: string; name: string }>(q.cancelJob(tenant, id, 'The job was cancelled before it finished; its result, if any arrives, is discarded.'));
+    for (const job of cancelled) metrics.cancelled(job.name);
     return this.get(tenant, id);
   }
 

@@ -380,7 +380,7 @@ const cancelWhere = (where: string, error: string, eventExtra: string) => `WITH 
       WHERE tenant_id = $1 AND ${where} AND status IN ('queued', 'running')
       RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
     ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'error', error) || ${eventExtra}`)}, ${outbox()}
-    SELECT id FROM changed`;
+    SELECT id, name FROM changed`;
 
 /** Statuses an admin may send back to the queue: ended without a result, or running but stuck. */
 
