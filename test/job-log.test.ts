@@ -13,7 +13,7 @@ const chatty = defineJob({
   retry: { attempts: 2, initialDelay: 10 },
   run: async (_input, ctx) => {
     ctx.log.debug('attempt starts', { attempt: ctx.attempt });
-    ctx.log.info('fetched the page', { bytes: 1234, odd: 'cut \ud83d emoji and a \u0000 NUL' });
+    ctx.log.info('fetched the page', { bytes: 1234, odd: 'cut \ud83d emoji and a \u0000 NUL', 'key \udc00': 'spelled \\u0000 👍' });
     if (ctx.attempt === 1) {
       ctx.log.error('the model answered 500');
       throw new Error('model down');
@@ -92,7 +92,7 @@ for (const backend of BACKENDS) {
         ],
       );
       // Text PostgreSQL would refuse is stored as U+FFFD, not a failed write.
-      assert.deepEqual(lines[1]!.data, { bytes: 1234, odd: 'cut \ufffd emoji and a \ufffd NUL' });
+      assert.deepEqual(lines[1]!.data, { bytes: 1234, odd: 'cut \ufffd emoji and a \ufffd NUL', 'key \ufffd': 'spelled \\u0000 👍' });
       assert.ok(lines.every((l, i) => i === 0 || l.seq > lines[i - 1]!.seq));
       assert.ok(lines.every((l) => !Number.isNaN(Date.parse(l.at))));
       const page = await logs(job.id, lines[3]!.seq);

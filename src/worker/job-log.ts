@@ -9,23 +9,26 @@ export interface AttemptLog {
   end(): void;
 }
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+/**
+ * Escapes PostgreSQL's jsonb refuses, in JSON.stringify's output: `\u0000` (NUL) and `\udXXX`
+ * (JSON.stringify writes a surrogate as an escape only when it is lone: a string cut inside an
+ * emoji). Each not preceded by an escaped backslash, so text that merely spells one is kept.
+ */
+const UNSTORABLE_ESCAPE = /(?<!\\)((?:\\\\)*)\\u(?:0000|d[89a-f][0-9a-f]{2})/g;
 
 /**
- * JSON text PostgreSQL's jsonb accepts: strings made well-formed (a lone surrogate, e.g. a
- * string cut inside an emoji, becomes U+FFFD) and NUL (which jsonb cannot hold) replaced, so a
- * log line can never make the round that carries every running job's writes fail.
+ * JSON text PostgreSQL's jsonb accepts, keys and values alike (each unstorable character becomes
+ * U+FFFD), so a log line can never make the round that carries every running job's writes fail.
  */
 function storableJson(value: unknown): string {
   let text: string;
   try {
-    text = JSON.stringify(value, (_key, v: unknown) => (typeof v === 'string' ? v.replace(LONE_SURROGATE, '\uFFFD') : v)) ?? 'null';
+    text = JSON.stringify(value) ?? 'null';
   } catch {
     // A cycle or a BigInt: the line is kept, its data as the best text there is.
     text = JSON.stringify({ ...(value as object), data: String((value as { data?: unknown }).data) });
   }
-  // `\u0000` escapes (not preceded by an escaped backslash) are the NULs.
-  return text.replace(/(?<!\\)((?:\\\\)*)\\u0000/g, '$1\\ufffd');
+  return text.replace(UNSTORABLE_ESCAPE, '$1\\ufffd');
 }
 
 /**

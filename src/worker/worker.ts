@@ -391,8 +391,9 @@ export class Worker {
       done: Promise.resolve(),
     };
     this.running.set(leaseToken, entry);
-    // Both times from the database's clock: claimable since (submit, delay or backoff) → claimed.
-    metrics.claimed(job.name, Date.parse(job.startedAt ?? job.runAt) - Date.parse(job.runAt));
+    // Both from the database's clock: claimable since (submit, delay or backoff) → claimed (the
+    // claim sets updated_at; started_at is the first attempt's).
+    metrics.claimed(job.name, Date.parse(job.updatedAt) - Date.parse(job.runAt));
     entry.done = this.execute(entry, definition, log).finally(() => {
       context.close();
       metrics.released(job.name);
