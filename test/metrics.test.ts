@@ -54,6 +54,8 @@ const stuck = defineJob({
     return { ok: true };
   },
 });
+/** Run only by a worker the test starts once the job has waited. */
+const late = defineJob({ name: 'metrics-late', input: z.object({}), run: async () => ({}) });
 /** No worker runs it: it stays queued. */
 const idle = defineJob({ name: 'metrics-idle', input: z.object({}), run: async () => ({}) });
 
@@ -70,13 +72,13 @@ const labelsMatch = (have: Record<string, string> | undefined, want: Record<stri
  * counts are read from the `_count` lines of the text: the parser folds a histogram's series
  * into one sample and loses their labels when the histogram has labels besides `le`.
  */
-function value(scrape: Scrape, name: string, labels: Record<string, string> = {}): number {
+function value(scrape: Scrape, name: string, labels: Record<string, string> = {}, part: 'count' | 'sum' = 'count'): number {
   const family = scrape.families.find((f) => f.name === name);
   if (!family) return 0;
   if (family.type !== 'HISTOGRAM') return Number(family.metrics.find((m) => labelsMatch(m.labels, labels))?.value ?? 0);
   for (const line of scrape.text.split('\n')) {
     const match = /^(\w+)\{([^}]*)\} (\S+)$/.exec(line);
-    if (match?.[1] !== `${name}_count`) continue;
+    if (match?.[1] !== `${name}_${part}`) continue;
     const have = Object.fromEntries([...match[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
     if (labelsMatch(have, labels)) return Number(match[3]);
   }
@@ -115,7 +117,7 @@ for (const backend of BACKENDS) {
       await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
       hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
       engine = await openEngine(backend, {
-        jobs: [ok, flaky, broken, held, stuck, idle],
+        jobs: [ok, flaky, broken, held, stuck, late, idle],
         webhooks: { pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } },
       });
       engine.waitless.startWorker({ pollInterval: 50, names: ['metrics-ok', 'metrics-flaky', 'metrics-broken', 'metrics-held'] });
@@ -202,6 +204,23 @@ for (const backend of BACKENDS) {
       assert.equal((await engine.waitless.cancel(idleId))?.status, 'cancelled');
       assert.equal((await engine.waitless.cancel(idleId))?.status, 'cancelled', 'a second cancel changes nothing');
       assert.equal(value(await scrape(), 'waitless_jobs_finished_total', { name: 'metrics-idle', status: 'cancelled' }) - before, 1);
+    });
+
+    it('measures pickup latency from when the job became claimable', async () => {
+      const before = await scrape();
+      const id = await submit('metrics-late', {});
+      // The database says how long it has waited; only then does a worker for it start.
+      await eventually(async () => value(await scrape(), 'waitless_queue_oldest_age_seconds', { name: 'metrics-late' }) >= 0.3, 'the job waited 0.3 s');
+      const worker = engine.waitless.startWorker({ names: ['metrics-late'], pollInterval: 50 });
+      try {
+        await finished(engine.waitless, id);
+        const now = await scrape();
+        const waited = (n: Scrape) => value(n, 'waitless_job_pickup_latency_seconds', { name: 'metrics-late' }, 'sum');
+        assert.equal(value(now, 'waitless_job_pickup_latency_seconds', { name: 'metrics-late' }) - value(before, 'waitless_job_pickup_latency_seconds', { name: 'metrics-late' }), 1);
+        assert.ok(waited(now) - waited(before) >= 0.3, `the pickup took at least the 0.3 s the job waited, got ${waited(now) - waited(before)}`);
+      } finally {
+        await worker.stop();
+      }
     });
 
     it('counts a lease that expired, and the job it failed', async () => {
