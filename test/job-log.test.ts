@@ -97,6 +97,13 @@ for (const backend of BACKENDS) {
       assert.ok(lines.every((l) => !Number.isNaN(Date.parse(l.at))));
       const page = await logs(job.id, lines[3]!.seq);
       assert.deepEqual(page.lines, lines.slice(4));
+      for (const bad of ['-1', 'abc', '1.5', '99999999999999999999']) {
+        const response = await fetch(`${server.url}/v1/jobs/${job.id}/logs?after=${bad}`);
+        assert.equal(response.status, 400, `after=${bad}`);
+        assert.match(response.headers.get('content-type') ?? '', /application\/problem\+json/);
+      }
+      assert.equal((await fetch(`${server.url}/v1/jobs/0190f0f0-0000-7000-8000-000000000000/logs`)).status, 404);
+      assert.equal((await fetch(`${server.url}/v1/jobs/not-a-job/logs`)).status, 404);
 
       const stream = await fetch(`${server.url}/v1/jobs/${job.id}/events`);
       const { events } = await readSse(stream, (e) => e.event === 'status' && /"completed"/.test(e.data));
