@@ -17,7 +17,8 @@ import type { Driver } from '../store/driver.ts';
 import * as q from '../store/queries.ts';
 
 const registry = new Registry();
-collectDefaultMetrics({ register: registry });
+/** Node's own metrics (CPU, memory, event loop, GC) join at the first scrape: an engine whose metrics are never served watches nothing. */
+let nodeMetrics = false;
 
 /** Seconds, from sub-second pickups to hour-long agent runs. */
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
@@ -168,6 +169,10 @@ export const METRICS_CONTENT_TYPE = registry.contentType;
  * metrics are still served and the queue gauges are left out.
  */
 export async function renderMetrics(driver: Driver): Promise<string> {
+  if (!nodeMetrics) {
+    nodeMetrics = true;
+    collectDefaultMetrics({ register: registry });
+  }
   queued.reset();
   oldestQueued.reset();
   try {
