@@ -8,6 +8,8 @@ import { analyzeDocument, demoModelProblem } from '../demo/analyze-document.ts';
 import { createWaitless, DEFAULT_TENANT, type Waitless, type WaitlessOptions } from '../engine.ts';
 import { createHttpApp } from '../http/app.ts';
 import { healthRoutes } from '../http/health.ts';
+import { metricsRoute } from '../http/metrics-route.ts';
+import { internals } from '../internals.ts';
 import { problem } from '../http/problem.ts';
 import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
 import { type Duration, toMs } from '../job/duration.ts';
@@ -34,10 +36,13 @@ Usage:
       dashboard (/dashboard) asks for an admin key.
   waitless worker   [--jobs ./jobs.ts] [--demo] [--concurrency 10] [--port N] [--lease 30s] [--heartbeat D]
                     [--poll-interval 2s] [--shutdown-grace 10s] [--flush-interval 200ms]
-      Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /livez, /readyz and /healthz.
+      Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /livez, /readyz, /healthz and /metrics.
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
       --admin keys may also recover jobs and open the dashboard.
+
+ Metrics (Prometheus text) are at /metrics: open on dev and on a worker's --port; on serve only
+ when WAITLESS_METRICS_TOKEN is set, and then (everywhere) for "Authorization: Bearer <token>".
 
  Logs are JSON lines (pino); in a terminal they are formatted for reading. LOG_FORMAT=json or
  LOG_FORMAT=pretty chooses; LOG_LEVEL (default info) filters.
@@ -244,6 +249,16 @@ function withRootRedirect(app: { fetch: (request: Request) => Response | Promise
       : app.fetch(request);
 }
 
+/**
+ * `/metrics` asks for this bearer token when WAITLESS_METRICS_TOKEN is set. Without it, `serve`
+ * does not serve metrics (its port is public); `dev` (loopback) and a worker's `--port` (a
+ * private health port) serve them open.
+ */
+function metricsOption(): { bearerToken: string } | undefined {
+  const token = process.env.WAITLESS_METRICS_TOKEN;
+  return token ? { bearerToken: token } : undefined;
+}
+
 async function closeServer(server: ServerType): Promise<void> {
   await new Promise<void>((done) => {
     server.close(() => done());
@@ -268,7 +283,7 @@ async function dev(): Promise<void> {
     webhooks: webhookOptions(),
   });
   waitless.startWorker(options);
-  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors });
+  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors, metrics: metricsOption() ?? true });
   bound.serve(withRootRedirect(app));
   const { server, url: base } = bound;
   waitless.logger.info({ url: base }, 'listening');
@@ -298,7 +313,7 @@ async function serveCommand(): Promise<void> {
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
   if (!values['no-worker']) waitless.startWorker(options);
-  const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys }, dashboard: true, cors });
+  const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys }, dashboard: true, cors, metrics: metricsOption() ?? false });
   bound.serve(withRootRedirect(app));
   const { server } = bound;
   waitless.logger.info({ url: bound.url }, 'listening');
@@ -320,7 +335,9 @@ async function worker(): Promise<void> {
   const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
   const running = waitless.startWorker(options);
   logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
-  const health = new Hono().get('/healthz', (c) => c.json({ status: 'ok', workerId: running.id, busy: running.busy }));
+  const health = new Hono()
+    .get('/healthz', (c) => c.json({ status: 'ok', workerId: running.id, busy: running.busy }))
+    .get('/metrics', metricsRoute(internals(waitless).driver, metricsOption()?.bearerToken));
   health.route('/', healthRoutes(waitless));
   bound?.serve(health.fetch);
   if (bound) waitless.logger.info({ url: bound.url }, 'listening');

@@ -38,5 +38,5 @@ export { parseRetryAfter } from '../contract/retry-after.ts';
 export type { ProblemDetails } from './errors.ts';
 export { DEFAULT_WEBHOOK_TOLERANCE_SECONDS, verifyWebhook, WebhookDeduplicator, WebhookVerificationError } from './verify.ts';
 export type { VerifiedWebhook, VerifyWebhookOptions, WebhookDeduplicatorOptions, WebhookRequest, WebhookSecrets, WebhookVerificationErrorCode } from './verify.ts';
-export type { Job, JobEvent, JobEventType } from '../job/model.ts';
+export type { Job, JobEvent, JobEventType, JobLogEntry, JobLogLine } from '../job/model.ts';
 export type { JobStatus } from '../contract/statuses.ts';

@@ -7,7 +7,7 @@
 import type { JobEvent, JobEventType } from '../job/model.ts';
 import { isJobStatus, type JobStatus, TERMINAL_STATUSES } from './statuses.ts';
 
-const EVENT_TYPES: ReadonlySet<string> = new Set<JobEventType>(['status', 'progress', 'output', 'step']);
+const EVENT_TYPES: ReadonlySet<string> = new Set<JobEventType>(['status', 'progress', 'output', 'step', 'log']);
 
 /** Whether an event is the last of its job's log: a `status` event with a terminal status. */
 export function isTerminalEvent(event: JobEvent): boolean {
@@ -80,7 +80,7 @@ export function foldJobEvent<T extends FoldedJob>(job: T, event: JobEvent): T {
       if (typeof data.text === 'string') next.output = job.output + data.text;
       break;
     default:
-      break; // `step` events are shown by those who list steps; they change none of these fields
+      break; // `step` and `log` events are shown by those who list them; they change none of these fields
   }
   return next;
 }

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import type { Caller } from '../client/client.ts';
 import type { JobTokenScope } from '../access/job-tokens.ts';
 import type { JobError } from '../job/errors.ts';
-import type { Job, JobEvent, JobStep, JobUsage } from '../job/model.ts';
+import type { Job, JobEvent, JobLogEntry, JobStep, JobUsage } from '../job/model.ts';
 import type { WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookSecretInfo } from '../store/webhook-store.ts';
 import { JOB_STATUSES } from './statuses.ts';
 
@@ -101,10 +101,25 @@ export const jobPageSchema = z
 export const jobEventSchema = z
   .object({
     seq: z.number().int().min(1),
-    type: z.enum(['status', 'progress', 'output', 'step']),
+    type: z.enum(['status', 'progress', 'output', 'step', 'log']),
     data: z.record(z.string(), z.unknown()),
     at: timestamp,
   });
+
+/** One line of a job's own log (`ctx.log`), as `GET /v1/jobs/:id/logs` lists it. */
+export const jobLogEntrySchema = z.object({
+  seq: z.number().int().min(1).meta({ description: "The sequence number of the line's `log` event in the job's event log." }),
+  at: timestamp,
+  level: z.enum(['debug', 'info', 'warn', 'error']),
+  message: z.string(),
+  attempt: z.number().int().meta({ description: 'The attempt that wrote it.' }),
+  data: z.unknown().optional().meta({ description: 'What the handler passed with the line (JSON).' }),
+  dropped: z
+    .number()
+    .int()
+    .optional()
+    .meta({ description: "Only on the line closing an attempt's log when it passed the definition's `logs` limit: how many lines were dropped." }),
+});
 
 export const webhookEndpointSchema = z
   .object({
@@ -191,6 +206,7 @@ check<Same<z.output<typeof jobErrorSchema>, JobError>>();
 check<Same<z.output<typeof jobStepSchema>, JobStep>>();
 check<Same<z.output<typeof jobUsageSchema>, JobUsage>>();
 check<Same<z.output<typeof jobEventSchema>, JobEvent>>();
+check<Same<z.output<typeof jobLogEntrySchema>, JobLogEntry>>();
 check<Same<z.output<typeof jobTokenSchema>['scopes'][number], JobTokenScope>>();
 check<Same<z.output<typeof webhookEndpointSchema>, WebhookEndpoint>>();
 check<Same<z.output<typeof webhookAttemptSchema>, WebhookAttempt>>();

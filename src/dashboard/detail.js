@@ -39,6 +39,8 @@ const detailEls = {
   output: byId('output'),
   outputSize: byId('output-size'),
   input: byId('input-json'),
+  logs: /** @type {HTMLOListElement} */ (byId('logs')),
+  logsCount: byId('logs-count'),
   timelineBody: /** @type {HTMLTableSectionElement} */ (byId('timeline-body')),
   timelineCount: byId('timeline-count'),
   deliveries: byId('deliveries'),
@@ -96,6 +98,7 @@ function summarise(event) {
     const percent = typeof d.percent === 'number' ? `${Math.round(d.percent)}%` : '';
     return { text: [percent, str(d.stage), str(d.message)].filter(Boolean).join(' · ') || preview(d) };
   }
+  if (event.type === 'log') return { text: `${str(d.level)}: ${str(d.message)}`, tone: d.level === 'error' ? 'failed' : undefined };
   if (event.type === 'step') {
     const took = typeof d.durationMs === 'number' ? ` in ${Math.round(d.durationMs)} ms` : '';
     return { text: `step “${str(d.name)}” ${str(d.status)}${took}`, error: typeof d.error === 'string' ? d.error : undefined };
@@ -162,6 +165,8 @@ class JobDetail {
     detailEls.timelineBody.replaceChildren();
     detailEls.deliveries.replaceChildren();
     detailEls.output.textContent = '';
+    detailEls.logs.replaceChildren();
+    detailEls.logsCount.textContent = '';
     showError(detailEls.actionError, undefined);
     showError(detailEls.deliveriesError, undefined);
     this.hideConfirm();
@@ -260,6 +265,7 @@ class JobDetail {
     if (event.seq <= this.lastSeq) return;
     this.lastSeq = event.seq;
     this.appendTimeline(event);
+    if (event.type === 'log') this.appendLogLine(event);
     this.log = foldJobEvent(this.log, event);
     const job = this.job;
     // The view moves on only with events newer than it (a refetch or a summary may be ahead).
@@ -293,6 +299,29 @@ class JobDetail {
     detailEls.timelineBody.append(row);
     detailEls.timelineCount.textContent = `${detailEls.timelineBody.rows.length} events`;
     if (atBottom) wrap.scrollTop = wrap.scrollHeight;
+  }
+
+  /**
+   * One line of the job's own log (`ctx.log`), as its `log` event carries it.
+   * @param {JobEvent} event
+   */
+  appendLogLine(event) {
+    const d = event.data;
+    const level = typeof d.level === 'string' ? d.level : 'info';
+    const parts = [
+      h('time', { className: 'log-meta', text: clockTime(event.at), title: absoluteTime(event.at), attrs: { datetime: event.at } }),
+      h('span', { className: 'log-meta', text: `#${typeof d.attempt === 'number' ? d.attempt : '?'}`, title: 'attempt' }),
+      h('span', { className: 'log-level', text: level }),
+      h('span', { className: 'log-message', text: typeof d.message === 'string' ? d.message : '' }),
+    ];
+    if (d.data !== undefined) parts.push(h('span', { className: 'log-data', text: preview(d.data, 200) }));
+    const line = h('li', { testid: 'log-line', className: `log-${level}` }, parts);
+    line.dataset.level = level;
+    const list = detailEls.logs;
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 24;
+    list.append(line);
+    detailEls.logsCount.textContent = `${list.children.length} lines`;
+    if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
   scheduleRender() {

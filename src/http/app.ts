@@ -16,6 +16,7 @@ import { openApiDocument } from './openapi.ts';
 import { problem, problemFor } from './problem.ts';
 import { streamJobEvents, streamTenantJobs } from './sse.ts';
 import { addWebhookRoutes } from './webhook-routes.ts';
+import { metricsRoute } from './metrics-route.ts';
 
 /** Options of the HTTP handler. */
 export interface HttpOptions {
@@ -42,8 +43,21 @@ export interface HttpOptions {
    * origins exactly, e.g. `["https://app.example.com"]`. Default: none (same origin only).
    */
   cors?: { origin: string | string[] };
+  /**
+   * Serve the process's metrics at `/metrics` in the Prometheus text format. `true` serves them
+   * to anyone who reaches the port (local development, or a port only the scraper can reach);
+   * `{ bearerToken }` asks the scraper for `Authorization: Bearer <bearerToken>` (API keys do not
+   * open it: the page spans every tenant). Default: `false` (not served).
+   */
+  metrics?: boolean | { bearerToken: string };
 }
 
+
+/** Event types a job token's stream leaves out. */
+const OPERATOR_EVENTS: ReadonlySet<string> = new Set(['log']);
+
+/** Log lines per page of `GET /v1/jobs/:id/logs`. */
+const LOG_PAGE = 1000;
 
 /** Builds the Hono app. Use `.fetch` as a `(Request) => Response` handler anywhere. */
 export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Hono<AuthEnv> {
@@ -87,6 +101,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
   });
   app.route('/', healthRoutes(waitless));
 
+  if (options.metrics) app.get('/metrics', metricsRoute(driver, options.metrics === true ? undefined : options.metrics.bearerToken));
+
   if (options.dashboard) addDashboardRoutes(app);
   if (options.cors) {
     app.use(
@@ -103,7 +119,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
   // caller, and the tools that generate clients from it fetch it without credentials.
   let document: string | undefined;
   app.get('/v1/openapi.json', (c) => {
-    document ??= JSON.stringify(openApiDocument(waitless, { basePath: base, maxWaitSeconds: maxWait, maxBodyBytes }));
+    const metrics = options.metrics === true ? 'open' : options.metrics ? 'token' : undefined;
+    document ??= JSON.stringify(openApiDocument(waitless, { basePath: base, maxWaitSeconds: maxWait, maxBodyBytes, metrics }));
     return c.body(document, 200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
   });
   app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base));
@@ -236,7 +253,24 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
         detail: `Last-Event-ID / "after" is ${after}, but the job's latest event is ${job.version}. Resume from an id this stream sent.`,
       });
     }
-    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000 });
+    // A job token is the end user's: the job's own log is the operator's, and stays out of its stream.
+    const hide = c.get('caller').kind === 'job-token' ? OPERATOR_EVENTS : undefined;
+    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, hide });
+  });
+
+  app.get('/v1/jobs/:id/logs', async (c) => {
+    const id = c.req.param('id');
+    const tenant = c.get('tenant');
+    const afterParam = c.req.query('after') ?? '0';
+    const after = Number(afterParam);
+    if (!/^\d+$/.test(afterParam) || !Number.isSafeInteger(after)) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"after" must be a log line\'s sequence number (an integer ≥ 0).' });
+    }
+    if (!(await store.head(tenant, id))) return notFound(c, id);
+    const lines = await store.logs(tenant, id, after, LOG_PAGE + 1);
+    const page = lines.slice(0, LOG_PAGE);
+    const more = lines.length > LOG_PAGE;
+    return c.json({ lines: page, ...(more ? { nextAfter: page.at(-1)!.seq } : {}) }, 200, { 'cache-control': 'no-store' });
   });
 
   addWebhookRoutes(app, waitless);

@@ -16,6 +16,7 @@ import {
   jobErrorSchema,
   jobEventSchema,
   jobLinksSchema,
+  jobLogEntrySchema,
   jobPageSchema,
   jobSchema,
   jobStepSchema,
@@ -42,6 +43,8 @@ export interface OpenApiOptions {
   maxWaitSeconds?: number;
   /** Largest accepted request body, in bytes. Default: `1_048_576`. */
   maxBodyBytes?: number;
+  /** How `/metrics` is served (see `HttpOptions.metrics`): `'open'`, `'token'`, or not at all. Default: not at all. */
+  metrics?: 'open' | 'token';
 }
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -138,6 +141,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
     SubmitResponse: submitResponseSchema,
     JobPage: jobPageSchema,
     JobEvent: jobEventSchema,
+    JobLogLine: jobLogEntrySchema,
     JobToken: jobTokenSchema,
     WebhookEndpoint: webhookEndpointSchema,
     WebhookAttempt: webhookAttemptSchema,
@@ -223,6 +227,25 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         responses: { '200': { description: 'The database answers.', content: json(ref('Health')) }, '503': problemResponse('The database does not answer.') },
       },
     },
+    ...(options.metrics
+      ? {
+          '/metrics': {
+            get: {
+              operationId: 'metrics',
+              tags: ['service'],
+              summary: "This process's metrics",
+              description:
+                "The process's metrics in the Prometheus text format: its own counters, gauges and histograms, and the queue's depth read from the database. " +
+                (options.metrics === 'token' ? 'Needs the metrics token (WAITLESS_METRICS_TOKEN), not an API key: the page spans every tenant.' : 'Open on this server.'),
+              security: options.metrics === 'token' ? [{ metricsToken: [] }] : PUBLIC,
+              responses: {
+                '200': { description: 'Prometheus text format 0.0.4.', content: { 'text/plain': { schema: { type: 'string' } } } },
+                ...(options.metrics === 'token' ? { '401': problemResponse('The metrics token is missing or wrong.') } : {}),
+              },
+            },
+          },
+        }
+      : {}),
     '/v1/openapi.json': {
       get: {
         operationId: 'openapi',
@@ -335,6 +358,28 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         responses: {
           '200': { description: 'The job, back in `queued` with a fresh attempt budget.', content: json(ref('Job')) },
           ...problems('Unauthorized', 'Forbidden', 'NotFound', 'Conflict'),
+        },
+      },
+    },
+    '/v1/jobs/{id}/logs': {
+      get: {
+        operationId: 'listJobLogs',
+        tags: ['jobs'],
+        summary: "The job's own log lines (ctx.log), oldest first",
+        description:
+          "Every attempt's lines, as the job definition's `logs` limit kept them (200 lines and 64 KiB per attempt by default; a closing `warn` line with `dropped` counts the rest). " +
+          'They are `log` events of the job\'s event log too, so a stream opened with a key shows them live; a job token neither reads them here nor sees them in its stream.',
+        security: KEY,
+        parameters: [
+          JOB_ID,
+          { name: 'after', in: 'query', description: 'Lines after this sequence number (the `nextAfter` of the previous page).', schema: { type: 'integer', minimum: 0, default: 0 } },
+        ],
+        responses: {
+          '200': {
+            description: 'Up to 1000 lines; `nextAfter` when there are more.',
+            content: json({ type: 'object', properties: { lines: { type: 'array', items: ref('JobLogLine') }, nextAfter: { type: 'integer' } }, required: ['lines'] }),
+          },
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound'),
         },
       },
     },
@@ -467,6 +512,9 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
           name: 'access_token',
           description: 'The same credentials as a query parameter, for EventSource, which cannot set headers.',
         },
+        ...(options.metrics === 'token'
+          ? { metricsToken: { type: 'http', scheme: 'bearer', description: 'The metrics token of the server (WAITLESS_METRICS_TOKEN), for scrapers of `/metrics`.' } }
+          : {}),
       },
     },
   };

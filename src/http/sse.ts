@@ -3,6 +3,7 @@ import { streamSSE } from 'hono/streaming';
 import type { EventHub } from '../events/hub.ts';
 import type { Job, JobEvent } from '../job/model.ts';
 import { isTerminalEvent } from '../contract/job-events.ts';
+import { metrics } from '../observability/metrics.ts';
 
 export interface StreamParams {
   tenant: string;
@@ -11,6 +12,8 @@ export interface StreamParams {
   after: number;
   /** Interval of the `:` keep-alive comment, in ms. */
   heartbeatMs: number;
+  /** Event types left out of this stream (a job token's stream leaves out the job's own log). Default: none. */
+  hide?: ReadonlySet<string>;
 }
 
 /**
@@ -25,19 +28,25 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
   c.header('cache-control', 'no-cache');
   return streamSSE(c, async (stream) => {
     const subscription = hub.subscribe(p.tenant, p.jobId, p.after);
-    stream.onAbort(() => subscription.close());
+    const release = metrics.sseOpened('job');
+    stream.onAbort(() => {
+      subscription.close();
+      release();
+    });
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
     try {
       while (!stream.aborted) {
         const events = await subscription.next();
         if (events.length === 0) break; // closed: the client went away, or the server stops
         // One write for the batch: a token stream arrives as many small events at once.
-        await stream.write(events.map(formatEvent).join(''));
+        const shown = p.hide ? events.filter((event) => !p.hide!.has(event.type)) : events;
+        if (shown.length > 0) await stream.write(shown.map(formatEvent).join(''));
         if (events.some(isTerminalEvent)) break;
       }
     } finally {
       clearInterval(heartbeat);
       subscription.close();
+      release();
     }
   });
 }
@@ -68,7 +77,11 @@ export function streamTenantJobs(c: Context, hub: EventHub, p: TenantStreamParam
   return streamSSE(c, async (stream) => {
     // Fed by the hub from one read per window for every tenant stream of this process.
     const subscription = hub.subscribeTenant(p.tenant);
-    stream.onAbort(() => subscription.close());
+    const release = metrics.sseOpened('tenant');
+    stream.onAbort(() => {
+      subscription.close();
+      release();
+    });
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
     try {
       // A first comment flushes the headers, so the client knows at once that the stream is open.
@@ -83,6 +96,7 @@ export function streamTenantJobs(c: Context, hub: EventHub, p: TenantStreamParam
     } finally {
       clearInterval(heartbeat);
       subscription.close();
+      release();
     }
   });
 }

@@ -1,5 +1,5 @@
-import type { Logger } from 'pino';
 import type { z } from 'zod';
+import type { JobLogLine } from './model.ts';
 import { type Duration, toMs } from './duration.ts';
 import { type ResolvedRetryPolicy, type RetryPolicy, resolveRetryPolicy } from './retry.ts';
 
@@ -29,8 +29,13 @@ export interface JobContext {
    * call that accepts one (fetch, model SDKs) so the work stops with the job.
    */
   readonly signal: AbortSignal;
-  /** A logger bound to the job id and attempt. */
-  readonly log: Logger;
+  /**
+   * The job's own log: `ctx.log.info('fetched the page', { bytes })`. Lines are kept with the
+   * job as `log` events (read them at `GET /v1/jobs/:id/logs`, in the dashboard's job view, or
+   * live on the job's event stream), up to the definition's `logs` limit per attempt, and are
+   * echoed to the process's logger, bound to the job id and attempt.
+   */
+  readonly log: JobLog;
   /** Records progress as a job event. Rejects if the lease is lost. */
   progress(update: ProgressUpdate): Promise<void>;
   /**
@@ -88,6 +93,21 @@ export interface StepContext {
   saveCheckpoint(value: unknown): Promise<void>;
 }
 
+/** Levels of a job's log lines. */
+export const JOB_LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const satisfies ReadonlyArray<JobLogLine['level']>;
+export type JobLogLevel = JobLogLine['level'];
+
+/** A job's own log (`ctx.log`): each call adds one line, with optional JSON data. Never throws, never waits. */
+export type JobLog = Record<JobLogLevel, (message: string, data?: unknown) => void>;
+
+/** How much of its own log a job keeps, per attempt. */
+export interface JobLogLimits {
+  /** Lines kept per attempt; later ones are dropped and counted. Default: `200`. */
+  maxLines?: number;
+  /** Bytes (of the lines as JSON) kept per attempt; later lines are dropped and counted. Default: `65_536`. */
+  maxBytes?: number;
+}
+
 /** Token usage of model calls, as OpenAI-compatible APIs report it. */
 export interface TokenUsage {
   /** Default: `"unknown"`. */
@@ -133,6 +153,8 @@ export interface JobOptions<Schema extends z.ZodType, Result> {
    * Default: no limit.
    */
   concurrency?: { limit: number; key?: (input: z.output<Schema>) => string };
+  /** How much of `ctx.log` is kept with the job, per attempt. Default: 200 lines and 64 KiB. */
+  logs?: JobLogLimits;
 }
 
 /** A job definition, ready to register with `createWaitless({ jobs })`. */
@@ -145,6 +167,8 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType, Result = un
   readonly fallback?: (input: z.output<Schema>) => Result | Promise<Result>;
   readonly relevant?: (context: unknown, input: z.output<Schema>) => boolean | Promise<boolean>;
   readonly concurrency?: { limit: number; key?: (input: z.output<Schema>) => string };
+  /** `ctx.log` lines kept per attempt, resolved. */
+  readonly logs: Required<JobLogLimits>;
   /** Marks the object as a definition, so a module's other exports are ignored. */
   readonly kind: 'waitless.job';
 }
@@ -179,12 +203,17 @@ export function defineJob<Schema extends z.ZodType, Result>(options: JobOptions<
   const limit = options.concurrency?.limit;
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1)) throw new TypeError(`Job "${options.name}": concurrency.limit must be a whole number ≥ 1.`);
   if (timeoutMs < 1 || timeoutMs > 2_147_483_647) throw new TypeError(`Job "${options.name}": timeout out of range.`);
+  const logs = { maxLines: options.logs?.maxLines ?? 200, maxBytes: options.logs?.maxBytes ?? 65_536 };
+  for (const [key, n] of Object.entries(logs)) {
+    if (!(Number.isSafeInteger(n) && n >= 0)) throw new TypeError(`Job "${options.name}": logs.${key} must be a whole number ≥ 0.`);
+  }
   return Object.freeze({
     kind: 'waitless.job',
     name: options.name,
     input: options.input,
     timeoutMs,
     retry: resolveRetryPolicy(options.retry),
+    logs,
     run: options.run,
     ...(options.fallback ? { fallback: options.fallback } : {}),
     ...(options.relevant ? { relevant: options.relevant } : {}),

@@ -65,7 +65,25 @@ export interface JobUsage {
 }
 
 /** Kinds of job event. The terminal one is a `status` event whose status is terminal. */
-export type JobEventType = 'status' | 'progress' | 'output' | 'step';
+export type JobEventType = 'status' | 'progress' | 'output' | 'step' | 'log';
+
+/** One line of a job's own log (`ctx.log`): the `data` of a `log` event. */
+export interface JobLogLine {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  message: string;
+  /** The attempt that wrote it. */
+  attempt: number;
+  /** What the handler passed with the line (JSON). */
+  data?: unknown;
+  /** Only on the line that closes an attempt's log when lines were dropped: how many. */
+  dropped?: number;
+}
+
+/** A log line as `GET /v1/jobs/:id/logs` answers it: with its event's sequence number and time. */
+export interface JobLogEntry extends JobLogLine {
+  seq: number;
+  at: string;
+}
 
 /** One entry of a job's event log. `seq` starts at 1 and grows by one per event. */
 export interface JobEvent {

@@ -267,7 +267,7 @@ class Checkpointer {
       this.saved = text;
     } catch (error) {
       // A lost lease aborts the signal, which ends the stream; anything else costs only this checkpoint.
-      this.ctx.log.debug({ err: error, step: this.step.name }, 'streamChat checkpoint not saved');
+      this.ctx.log.debug('streamChat checkpoint not saved', { step: this.step.name, error: error instanceof Error ? error.message : String(error) });
     }
   }
 }

@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import { IdempotencyConflictError, InvalidCursorError, SupersedeConflictError } from '../errors.ts';
 import type { JobError } from '../job/errors.ts';
-import type { Job, JobEvent, JobEventType, JobUsage } from '../job/model.ts';
+import type { Job, JobEvent, JobEventType, JobLogEntry, JobLogLine, JobUsage } from '../job/model.ts';
 import type { JobStatus } from '../contract/statuses.ts';
 import { isTerminal } from '../contract/statuses.ts';
 import type { Driver } from './driver.ts';
 import * as q from './queries.ts';
 import { GroupCommit } from './group-commit.ts';
 import { uuidv7 } from './uuid.ts';
+import { metrics } from '../observability/metrics.ts';
 
 export interface SubmitParams {
   tenant: string;
@@ -232,7 +233,10 @@ export class JobStore {
         throw error;
       });
     }
-    if (rows[0]) return { job: toJob(rows[0]), created: true };
+    if (rows[0]) {
+      metrics.submitted(params.name);
+      return { job: toJob(rows[0]), created: true };
+    }
     // The key was taken (possibly a moment ago by a concurrent request that has now committed).
     const key = params.idempotencyKey!;
     const [existing] = await this.driver.query<{ fingerprint: string; job_id: string }>(q.findIdempotencyKey(params.tenant, key));
@@ -277,10 +281,18 @@ export class JobStore {
     return (await this.driver.query<q.EventRow>(q.listEvents(tenant, jobId, afterSeq, limit))).map(toEvent);
   }
 
+  /** The job's own log lines (`ctx.log`) after a sequence number, oldest first. */
+  async logs(tenant: string, jobId: string, afterSeq: number, limit: number): Promise<JobLogEntry[]> {
+    if (!isJobId(jobId)) return [];
+    const rows = await this.driver.query<q.EventRow>(q.listLogLines(tenant, jobId, afterSeq, limit));
+    return rows.map((row) => ({ ...(row.data as unknown as JobLogLine), seq: row.seq, at: row.created_at.toISOString() }));
+  }
+
   /** Cancels the job if it is not finished; answers with the job either way (undefined if unknown). */
   async cancel(tenant: string, id: string): Promise<Job | undefined> {
     if (!isJobId(id)) return undefined;
-    await this.driver.query(q.cancelJob(tenant, id, 'The job was cancelled before it finished; its result, if any arrives, is discarded.'));
+    const cancelled = await this.driver.query<{ id: string; name: string }>(q.cancelJob(tenant, id, 'The job was cancelled before it finished; its result, if any arrives, is discarded.'));
+    for (const job of cancelled) metrics.cancelled(job.name);
     return this.get(tenant, id);
   }
 
@@ -419,7 +431,9 @@ export class JobStore {
   }
 
   async reclaimExpiredLeases(limit = 100): Promise<Array<{ id: string; status: string }>> {
-    return this.driver.query<{ id: string; status: string }>(q.reclaimExpiredLeases(limit));
+    const taken = await this.driver.query<{ id: string; name: string; status: string }>(q.reclaimExpiredLeases(limit));
+    for (const job of taken) metrics.leaseExpired(job.name, job.status);
+    return taken;
   }
 
   async purgeIdempotencyKeys(keepMs: number): Promise<void> {

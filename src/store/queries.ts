@@ -334,6 +334,13 @@ export const listEvents = (tenant: string, jobId: string, afterSeq: number, limi
   values: [tenant, jobId, afterSeq, limit],
 });
 
+/** A job's `log` events after a sequence number (the primary key's job_id prefix finds them). */
+export const listLogLines = (tenant: string, jobId: string, afterSeq: number, limit: number): Sql => ({
+  text: `SELECT seq, type, data, created_at FROM job_events
+    WHERE tenant_id = $1 AND job_id = $2 AND seq > $3 AND type = 'log' ORDER BY seq LIMIT $4`,
+  values: [tenant, jobId, afterSeq, limit],
+});
+
 /** What readers need to decide whether to open jobs' event streams: each one's latest event and status (any tenant; callers match it). */
 export const getJobHeads = (ids: string[]): Sql => ({
   text: `SELECT id, tenant_id, last_seq, status FROM jobs WHERE id = ANY($1::uuid[])`,
@@ -386,7 +393,7 @@ const cancelWhere = (where: string, error: string, eventExtra: string) => `WITH 
       WHERE tenant_id = $1 AND ${where} AND status IN ('queued', 'running')
       RETURNING id, tenant_id, last_seq, ${OUTBOX_COLUMNS}
     ), ${appendEvent('status', `jsonb_build_object('status', 'cancelled', 'error', error) || ${eventExtra}`)}, ${outbox()}
-    SELECT id FROM changed`;
+    SELECT id, name FROM changed`;
 
 /** Statuses an admin may send back to the queue: ended without a result, or running but stuck. */
 
@@ -538,13 +545,13 @@ const FENCE = `id = $1 AND lease_token = $2 AND status = 'running'`;
 export interface JobWrite {
   id: string;
   token: string;
-  kind: 'output' | 'progress';
-  /** The output text, or the progress report as JSON text. */
+  kind: 'output' | 'progress' | 'log';
+  /** The output text, or the progress report or log line as JSON text. */
   body: string;
 }
 
 /**
- * Writes the buffered output and progress of many running jobs in one statement, each job
+ * Writes the buffered output, progress and log lines of many running jobs in one statement, each job
  * fenced by its own lease token: a job whose lease is gone gets nothing written and is missing
  * from the answer (the lease tokens written). A job's writes become consecutive events in the order
  * given; its last progress report becomes the job's `progress`.
@@ -656,8 +663,21 @@ export const reclaimExpiredLeases = (limit: number): Sql => ({
       RETURNING j.id, j.tenant_id, j.last_seq, j.name, j.status, j.result, j.error, j.attempt, j.webhook, j.status_url
     ), ${appendEvent('status', `jsonb_build_object('status', status, 'reason', 'lease_expired', 'attempt', attempt, 'error', error)`)},
     ${outbox()}
-    SELECT id, status FROM changed`,
+    SELECT id, name, status FROM changed`,
   values: [limit],
+});
+
+export type QueueStatsRow = { name: string; queued: string | number; oldest_due_seconds: number | null };
+
+/**
+ * Queued jobs by name, and how long the longest-waiting due one has been claimable: read at
+ * every metrics scrape, so it only touches queued rows (the `jobs_queued_by_run_at` partial index).
+ */
+export const queueStats = (): Sql => ({
+  text: `SELECT name, count(*) AS queued,
+      EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due_seconds
+    FROM jobs WHERE status = 'queued' GROUP BY name`,
+  values: [],
 });
 
 // ---------------------------------------------------------------- steps

@@ -5,6 +5,7 @@ import type { AttemptOutcome } from '../store/webhook-queries.ts';
 import type { ClaimedDelivery, WebhookStore } from '../store/webhook-store.ts';
 import { postWebhook } from './deliver.ts';
 import { signWebhook } from './signing.ts';
+import { metrics } from '../observability/metrics.ts';
 import { type SsrfPolicy, UnsafeUrlError } from './ssrf.ts';
 
 /**
@@ -26,6 +27,9 @@ export interface DispatcherOptions {
   /** Hosts, addresses or CIDRs exempt from the SSRF guard (local development, tests). Default: none. */
   ssrf?: SsrfPolicy;
 }
+
+/** The metrics' name for each next state of a delivery after an attempt. */
+const ATTEMPT_OUTCOMES = { succeeded: 'delivered', pending: 'retrying', failed: 'failed' } as const;
 
 /** ±10 % so that deliveries failing together do not come back together. */
 const jitter = (ms: number) => Math.round(ms * (0.9 + Math.random() * 0.2));
@@ -141,6 +145,7 @@ export class WebhookDispatcher {
     }
     try {
       const recorded = await this.store.recordAttempt(delivery.id, delivery.leaseToken, outcome);
+      if (recorded) metrics.webhookAttempt(ATTEMPT_OUTCOMES[outcome.next.status], outcome.latencyMs);
       if (!recorded) log.warn('delivery taken over by another dispatcher; this attempt is not recorded');
       else if (outcome.next.status === 'succeeded') log.info({ latencyMs: outcome.latencyMs }, 'webhook delivered');
       else log.warn({ status: outcome.statusCode, error: outcome.error, next: outcome.next }, 'webhook attempt failed');

@@ -1,10 +1,12 @@
 import type { Logger } from 'pino';
-import type { ChildContext, JobContext, ProgressUpdate, StepContext, TokenUsage } from '../job/definition.ts';
+import type { ChildContext, JobContext, JobLogLimits, ProgressUpdate, StepContext, TokenUsage } from '../job/definition.ts';
+import { createAttemptLog } from './job-log.ts';
 import { runAll, runAllSettled } from '../job/structured.ts';
 import { LeaseLostError } from '../job/errors.ts';
 import type { Job } from '../job/model.ts';
 import type { JobStore } from '../store/job-store.ts';
 import type { JobWriter } from './job-writes.ts';
+import { metrics } from '../observability/metrics.ts';
 
 export interface ContextParams {
   job: Job;
@@ -12,7 +14,10 @@ export interface ContextParams {
   leaseToken: string;
   store: JobStore;
   signal: AbortSignal;
+  /** The process's logger, bound to the job; `ctx.log` lines are echoed to it. */
   log: Logger;
+  /** How much of `ctx.log` the attempt keeps with the job. */
+  logLimits: Required<JobLogLimits>;
   /** Output and progress go through it: buffered, written with every other running job's, fenced. */
   writer: JobWriter;
   /** Called when a fenced write finds the lease gone; aborts the signal with the reason. */
@@ -21,8 +26,10 @@ export interface ContextParams {
 
 /** The handler's context plus what the worker needs to wind it down. */
 export interface WorkerJobContext extends JobContext {
-  /** Waits until the buffered output is written with the next round of the worker's writes. */
+  /** Closes the attempt's log (saying how many lines were dropped), then waits until the buffered writes are written with the next round. */
   settle(): Promise<void>;
+  /** Closes the attempt's log, saying how many lines were dropped, if any were. */
+  endLog(): void;
   /** Drops buffered output (call `flush` or `settle` first to keep it); later writes are ignored. */
   close(): void;
 }
@@ -53,6 +60,17 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       await p.writer.flush();
       await fenced(write);
     });
+
+  let closed = false;
+  const attemptLog = createAttemptLog({
+    attempt: p.job.attempt,
+    limits: p.logLimits,
+    logger: p.log,
+    write: (line) => p.writer.log(line),
+    // A handler whose signal aborted (lease lost, cancelled, timed out) adds nothing more; its
+    // lines already buffered are fenced by the lease token when they are written.
+    open: () => !closed && !p.signal.aborted,
+  });
 
   /** Steps running in this attempt, so one name cannot run twice at once. */
   const runningSteps = new Set<string>();
@@ -104,7 +122,7 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     tenant: p.tenant,
     attempt: p.job.attempt,
     signal: p.signal,
-    log: p.log,
+    log: attemptLog.log,
     async progress(update: ProgressUpdate) {
       if (update.percent !== undefined && !(update.percent >= 0 && update.percent <= 100)) {
         throw new RangeError(`progress.percent must be between 0 and 100, got ${update.percent}`);
@@ -125,7 +143,11 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       p.writer.write(chunk);
     },
     flush: () => p.writer.flush(),
-    settle: () => p.writer.settle(),
+    settle: () => {
+      attemptLog.end();
+      return p.writer.settle();
+    },
+    endLog: () => attemptLog.end(),
     step: (name, fn) => step(name, fn, p.signal),
     all: (tasks) => runAll(tasks, p.signal, childOf),
     allSettled: (tasks) => runAllSettled(tasks, p.signal, childOf),
@@ -137,9 +159,13 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       const promptTokens = count(usage.promptTokens, 'promptTokens');
       const completionTokens = count(usage.completionTokens, 'completionTokens');
       const totalTokens = count(usage.totalTokens, 'totalTokens') || promptTokens + completionTokens;
-      await direct(() => p.store.recordUsage(p.job.id, p.leaseToken, { model: usage.model ?? 'unknown', promptTokens, completionTokens, totalTokens }));
+      const model = usage.model ?? 'unknown';
+      await direct(() => p.store.recordUsage(p.job.id, p.leaseToken, { model, promptTokens, completionTokens, totalTokens }));
+      // Counted once written: usage a fenced-out attempt reports is not the job's.
+      metrics.tokens(model, promptTokens, completionTokens);
     },
     close() {
+      closed = true;
       p.writer.close();
     },
   };

@@ -37,6 +37,8 @@ interface TakenWrites {
 export interface JobWriter {
   /** Buffers a chunk of output; it goes out with the next round. */
   write(text: string): void;
+  /** Buffers a log line (JSON text); it goes out with the next round, or is lost with the lease. */
+  log(line: string): void;
   /** Buffers a progress report; resolves once it is stored, rejects with {@link LeaseLostError} when the lease is gone. */
   progress(update: unknown): Promise<void>;
   /** Writes everything this job buffered now, with every other job's buffered writes, and waits for it. */
@@ -87,6 +89,11 @@ export class JobWriteBuffer {
         buffer.chars += text.length;
         if (buffer.chars >= OUTPUT_FLUSH_CHARS) this.startRound();
         else this.schedule();
+      },
+      log: (line) => {
+        if (buffer.closed) return;
+        buffer.items.push({ id, token, kind: 'log', body: line });
+        this.schedule();
       },
       progress: (update) => {
         if (buffer.closed) return Promise.reject(new LeaseLostError(id));
@@ -224,14 +231,15 @@ export class JobWriteBuffer {
   private failed(part: TakenWrites, error: unknown): void {
     const { buffer } = part;
     if (!buffer.closed) {
-      const output = part.items.filter((item) => item.kind === 'output');
+      // Progress was reported to its caller as failed; output and log lines were not, so they are kept.
+      const output = part.items.filter((item) => item.kind !== 'progress');
       if (output.length > 0) {
         buffer.items = [...output, ...buffer.items];
         buffer.chars += part.chars;
         this.schedule();
       }
     }
-    this.log.debug({ err: error, jobId: buffer.id }, 'buffered job writes failed; output kept for the next round');
+    this.log.debug({ err: error, jobId: buffer.id }, 'buffered job writes failed; output and log lines kept for the next round');
     for (const waiter of part.waiters) waiter.reject(error);
   }
 }

@@ -10,6 +10,7 @@ import type { ClaimedJob, JobStore } from '../store/job-store.ts';
 import type { Notifier } from '../store/notifications.ts';
 import { createJobContext, type WorkerJobContext } from './context.ts';
 import { JobWriteBuffer } from './job-writes.ts';
+import { metrics, type RunOutcome } from '../observability/metrics.ts';
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -377,6 +378,7 @@ export class Worker {
       store: this.store,
       signal: controller.signal,
       log,
+      logLimits: definition.logs,
       writer: this.writes.open(job.id, leaseToken, () => void this.abortTakenAway(entry)),
       onLeaseLost: () => this.abortTakenAway(entry),
     });
@@ -389,8 +391,12 @@ export class Worker {
       done: Promise.resolve(),
     };
     this.running.set(leaseToken, entry);
+    // Both from the database's clock: claimable since (submit, delay or backoff) → claimed (the
+    // claim sets updated_at; started_at is the first attempt's).
+    metrics.claimed(job.name, Date.parse(job.updatedAt) - Date.parse(job.runAt));
     entry.done = this.execute(entry, definition, log).finally(() => {
       context.close();
+      metrics.released(job.name);
       this.running.delete(leaseToken);
       if (this.backlog) this.wake();
     });
@@ -399,7 +405,9 @@ export class Worker {
   private async execute(entry: RunningJob, definition: AnyJobDefinition, log: Logger): Promise<void> {
     const { job, leaseToken, timeoutMs } = entry.claimed;
     const { controller, context } = entry;
-    const timer = setTimeout(() => void this.timeOut(entry, definition, log), timeoutMs);
+    const startedAt = performance.now();
+    const ran = (outcome: RunOutcome) => metrics.ran(job.name, outcome, (performance.now() - startedAt) / 1000);
+    const timer = setTimeout(() => void this.timeOut(entry, definition, log, ran), timeoutMs);
     let outcome: { ok: true; result: unknown; stale: boolean } | { ok: false; thrown: unknown };
     try {
       // Parsed here, where the handler runs, so zod defaults and transforms apply to its input.
@@ -437,7 +445,10 @@ export class Worker {
           message: 'The result is ready, but the context it was asked about has changed (relevant() said no): it is kept for inspection and not delivered.',
         });
       });
-      if (written) log.info(stale ? 'job stale: result kept, not delivered' : 'job completed');
+      if (written) {
+        ran(stale ? 'stale' : 'completed');
+        log.info(stale ? 'job stale: result kept, not delivered' : 'job completed');
+      }
       return;
     }
     const { thrown } = outcome;
@@ -448,13 +459,19 @@ export class Worker {
         await context.settle().catch(() => {});
         return this.store.retryLater(job.id, leaseToken, delay, error);
       });
-      if (written) log.warn({ err: thrown, retryInMs: delay }, 'job failed; retrying');
+      if (written) {
+        ran('retried');
+        log.warn({ err: thrown, retryInMs: delay }, 'job failed; retrying');
+      }
     } else {
       const written = await this.persist(log, async () => {
         await context.settle().catch(() => {});
         return this.store.finish(job.id, leaseToken, 'failed', undefined, error);
       });
-      if (written) log.warn({ err: thrown }, 'job failed');
+      if (written) {
+        ran('failed');
+        log.warn({ err: thrown }, 'job failed');
+      }
     }
   }
 
@@ -485,7 +502,7 @@ export class Worker {
     }
   }
 
-  private async timeOut(entry: RunningJob, definition: AnyJobDefinition, log: Logger): Promise<void> {
+  private async timeOut(entry: RunningJob, definition: AnyJobDefinition, log: Logger, ran: (outcome: RunOutcome) => void): Promise<void> {
     const { job, leaseToken } = entry.claimed;
     if (entry.controller.signal.aborted || entry.finishing) return;
     const budget = formatDuration(definition.timeoutMs);
@@ -494,10 +511,14 @@ export class Worker {
       `Give the job a larger timeout, or split the work into smaller jobs, then submit it again.`;
     entry.controller.abort(new JobTimeoutError(message));
     const written = await this.persist(log, async () => {
+      entry.context.endLog();
       await entry.context.flush().catch(() => {});
       return this.store.finish(job.id, leaseToken, 'timed_out', undefined, { code: 'timed_out', message });
     });
-    if (written) log.warn({ budget }, 'job timed out');
+    if (written) {
+      ran('timed_out');
+      log.warn({ budget }, 'job timed out');
+    }
   }
 
   private logDiscarded(log: Logger, reason: unknown): void {

@@ -65,9 +65,14 @@ const extractInvoice = defineJob({
   retry: { attempts: 1 },
   async run({ invoice }, ctx) {
     await ctx.progress({ percent: 30, stage: 'ocr', message: `reading ${invoice}` });
+    ctx.log.info('OCR started', { invoice });
     ctx.write(`Scanning ${invoice}… `);
     await delay(100, undefined, { signal: ctx.signal });
-    if (failingInvoices.has(invoice)) throw new Error('OCR provider answered 503: model overloaded');
+    if (failingInvoices.has(invoice)) {
+      ctx.log.error('OCR provider failed', { status: 503 });
+      throw new Error('OCR provider answered 503: model overloaded');
+    }
+    ctx.log.info('3 line items found');
     await ctx.progress({ percent: 100, stage: 'done' });
     ctx.write('3 line items found.');
     return { invoice, total: 1284.5, currency: 'EUR', lines: 3 };
@@ -330,10 +335,19 @@ for (const [index, backend] of BACKENDS.entries()) {
         assert.ok(await page.locator('[data-testid="timeline-event"][data-status="failed"]:has-text("model overloaded")').count(), 'the failed attempt shows its error');
         assert.equal(await page.locator('[data-testid="detail-error-card"]').isHidden(), true, 'no error once completed');
         assert.equal(await page.locator('[data-testid="action-recover"]').count(), 0, 'a completed job cannot be recovered');
-        // A reload keeps the selection (the URL hash).
+        // The job's own log, both attempts', in order; the failed attempt's error line among them.
+        const logLines = () =>
+          page.$$eval('[data-testid="log-line"]', (lines) => lines.map((l) => `${(l as HTMLElement).dataset.level}: ${l.querySelector('.log-message')?.textContent ?? ''}`));
+        const expectedLog = ['info: OCR started', 'error: OCR provider failed', 'info: OCR started', 'info: 3 line items found'];
+        await page.waitForFunction(() => document.querySelectorAll('[data-testid="log-line"]').length === 4, undefined, { timeout: 30_000 });
+        assert.deepEqual(await logLines(), expectedLog);
+        assert.match((await page.locator('[data-testid="log-line"][data-level="error"]').textContent()) ?? '', /"status":503/);
+        // A reload keeps the selection (the URL hash), and shows the log once, not twice.
         await page.reload();
         await page.waitForSelector(detailStatus('completed'), { timeout: 30_000 });
         assert.equal(await page.locator('[data-testid="detail-id"]').textContent(), job.id);
+        await page.waitForFunction(() => document.querySelectorAll('[data-testid="log-line"]').length === 4, undefined, { timeout: 30_000 });
+        assert.deepEqual(await logLines(), expectedLog);
       } finally {
         await close();
       }
