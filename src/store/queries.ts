@@ -632,7 +632,9 @@ export const requeueJob = (
   error: unknown,
 ): Sql => ({
   text: `WITH changed AS (
-      UPDATE jobs SET status = 'queued', run_at = now() + $3 * interval '1 millisecond', error = $5::jsonb,
+      UPDATE jobs SET status = 'queued', error = $5::jsonb,
+        -- A retry waits out its backoff; a shutdown hand-back keeps its place in the queue.
+        run_at = CASE WHEN $4 = 'worker_shutdown' THEN run_at ELSE now() + $3 * interval '1 millisecond' END,
         attempt = CASE WHEN $4 = 'worker_shutdown' THEN attempt - 1 ELSE attempt END,
         updated_at = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, last_seq = last_seq + 1
       WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt, run_at, error
@@ -657,7 +659,9 @@ export const reclaimExpiredLeases = (limit: number): Sql => ({
           || CASE WHEN j.attempt < j.max_attempts THEN '; the job was queued again.'
              ELSE '; no attempts are left. Retry the job, or raise its retry.attempts.' END),
         finished_at = CASE WHEN j.attempt < j.max_attempts THEN NULL ELSE now() END,
-        run_at = now(), updated_at = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+        -- run_at is left as it was: the job keeps its place in the queue, ahead of jobs
+        -- submitted while it ran (its worker's crash is no reason to serve them first).
+        updated_at = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
         last_seq = j.last_seq + 1
       FROM expired WHERE j.id = expired.id
       RETURNING j.id, j.tenant_id, j.last_seq, j.name, j.status, j.result, j.error, j.attempt, j.webhook, j.status_url
