@@ -216,6 +216,10 @@ processTest('a paused worker (SIGSTOP) that loses its lease is fenced out when i
   await s.record(job.id, 'late-return', 1);
   // A graceful exit means the worker has done whatever it was going to do with that result.
   assert.equal(await paused.stop(), 0);
+  // What it logs of the lost lease names the pause, not a database that answered all along.
+  const leaseLines = paused.logs().filter((l) => /lease ran out/.test(String(l.msg)));
+  assert.ok(leaseLines.length > 0, `the resumed worker says why its handler lost the job:\n${paused.tail(20)}`);
+  for (const line of leaseLines) assert.match(String(line.msg), /this process was paused for \d+ s/);
 
   assert.match(lateProgress.detail ?? '', /^refused: LeaseLostError$/, 'ctx.progress must reject once the lease is gone');
   const after = await s.waitless.get(job.id);

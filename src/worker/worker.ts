@@ -105,6 +105,8 @@ export class Worker {
   private stopping = false;
   private stopped: Promise<void> | undefined;
   private heartbeating: Promise<void> | undefined;
+  /** When the last heartbeat query failed; cleared by one that succeeds. */
+  private heartbeatFailedAt: number | undefined;
   private heartbeatAgain = false;
 
   private readonly store: JobStore;
@@ -169,10 +171,16 @@ export class Worker {
     );
     this.pollTimer = setInterval(() => this.tick(), this.pollMs);
     // Heartbeats go on through the grace period of a shutdown, so finishing jobs keep their leases.
+    let lastTickAt = Date.now();
     this.heartbeatTimer = setInterval(() => {
+      // A tick far later than scheduled means this process did not run meanwhile (SIGSTOP, a
+      // suspended VM or container, a debugger, a blocked event loop): say so, not "database".
+      const now = Date.now();
+      const pausedMs = now - lastTickAt > 2 * this.heartbeatMs ? now - lastTickAt : 0;
+      lastTickAt = now;
       // Checked on every tick, not only after a heartbeat: a heartbeat query that hangs (a dead
       // connection) must not keep a handler running past a lease another worker may now hold.
-      this.abortExpiredLeases();
+      this.abortExpiredLeases(pausedMs);
       void this.heartbeat();
     }, this.heartbeatMs);
     this.tick();
@@ -327,9 +335,11 @@ export class Worker {
       );
     } catch (error) {
       this.log.error({ err: error }, 'heartbeat failed');
+      this.heartbeatFailedAt = Date.now();
       this.abortExpiredLeases();
       return;
     }
+    this.heartbeatFailedAt = undefined;
     for (const entry of held) {
       const { job } = entry.claimed;
       if (extended.has(job.id)) {
@@ -357,11 +367,17 @@ export class Worker {
    * worker may already be running the same jobs. Stop the handlers here rather than let them
    * spend tokens on work whose result would be refused anyway.
    */
-  private abortExpiredLeases(): void {
+  private abortExpiredLeases(pausedMs = 0): void {
     const now = Date.now();
     for (const entry of this.running.values()) {
       if (now < entry.leaseUntil || entry.finishing || entry.controller.signal.aborted) continue;
-      this.log.warn({ jobId: entry.claimed.job.id }, 'lease ran out while the database was unreachable; aborting the handler');
+      const why =
+        pausedMs > 0
+          ? `lease ran out while this process was paused for ${Math.round(pausedMs / 1000)} s (stopped, suspended or its event loop blocked); aborting the handler`
+          : this.heartbeatFailedAt !== undefined
+            ? 'lease ran out while the database did not answer the heartbeats; aborting the handler'
+            : 'lease ran out before a heartbeat could renew it (the database is slow to answer); aborting the handler';
+      this.log.warn({ jobId: entry.claimed.job.id, pausedMs: pausedMs || undefined }, why);
       entry.controller.abort(new LeaseLostError(entry.claimed.job.id));
     }
   }
