@@ -21,6 +21,7 @@ import type { Job, JobEvent } from './job/model.ts';
 import { ApiKeyStore } from './store/api-keys.ts';
 import { assertSchemaName, type Driver } from './store/driver.ts';
 import { type JobPage, JobStore, type ListParams, type SubmitOutcome, type SupersedePolicy } from './store/job-store.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan, toStoredValue } from './store/json.ts';
 import { migrate } from './store/migrate.ts';
 import { Notifier } from './store/notifications.ts';
 import { createPgDriver } from './store/pg-driver.ts';
@@ -202,11 +203,6 @@ export interface Waitless {
   close(): Promise<void>;
 }
 
-/** The value as it will be after a trip through JSON (Dates become strings, undefined goes). */
-function toJsonValue(value: unknown): unknown {
-  const text = JSON.stringify(value);
-  return text === undefined ? null : (JSON.parse(text) as unknown);
-}
 
 /**
  * The definition's instant answer for an input, as JSON. A fallback is a convenience: when it
@@ -216,7 +212,7 @@ async function computeFallback(definition: AnyJobDefinition, input: unknown, log
   if (!definition.fallback) return undefined;
   const started = performance.now();
   try {
-    const value = toJsonValue(await definition.fallback(input));
+    const value = toStoredValue(await definition.fallback(input));
     const elapsed = performance.now() - started;
     if (elapsed > 100) logger.warn({ job: definition.name, ms: Math.round(elapsed) }, 'fallback took over 100 ms: it delays every submit of this job');
     return value ?? undefined;
@@ -265,7 +261,7 @@ function scheduling(definition: AnyJobDefinition, input: unknown, o: SubmitOptio
     priority,
     runAt,
     supersede,
-    context: o?.context === undefined ? undefined : checkedContext(toJsonValue(o.context)),
+    context: o?.context === undefined ? undefined : checkedContext(o.context),
     concurrency: concurrencyKey !== undefined && limit ? { key: concurrencyKey, limit } : undefined,
   };
 }
@@ -278,7 +274,9 @@ function hasNul(value: unknown): boolean {
   return false;
 }
 
-function checkedContext(context: unknown): unknown {
+function checkedContext(value: unknown): unknown {
+  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) throw new InvalidSubmitOptionError(`context nests deeper than ${MAX_JSON_DEPTH} levels.`);
+  const context = toStoredValue(value);
   if (hasNul(context)) throw new InvalidSubmitOptionError('context contains a NUL character (\\u0000), which cannot be stored.');
   return context;
 }
@@ -361,7 +359,9 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       if (!definition) throw new UnknownJobError(name);
       // The input is stored as JSON and parsed again in the worker, so the schema is checked
       // against that JSON form here: what passes now is exactly what the handler will get.
-      const stored = toJsonValue(input);
+      // Refused before anything recursive walks it: a value nested thousands deep overflows the stack.
+      if (nestsDeeperThan(input, MAX_JSON_DEPTH)) throw new InputValidationError(name, [{ code: 'custom', path: [], message: `nests deeper than ${MAX_JSON_DEPTH} levels`, input: null }]);
+      const stored = toStoredValue(input);
       // PostgreSQL cannot store a NUL character in text or jsonb: refuse it here, with a reason.
       if (hasNul(stored)) throw new InputValidationError(name, [{ code: 'custom', path: [], message: 'contains a NUL character (\\u0000), which cannot be stored', input: stored }]);
       const parsed = (definition.input as z.ZodType).safeParse(stored);

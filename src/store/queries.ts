@@ -8,9 +8,10 @@
  */
 import type { JobStep } from '../job/model.ts';
 import type { Sql } from './driver.ts';
+import { toStoredJson } from './json.ts';
 import { RECOVERABLE_STATUSES, TERMINAL_STATUSES } from '../contract/statuses.ts';
 
-const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
+const json = (value: unknown): string | null => (value === undefined ? null : (toStoredJson(value) ?? null));
 
 /** Columns every job reader gets. The lease token is left out on purpose: it is the worker's secret. */
 const JOB_COLUMN_NAMES = [

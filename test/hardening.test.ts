@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { z } from 'zod';
+import { analyzeDocument } from '../src/demo/analyze-document.ts';
+import { defineJob } from '../src/job/definition.ts';
+import type { Job } from '../src/job/model.ts';
+import { wellFormedString } from '../src/store/json.ts';
+import { BACKENDS, finished, openEngine, startServer, type TestEngine, type TestServer } from './helpers.ts';
+
+/** Half of an emoji: what a string cut in the middle of "😀" ends with. */
+const HIGH = '\ud83d';
+const LOW = '\ude00';
+
+/** A job whose every write carries lone surrogates: a step result, progress, output and result. */
+const halves = defineJob({
+  name: 'halves',
+  input: z.object({ text: z.string() }),
+  retry: { attempts: 3 },
+  async run({ text }, ctx) {
+    const step = await ctx.step('cut', async () => ({ [`key${HIGH}`]: `step ${LOW}` }));
+    await ctx.progress({ percent: 50, message: `half ${HIGH}` });
+    ctx.write(`out ${HIGH}`);
+    return { text, step, tail: `end ${LOW}x` };
+  },
+});
+
+/** A job that fails for good with a message that ends in half an emoji. */
+const failsCut = defineJob({
+  name: 'fails-cut',
+  input: z.object({}),
+  retry: { attempts: 1 },
+  run: async () => {
+    throw new Error(`broken ${HIGH}`);
+  },
+});
+
+const postJson = (url: string, body: string, headers: Record<string, string> = {}) =>
+  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+
+for (const backend of BACKENDS) {
+  describe(`lone surrogates on ${backend}`, () => {
+    let engine: TestEngine;
+    let server: TestServer;
+
+    before(async () => {
+      engine = await openEngine(backend, { jobs: [halves, failsCut, analyzeDocument] });
+      engine.waitless.startWorker({ pollInterval: 50, outputFlushInterval: 20 });
+      server = await startServer(engine.waitless);
+    });
+    after(async () => {
+      await server.close();
+      await engine.close();
+    });
+
+    it('accepts an input and a context holding lone surrogates (202) and runs the job once, every write mended to U+FFFD', async () => {
+      // JSON.stringify writes a lone surrogate as the escape "\ud83d", exactly as a client would send it.
+      const body = JSON.stringify({ input: { text: `in ${HIGH}` }, context: { [`k${LOW}`]: `v ${HIGH}` } });
+      assert.match(body, /\\ud83d/);
+      const response = await postJson(`${server.url}/v1/jobs/halves`, body);
+      assert.equal(response.status, 202, await response.clone().text());
+      const { id } = (await response.json()) as Job;
+      const job = await finished(engine.waitless, id);
+      assert.equal(job.status, 'completed', JSON.stringify(job.error));
+      assert.equal(job.attempt, 1, 'finishing must not fail and be retried as a crash');
+      assert.deepEqual(job.input, { text: 'in \ufffd' });
+      assert.deepEqual(job.context, { 'k\ufffd': 'v \ufffd' });
+      assert.deepEqual(job.result, { text: 'in \ufffd', step: { 'key\ufffd': 'step \ufffd' }, tail: 'end \ufffdx' });
+      assert.equal(job.output, 'out \ufffd');
+      assert.deepEqual(job.progress, { percent: 50, message: 'half \ufffd' });
+      const events = await engine.waitless.events(id);
+      assert.ok(events.some((e) => e.type === 'output'));
+    });
+
+    it('completes once a job whose step result, progress, output and result hold lone surrogates (its input is clean)', async () => {
+      const { job: submitted } = await engine.waitless.submit('halves', { text: 'plain' });
+      const job = await finished(engine.waitless, submitted.id);
+      assert.equal(job.status, 'completed', JSON.stringify(job.error));
+      assert.equal(job.attempt, 1);
+      assert.deepEqual(job.result, { text: 'plain', step: { 'key\ufffd': 'step \ufffd' }, tail: 'end \ufffdx' });
+      assert.equal(job.output, 'out \ufffd');
+    });
+
+    it('records a failure whose message holds a lone surrogate as that failure, not as a crashed worker', async () => {
+      const { job } = await engine.waitless.submit('fails-cut', {});
+      const done = await finished(engine.waitless, job.id);
+      assert.equal(done.status, 'failed');
+      assert.equal(done.attempt, 1);
+      assert.match(done.error?.message ?? '', /^broken \ufffd/);
+    });
+
+    it("the demo job's fallback cuts a long opening by code points, never through an emoji", async () => {
+      const opening = `${'x'.repeat(159)}😀 and more words to follow`;
+      const response = await postJson(`${server.url}/v1/jobs/analyze-document`, JSON.stringify({ input: { text: opening, seconds: 0 } }));
+      assert.equal(response.status, 202, await response.clone().text());
+      const submitted = (await response.json()) as Job;
+      const summary = (submitted.fallback?.result as { summary: string }).summary;
+      assert.ok(summary.includes(`${'x'.repeat(159)}😀"`), summary);
+      assert.equal(wellFormedString(summary), summary);
+      const job = await finished(engine.waitless, submitted.id);
+      assert.equal(job.status, 'completed');
+      assert.equal(job.attempt, 1);
+    });
+  });
+}
