@@ -102,3 +102,85 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+/** Nests `{ "a": … }` `depth` levels deep, as JSON text (no recursion, so the test itself cannot overflow). */
+const nestedJson = (depth: number) => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+
+const echo = defineJob({ name: 'echo', input: z.unknown(), retry: { attempts: 1 }, run: async (input) => input });
+
+for (const backend of BACKENDS) {
+  describe(`bad input on ${backend}`, () => {
+    let engine: TestEngine;
+    let open: TestServer;
+    let keyed: TestServer;
+    let apiKey: string;
+    let jobId: string;
+    let jobToken: string;
+
+    before(async () => {
+      engine = await openEngine(backend, { jobs: [echo] });
+      open = await startServer(engine.waitless);
+      keyed = await startServer(engine.waitless, { auth: { mode: 'api-key', keys: engine.waitless.apiKeys }, maxBodyBytes: 4096 });
+      apiKey = (await engine.waitless.apiKeys.create('acme', { admin: true })).token;
+      const { job } = await engine.waitless.submit('echo', { hello: 'world' }, { tenant: 'acme' });
+      jobId = job.id;
+      jobToken = (await engine.waitless.createJobToken(job.id, { tenant: 'acme', cancel: true }))!.token;
+    });
+    after(async () => {
+      await open.close();
+      await keyed.close();
+      await engine.close();
+    });
+
+    it('refuses an input nested 5 000 deep with 422 naming the limit, over HTTP and from the library', async () => {
+      const response = await postJson(`${open.url}/v1/jobs/echo`, `{"input":${nestedJson(5000)}}`);
+      assert.equal(response.status, 422);
+      assert.equal(response.headers.get('content-type'), 'application/problem+json');
+      assert.match(((await response.json()) as { detail: string }).detail, /deeper than 100 levels/);
+      await assert.rejects(engine.waitless.submit('echo', JSON.parse(nestedJson(5000))), { name: 'InputValidationError' });
+      // 100 levels are still fine.
+      assert.equal((await postJson(`${open.url}/v1/jobs/echo`, `{"input":${nestedJson(99)}}`)).status, 202);
+    });
+
+    it('refuses a context nested 5 000 deep with 422', async () => {
+      const response = await postJson(`${open.url}/v1/jobs/echo`, `{"input":{},"context":${nestedJson(5000)}}`);
+      assert.equal(response.status, 422);
+    });
+
+    it('answers NUL characters and broken escapes in query and path parameters with a 4xx problem, never a 500', async () => {
+      const probes: Array<[string, string, number]> = [
+        ['GET', '/v1/jobs?name=%00', 400],
+        ['GET', '/v1/jobs?name=%E0%A4%A', 400],
+        ['GET', '/v1/jobs?cursor=%00', 400],
+        ['GET', '/v1/jobs?cursor=AA', 400],
+        ['GET', '/v1/jobs?status=%00', 400],
+        ['GET', '/v1/jobs/%00', 404],
+        ['GET', '/v1/jobs/%E0%A4%A', 404],
+        ['GET', '/v1/jobs/%00/events', 404],
+        ['GET', '/v1/jobs/%00/deliveries', 404],
+        ['POST', '/v1/jobs/%00/cancel', 404],
+        ['POST', '/v1/jobs/%00/recover', 404],
+        ['POST', '/v1/jobs/%00/tokens', 404],
+        ['POST', '/v1/jobs/%E0%A4%A/tokens', 404],
+        ['POST', '/v1/deliveries/%00/redeliver', 404],
+        ['DELETE', '/v1/webhooks/endpoints/%00', 404],
+        ['POST', '/v1/jobs/%00', 404],
+      ];
+      for (const [method, path, status] of probes) {
+        const response = await fetch(`${keyed.url}${path}`, { method, headers: { authorization: `Bearer ${apiKey}` } });
+        assert.equal(response.status, status, `${method} ${path}: ${await response.text()}`);
+        assert.equal(response.headers.get('content-type'), 'application/problem+json', `${method} ${path}`);
+      }
+    });
+
+    it('answers a job token on a path with a malformed percent-escape with a 4xx problem', async () => {
+      for (const path of [`/v1/jobs/%E0%A4%A`, `/v1/jobs/%E0%A4%A/events`, `/v1/jobs/%/cancel`]) {
+        const method = path.endsWith('cancel') ? 'POST' : 'GET';
+        const response = await fetch(`${keyed.url}${path}`, { method, headers: { authorization: `Bearer ${jobToken}` } });
+        assert.equal(response.status, 404, `${path}: ${await response.text()}`);
+      }
+      // The same token still reads its own job.
+      assert.equal((await fetch(`${keyed.url}/v1/jobs/${jobId}`, { headers: { authorization: `Bearer ${jobToken}` } })).status, 200);
+    });
+  });
+}

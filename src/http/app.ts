@@ -6,6 +6,7 @@ import { internals } from '../internals.ts';
 import type { Duration } from '../job/duration.ts';
 import { retryAfterSeconds } from '../contract/cadence.ts';
 import { IDEMPOTENCY_KEY_PATTERN, jobTokenRequestSchema, submitRequestSchema } from '../contract/submit.ts';
+import { JOB_NAME_PATTERN } from '../job/definition.ts';
 import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../contract/statuses.ts';
 import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
@@ -184,10 +185,15 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
       return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"limit" must be an integer from 1 to 100.' });
     }
+    const name = c.req.query('name');
+    // Checked here, not by the database: a NUL character cannot even be sent to it.
+    if (name !== undefined && !JOB_NAME_PATTERN.test(name)) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"name" must be a job name: letters, digits, ".", "_" and "-", up to 100 characters.' });
+    }
     const page = await waitless.list({
       tenant: c.get('tenant'),
       statuses: statuses as JobStatus[] | undefined,
-      name: c.req.query('name'),
+      name,
       cursor: c.req.query('cursor'),
       limit,
     });

@@ -57,7 +57,8 @@ export function authenticate(auth: AuthMode, jobTokens: JobTokens, basePath: str
       });
     }
     const id = route.pattern.exec(path)![1]!;
-    if (decodeURIComponent(id) !== check.claims.jobId) {
+    // Compared undecoded: a job id is a UUID, which needs no escapes, and a malformed escape must not throw.
+    if (id !== check.claims.jobId) {
       return problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this token.` });
     }
     c.set('tenant', check.claims.tenant);
