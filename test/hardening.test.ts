@@ -173,6 +173,26 @@ for (const backend of BACKENDS) {
       }
     });
 
+    it('refuses a body past the limit with 413 on every route that reads one, announced or streamed', async () => {
+      const big = JSON.stringify({ pad: 'x'.repeat(64 * 1024) });
+      const routes = ['/v1/webhooks/secret/rotate', `/v1/jobs/${jobId}/tokens`, '/v1/webhooks/endpoints', '/v1/jobs/echo', `/v1/jobs/${jobId}/cancel`];
+      for (const path of routes) {
+        const announced = await postJson(`${keyed.url}${path}`, big, { authorization: `Bearer ${apiKey}` });
+        assert.equal(announced.status, 413, `${path}: ${await announced.text()}`);
+        // Chunked: no Content-Length to trust, so the limit must hold while the body streams in.
+        const streamed = await fetch(`${keyed.url}${path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
+          body: new Blob([big]).stream(),
+          duplex: 'half',
+        } as RequestInit);
+        assert.equal(streamed.status, 413, `${path} (chunked)`);
+        assert.equal(streamed.headers.get('content-type'), 'application/problem+json');
+      }
+      // Without credentials too: the size is refused before anything else is looked at.
+      assert.equal((await postJson(`${keyed.url}/v1/webhooks/secret/rotate`, big)).status, 413);
+    });
+
     it('answers a job token on a path with a malformed percent-escape with a 4xx problem', async () => {
       for (const path of [`/v1/jobs/%E0%A4%A`, `/v1/jobs/%E0%A4%A/events`, `/v1/jobs/%/cancel`]) {
         const method = path.endsWith('cancel') ? 'POST' : 'GET';

@@ -26,7 +26,7 @@ export interface HttpOptions {
    * `/jobs-api/v1/jobs`); routes and every `Location` / `links` URL include it. Default: `""`.
    */
   basePath?: string;
-  /** Largest accepted request body. Default: `1_048_576` (1 MiB). */
+  /** Largest accepted request body, on every route that reads one (`413` past it). Default: `1_048_576` (1 MiB). */
   maxBodyBytes?: number;
   /** Longest `?wait=` a long-poll may ask for, in seconds. Default: `60`. */
   maxWaitSeconds?: number;
@@ -105,6 +105,19 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     document ??= JSON.stringify(openApiDocument(waitless, { basePath: base, maxWaitSeconds: maxWait, maxBodyBytes }));
     return c.body(document, 200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
   });
+  // Every route that reads a body, whoever calls: a body past the limit is refused while it streams in, never read whole.
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: (c) =>
+        problem(c, 413, {
+          type: '/problems/body-too-large',
+          title: 'Content Too Large',
+          detail: `The request body is larger than ${maxBodyBytes} bytes. Pass large inputs by reference (a URL or an id).`,
+        }),
+    }),
+  );
   app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base));
 
   app.get('/v1/whoami', (c) => {
@@ -129,15 +142,6 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
       }
       await next();
     },
-    bodyLimit({
-      maxSize: maxBodyBytes,
-      onError: (c) =>
-        problem(c, 413, {
-          type: '/problems/body-too-large',
-          title: 'Content Too Large',
-          detail: `The request body is larger than ${maxBodyBytes} bytes. Pass large inputs by reference (a URL or an id).`,
-        }),
-    }),
     async (c) => {
       const name = c.req.param('name');
       const key = c.req.header('idempotency-key');
