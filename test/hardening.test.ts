@@ -5,7 +5,8 @@ import { analyzeDocument } from '../src/demo/analyze-document.ts';
 import { defineJob } from '../src/job/definition.ts';
 import type { Job } from '../src/job/model.ts';
 import { wellFormedString } from '../src/store/json.ts';
-import { BACKENDS, finished, openEngine, startServer, type TestEngine, type TestServer } from './helpers.ts';
+import { createWaitless } from '../src/engine.ts';
+import { BACKENDS, eventually, finished, openEngine, silentLogger, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
 /** Half of an emoji: what a string cut in the middle of "😀" ends with. */
 const HIGH = '\ud83d';
@@ -204,3 +205,59 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+describe('API keys', () => {
+  for (const backend of BACKENDS) {
+    it(`refuses an API key in ?access_token= with a 401 naming the header, and still takes a job token there (${backend})`, async () => {
+      const engine = await openEngine(backend, { jobs: [echo] });
+      const server = await startServer(engine.waitless, { auth: { mode: 'api-key', keys: engine.waitless.apiKeys } });
+      try {
+        const key = await engine.waitless.apiKeys.create('acme');
+        const response = await fetch(`${server.url}/v1/jobs?access_token=${key.token}`);
+        assert.equal(response.status, 401);
+        assert.match(((await response.json()) as { detail: string }).detail, /Authorization: Bearer/);
+        assert.equal((await fetch(`${server.url}/v1/jobs`, { headers: { authorization: `Bearer ${key.token}` } })).status, 200);
+        const { job } = await engine.waitless.submit('echo', {}, { tenant: 'acme' });
+        const token = (await engine.waitless.createJobToken(job.id, { tenant: 'acme' }))!.token;
+        assert.equal((await fetch(`${server.url}/v1/jobs/${job.id}?access_token=${token}`)).status, 200);
+      } finally {
+        await server.close();
+        await engine.close();
+      }
+    });
+  }
+
+  it('a key revoked in one process is refused by another at once, though its cache would keep it 10 minutes (postgres)', { skip: !BACKENDS.includes('postgres') }, async () => {
+    const a = await openEngine('postgres', { jobs: [echo] });
+    // A second engine on the same schema: its own pool, auth cache and LISTEN connection, as another process has.
+    const b = await createWaitless({ jobs: [echo], database: a.databaseUrl, schema: a.schema, logger: silentLogger });
+    const server = await startServer(b, { auth: { mode: 'api-key', keys: b.apiKeys, cacheMs: 600_000 } });
+    try {
+      const key = await a.waitless.apiKeys.create('acme');
+      const call = () => fetch(`${server.url}/v1/jobs`, { headers: { authorization: `Bearer ${key.token}` } }).then((r) => r.status);
+      assert.equal(await call(), 200);
+      assert.equal(await call(), 200, 'served from the cache');
+      assert.equal(await a.waitless.apiKeys.revoke(key.id), true);
+      await eventually(async () => (await call()) === 401, 'the revoked key refused by the other engine', 10_000);
+    } finally {
+      await server.close();
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it('a key revoked is refused at once by the same embedded engine (pglite)', { skip: !BACKENDS.includes('pglite') }, async () => {
+    const engine = await openEngine('pglite', { jobs: [echo] });
+    const server = await startServer(engine.waitless, { auth: { mode: 'api-key', keys: engine.waitless.apiKeys, cacheMs: 600_000 } });
+    try {
+      const key = await engine.waitless.apiKeys.create('acme');
+      const call = () => fetch(`${server.url}/v1/jobs`, { headers: { authorization: `Bearer ${key.token}` } }).then((r) => r.status);
+      assert.equal(await call(), 200);
+      await engine.waitless.apiKeys.revoke(key.id);
+      await eventually(async () => (await call()) === 401, 'the revoked key refused', 10_000);
+    } finally {
+      await server.close();
+      await engine.close();
+    }
+  });
+});

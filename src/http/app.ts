@@ -64,7 +64,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this API key.` });
 
   const app = base ? new Hono<AuthEnv>().basePath(base) : new Hono<AuthEnv>();
-  const { driver, hub, jobTokens, store } = internals(waitless);
+  const { driver, hub, jobTokens, notifier, store } = internals(waitless);
   // This process serves event streams: hear changes from now on, not from the first reader.
   void hub.start();
 
@@ -118,7 +118,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
         }),
     }),
   );
-  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base));
+  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base, (listener) => notifier.onKeyRevoked(listener)));
 
   app.get('/v1/whoami', (c) => {
     const caller = c.get('caller');

@@ -438,7 +438,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
           type: 'apiKey',
           in: 'query',
           name: 'access_token',
-          description: 'The same credentials as a query parameter, for EventSource, which cannot set headers.',
+          description: 'A job token as a query parameter, for EventSource, which cannot set headers. API keys are refused here (401): send them in the Authorization header.',
         },
       },
     },

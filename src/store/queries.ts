@@ -781,8 +781,10 @@ export const findApiKey = (id: string): Sql => ({
   values: [id],
 });
 
+/** Revokes a key and tells every process (`<schema>_keys`), in the same statement, to forget it at once. */
 export const revokeApiKey = (id: string): Sql => ({
-  text: `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id`,
+  text: `WITH revoked AS (UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id)
+    SELECT id, pg_notify(current_schema() || '_keys', id) FROM revoked`,
   values: [id],
 });
 
