@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { analyzeDocument } from '../src/demo/analyze-document.ts';
@@ -258,6 +262,44 @@ describe('API keys', () => {
     } finally {
       await server.close();
       await engine.close();
+    }
+  });
+});
+
+describe('webhook URLs in logs', () => {
+  it('logs a webhook URL without its query values, for a failed attempt and a delivered one', async () => {
+    let calls = 0;
+    const receiver = createServer((_req, res) => res.writeHead(++calls === 1 ? 500 : 200).end());
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(...chunk.toString().split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const waitless = await createWaitless({
+      jobs: [echo],
+      database: 'memory://',
+      logger: pino({ level: 'info' }, sink),
+      webhooks: { retrySchedule: ['50ms'], pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } },
+    });
+    try {
+      waitless.startWorker({ pollInterval: 50 });
+      const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks/in?token=s3cret-value&tenant=acme`;
+      const { job } = await waitless.submit('echo', {}, { webhook: { url } });
+      await finished(waitless, job.id);
+      await eventually(() => lines.some((l) => l.includes('webhook delivered')), 'the delivery logged');
+      const logged = lines.filter((l) => l.includes('/hooks/in'));
+      assert.ok(logged.some((l) => l.includes('webhook attempt failed')), lines.join('\n'));
+      for (const line of logged) {
+        assert.equal((JSON.parse(line) as { url: string }).url, `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks/in?token=REDACTED&tenant=REDACTED`);
+      }
+      assert.ok(!lines.some((l) => l.includes('s3cret-value')), 'the secret is in no log line');
+    } finally {
+      await waitless.close();
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
     }
   });
 });
