@@ -10,6 +10,7 @@ import { defineJob } from '../src/job/definition.ts';
 import type { Job } from '../src/job/model.ts';
 import { wellFormedString } from '../src/store/json.ts';
 import { createWaitless } from '../src/engine.ts';
+import { createHttpHandler } from '../src/http/app.ts';
 import { BACKENDS, eventually, finished, openEngine, silentLogger, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
 /** Half of an emoji: what a string cut in the middle of "😀" ends with. */
@@ -300,6 +301,34 @@ describe('webhook URLs in logs', () => {
       await waitless.close();
       receiver.closeAllConnections();
       await new Promise((resolve) => receiver.close(resolve));
+    }
+  });
+});
+
+describe('embedding without auth', () => {
+  it('refuses to build the HTTP API with no auth option (a TypeError naming both modes), and warns when it runs open', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(...chunk.toString().split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const waitless = await createWaitless({ jobs: [echo], database: 'memory://', logger: pino({ level: 'info' }, sink) });
+    try {
+      // As JavaScript callers may: no options, or options without auth.
+      const untyped = createHttpHandler as (waitless: unknown, options?: unknown) => unknown;
+      assert.throws(() => untyped(waitless), (error: Error) => error instanceof TypeError && /mode: 'api-key'/.test(error.message) && /mode: 'none'/.test(error.message));
+      assert.throws(() => untyped(waitless, { basePath: '/jobs-api' }), TypeError);
+      assert.throws(() => untyped(waitless, { auth: { mode: 'none' } }), TypeError, 'open mode names its tenant');
+      assert.ok(!lines.some((l) => l.includes('without authentication')));
+      const handler = createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' } });
+      assert.ok(lines.some((l) => l.includes('the HTTP API runs without authentication')), lines.join('\n'));
+      assert.equal((await handler(new Request('http://localhost/v1/whoami'))).status, 200);
+      const keyed = createHttpHandler(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys } });
+      assert.equal((await keyed(new Request('http://localhost/v1/whoami'))).status, 401);
+    } finally {
+      await waitless.close();
     }
   });
 });

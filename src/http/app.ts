@@ -19,8 +19,12 @@ import { addWebhookRoutes } from './webhook-routes.ts';
 
 /** Options of the HTTP handler. */
 export interface HttpOptions {
-  /** Who may call. Default: `{ mode: 'none', tenant: 'default' }` (open; for local development only). */
-  auth?: AuthMode;
+  /**
+   * Who may call; no default, so that an open API is always a choice. `{ mode: 'api-key', keys:
+   * waitless.apiKeys }` asks every request for a key. `{ mode: 'none', tenant: 'default' }` runs
+   * open: every caller is an admin of that tenant (local development only; it logs a warning).
+   */
+  auth: AuthMode;
   /**
    * Path prefix the requests arrive under (e.g. `"/jobs-api"` when the handler serves
    * `/jobs-api/v1/jobs`); routes and every `Location` / `links` URL include it. Default: `""`.
@@ -46,7 +50,8 @@ export interface HttpOptions {
 
 
 /** Builds the Hono app. Use `.fetch` as a `(Request) => Response` handler anywhere. */
-export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Hono<AuthEnv> {
+export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<AuthEnv> {
+  const auth = checkedAuth(options);
   const base = options.basePath?.replace(/\/$/, '') ?? '';
   const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
   const maxWait = options.maxWaitSeconds ?? 60;
@@ -76,6 +81,10 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     return problem(c, 500, { title: 'Internal Server Error', detail: 'The server could not complete the request. It has been logged; try again.' });
   });
   app.notFound((c) => problem(c, 404, { title: 'Not Found', detail: `${c.req.method} ${new URL(c.req.url).pathname} is not part of this API.` }));
+
+  if (auth.mode === 'none') {
+    waitless.logger.warn({ tenant: auth.tenant }, `the HTTP API runs without authentication: every caller is an admin of tenant "${auth.tenant}"`);
+  }
 
   app.get('/healthz', async (c) => {
     try {
@@ -118,7 +127,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
         }),
     }),
   );
-  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base, (listener) => notifier.onKeyRevoked(listener)));
+  app.use('/v1/*', authenticate(auth, jobTokens, base, (listener) => notifier.onKeyRevoked(listener)));
 
   app.get('/v1/whoami', (c) => {
     const caller = c.get('caller');
@@ -281,7 +290,17 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
  * The HTTP API as a Fetch-standard handler: mount it in Hono, Next.js route handlers,
  * Express/Fastify (through an adapter) or serve it with `@hono/node-server`.
  */
-export function createHttpHandler(waitless: Waitless, options: HttpOptions = {}): (request: Request) => Promise<Response> {
+export function createHttpHandler(waitless: Waitless, options: HttpOptions): (request: Request) => Promise<Response> {
   const app = createHttpApp(waitless, options);
   return async (request) => app.fetch(request);
+}
+
+/** The auth option, which JavaScript callers (no type check) may also have left out. */
+function checkedAuth(options: Partial<HttpOptions> | undefined): AuthMode {
+  const auth = options?.auth;
+  if (auth?.mode === 'api-key' || (auth?.mode === 'none' && typeof auth.tenant === 'string' && auth.tenant !== '')) return auth;
+  throw new TypeError(
+    'The Waitless HTTP API needs an "auth" option: { mode: \'api-key\', keys: waitless.apiKeys } to ask every request for an API key, ' +
+      'or { mode: \'none\', tenant: \'default\' } to run it open, every caller an admin of that tenant (local development only).',
+  );
 }
