@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -330,5 +330,70 @@ describe('embedding without auth', () => {
     } finally {
       await waitless.close();
     }
+  });
+});
+
+/** A request with headers fetch may not set (Host), over plain node:http. */
+function rawRequest(url: string, method: string, headers: Record<string, string>, body = ''): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(url, { method, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => (text += chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: text }));
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+describe('the local-only guard of an open API (waitless dev)', () => {
+  let engine: TestEngine;
+  let server: TestServer;
+  let port: string;
+  const secrets = async () => JSON.stringify(await engine.waitless.webhooks.secrets('default'));
+
+  before(async () => {
+    engine = await openEngine('pglite', { jobs: [echo] });
+    server = await startServer(engine.waitless, { localOnly: true, cors: { origin: ['https://app.example.com'] } });
+    port = new URL(server.url).port;
+  });
+  after(async () => {
+    await server.close();
+    await engine.close();
+  });
+
+  it('answers only requests whose Host names loopback: another name (DNS rebinding) gets 421', async () => {
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'localhost']) {
+      assert.equal((await rawRequest(`${server.url}/v1/jobs`, 'GET', { host })).status, 200, host);
+    }
+    for (const host of [`rebind.attacker.example:${port}`, `127.0.0.1.attacker.example:${port}`, 'attacker.example']) {
+      const response = await rawRequest(`${server.url}/v1/webhooks/secret`, 'GET', { host });
+      assert.equal(response.status, 421, `Host: ${host}`);
+      assert.ok(!response.body.includes('whsec_'), 'no secret leaks');
+    }
+    assert.equal((await rawRequest(`${server.url}/dashboard`, 'GET', { host: `attacker.example:${port}` })).status, 421);
+  });
+
+  it('refuses a cross-site simple request (an empty text/plain POST) that would rotate the webhook secret', async () => {
+    const before = await secrets();
+    const host = `127.0.0.1:${port}`;
+    for (const headers of [
+      { origin: 'https://attacker.example', 'content-type': 'text/plain' } as Record<string, string>,
+      { origin: 'null', 'content-type': 'application/x-www-form-urlencoded' },
+      { 'sec-fetch-site': 'cross-site', 'content-type': 'text/plain' },
+    ]) {
+      const response = await rawRequest(`${server.url}/v1/webhooks/secret/rotate`, 'POST', { host, ...headers });
+      assert.equal(response.status, 403, JSON.stringify(headers));
+      assert.match(response.body, /another site/);
+    }
+    assert.equal(await secrets(), before, 'the secret was not rotated');
+    // A page on loopback (the dashboard, a dev server on another port), an allowed origin, and a client with no Origin may.
+    for (const headers of [{ origin: `http://localhost:5173` } as Record<string, string>, { origin: 'https://app.example.com' }, { 'sec-fetch-site': 'same-origin' }, {}]) {
+      const response = await rawRequest(`${server.url}/v1/webhooks/secret/rotate`, 'POST', { host, 'content-type': 'application/json', ...headers }, '{}');
+      assert.equal(response.status, 201, `${JSON.stringify(headers)}: ${response.body}`);
+    }
+    assert.notEqual(await secrets(), before);
   });
 });

@@ -264,6 +264,9 @@ async function closeServer(server: ServerType): Promise<void> {
 async function dev(): Promise<void> {
   const options = workerOptions();
   const cors = corsOption();
+  if (values.host !== undefined && values.host !== '127.0.0.1') {
+    logger.warn({ host: values.host }, 'waitless dev listens on 127.0.0.1 only, whatever --host says: it runs without keys. To listen elsewhere, use waitless serve');
+  }
   const bound = await bind('127.0.0.1');
   const jobs = await loadJobs(values.jobs, true);
   const waitless = await createWaitless({
@@ -274,7 +277,8 @@ async function dev(): Promise<void> {
     webhooks: webhookOptions(),
   });
   waitless.startWorker(options);
-  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors });
+  // Open, so guarded: only loopback Host names, and no state changes from pages on other sites.
+  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors, localOnly: true });
   bound.serve(withRootRedirect(app));
   const { server, url: base } = bound;
   waitless.logger.info({ url: base }, 'listening');

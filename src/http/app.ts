@@ -12,6 +12,7 @@ import { JOB_STATUSES, type JobStatus } from '../contract/statuses.ts';
 import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
 import { addDashboardRoutes } from './dashboard.ts';
 import { readJsonBody } from './body.ts';
+import { localOnly } from './local-only.ts';
 import { openApiDocument } from './openapi.ts';
 import { problem, problemFor } from './problem.ts';
 import { streamJobEvents, streamTenantJobs } from './sse.ts';
@@ -46,6 +47,12 @@ export interface HttpOptions {
    * origins exactly, e.g. `["https://app.example.com"]`. Default: none (same origin only).
    */
   cors?: { origin: string | string[] };
+  /**
+   * Answer only requests addressed to loopback (the `Host` header), and refuse state-changing
+   * requests from pages on other sites (`Origin`), except origins listed in `cors`: the guard of
+   * an open API on a developer's machine (`waitless dev` turns it on). Default: `false`.
+   */
+  localOnly?: boolean;
 }
 
 
@@ -82,7 +89,12 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
   });
   app.notFound((c) => problem(c, 404, { title: 'Not Found', detail: `${c.req.method} ${new URL(c.req.url).pathname} is not part of this API.` }));
 
-  if (auth.mode === 'none') {
+  if (options.localOnly) {
+    const origins = options.cors ? [options.cors.origin].flat() : [];
+    app.use('*', localOnly(origins));
+  }
+  // On loopback with the local-only guard (waitless dev) an open API is the point; anywhere else it must be heard of.
+  if (auth.mode === 'none' && !options.localOnly) {
     waitless.logger.warn({ tenant: auth.tenant }, `the HTTP API runs without authentication: every caller is an admin of tenant "${auth.tenant}"`);
   }
 
