@@ -11,7 +11,7 @@ import type { Job } from '../src/job/model.ts';
 import { wellFormedString } from '../src/store/json.ts';
 import { createWaitless } from '../src/engine.ts';
 import { createHttpHandler } from '../src/http/app.ts';
-import { BACKENDS, eventually, finished, openEngine, silentLogger, startServer, type TestEngine, type TestServer } from './helpers.ts';
+import { BACKENDS, createGates, eventually, finished, openEngine, readSse, silentLogger, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
 /** Half of an emoji: what a string cut in the middle of "😀" ends with. */
 const HIGH = '\ud83d';
@@ -395,5 +395,39 @@ describe('the local-only guard of an open API (waitless dev)', () => {
       assert.equal(response.status, 201, `${JSON.stringify(headers)}: ${response.body}`);
     }
     assert.notEqual(await secrets(), before);
+  });
+});
+
+describe('job tokens', () => {
+  it('ends an event stream opened with a job token when the token expires, while the job still runs', async () => {
+    const { gate, releaseAll } = createGates();
+    const held = defineJob({
+      name: 'held',
+      input: z.object({}),
+      run: async () => {
+        await gate('held').promise;
+        return 'done';
+      },
+    });
+    const engine = await openEngine('pglite', { jobs: [held] });
+    engine.waitless.startWorker({ pollInterval: 50 });
+    const server = await startServer(engine.waitless, { auth: { mode: 'api-key', keys: engine.waitless.apiKeys }, sseHeartbeatMs: 100 });
+    try {
+      const { job } = await engine.waitless.submit('held', {});
+      await eventually(async () => (await engine.waitless.get(job.id))?.status === 'running', 'the job running');
+      const { token } = (await engine.waitless.createJobToken(job.id, { ttl: '2s' }))!;
+      const stream = await fetch(`${server.url}/v1/jobs/${job.id}/events?access_token=${token}`, { signal: AbortSignal.timeout(30_000) });
+      assert.equal(stream.status, 200);
+      const { events } = await readSse(stream);
+      assert.ok(events.length > 0, 'the stream sent the job events before it ended');
+      assert.equal((await engine.waitless.get(job.id))?.status, 'running', 'the stream ended for the token, not for the job');
+      const again = await fetch(`${server.url}/v1/jobs/${job.id}/events?access_token=${token}`);
+      assert.equal(again.status, 401);
+      assert.match(((await again.json()) as { detail: string }).detail, /expired/);
+    } finally {
+      releaseAll();
+      await server.close();
+      await engine.close();
+    }
   });
 });

@@ -265,7 +265,10 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
         detail: `Last-Event-ID / "after" is ${after}, but the job's latest event is ${job.version}. Resume from an id this stream sent.`,
       });
     }
-    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000 });
+    const caller = c.get('caller');
+    // A stream opened with a job token ends when the token does, as any request with it would be refused then.
+    const endsAt = caller.kind === 'job-token' ? caller.expiresAt * 1000 : undefined;
+    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, endsAt });
   });
 
   addWebhookRoutes(app, waitless);

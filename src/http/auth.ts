@@ -14,7 +14,7 @@ export type AuthMode =
   | { mode: 'api-key'; keys: ApiKeyStore; cacheMs?: number };
 
 /** Who is calling: a key of a role, or a browser holding a token for one job. */
-export type Caller = { kind: 'key'; role: ApiKeyRole } | { kind: 'job-token'; jobId: string; scopes: JobTokenScope[] };
+export type Caller = { kind: 'key'; role: ApiKeyRole } | { kind: 'job-token'; jobId: string; scopes: JobTokenScope[]; /** Unix seconds. */ expiresAt: number };
 
 export type AuthEnv = { Variables: { tenant: string; caller: Caller } };
 
@@ -89,7 +89,7 @@ export function authenticate(
       return problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this token.` });
     }
     c.set('tenant', check.claims.tenant);
-    c.set('caller', { kind: 'job-token', jobId: check.claims.jobId, scopes: check.claims.scopes });
+    c.set('caller', { kind: 'job-token', jobId: check.claims.jobId, scopes: check.claims.scopes, expiresAt: check.claims.expiresAt });
     await next();
   };
 

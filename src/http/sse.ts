@@ -11,6 +11,8 @@ export interface StreamParams {
   after: number;
   /** Interval of the `:` keep-alive comment, in ms. */
   heartbeatMs: number;
+  /** When the stream ends whatever the job does (ms since the epoch): a job token's expiry. Default: never. */
+  endsAt?: number;
 }
 
 /**
@@ -27,6 +29,8 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
     const subscription = hub.subscribe(p.tenant, p.jobId, p.after);
     stream.onAbort(() => subscription.close());
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
+    // Closing the subscription ends the loop below as a client leaving does; a reconnect with the expired token gets 401.
+    const expiry = p.endsAt === undefined ? undefined : setTimeout(() => subscription.close(), Math.max(0, p.endsAt - Date.now()));
     try {
       while (!stream.aborted) {
         const events = await subscription.next();
@@ -37,6 +41,7 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
       }
     } finally {
       clearInterval(heartbeat);
+      clearTimeout(expiry);
       subscription.close();
     }
   });
