@@ -12,7 +12,7 @@ import {
   ResultTimeoutError,
   UnknownJobError,
 } from './errors.ts';
-import { JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
+import { JOB_TOKEN_SECRET, JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
 import type { SubmitRequest } from './contract/submit.ts';
 import { EventHub, type EventHubOptions } from './events/hub.ts';
 import { type Duration, toMs } from './job/duration.ts';
@@ -183,6 +183,14 @@ export interface Waitless {
    * when the job does not exist for the tenant.
    */
   createJobToken(id: string, options?: JobTokenOptions): Promise<(MintedJobToken & { jobId: string; scopes: JobTokenScope[] }) | undefined>;
+  /**
+   * Replaces the secret that signs job tokens (one for the whole database, every tenant), in
+   * every process on the database at once. Tokens signed before stay valid for `overlap`
+   * (default `'24h'`, the longest a token lives: every one keeps working until it expires);
+   * `overlap: 0` invalidates every job token now, e.g. after a leak. Only the secret just
+   * replaced is kept, so a second rotation within the overlap ends the first one's tokens.
+   */
+  rotateJobTokenSecret(options?: { overlap?: Duration }): Promise<void>;
   events(id: string, afterSeq?: number, options?: { tenant?: string }): Promise<JobEvent[]>;
   /**
    * Long-poll: resolves with the job at its next change — as soon as its version passes `since`
@@ -327,6 +335,10 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
   const store = new JobStore(driver);
   const jobTokens = new JobTokens(driver);
   const notifier = await Notifier.start(driver, schema);
+  // Another process rotated the job-token secret (or notifications were lost): read it again.
+  notifier.onSecretRotated((name) => {
+    if (name === undefined || name === JOB_TOKEN_SECRET) jobTokens.forget();
+  });
   const hub = new EventHub(driver, notifier, logger.child({ component: 'events' }), options.events);
   const workers: Worker[] = [];
   const webhooks = new WebhookStore(driver);
@@ -426,6 +438,17 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       const scopes: JobTokenScope[] = o?.cancel ? ['read', 'cancel'] : ['read'];
       const minted = await jobTokens.mint({ tenant, jobId: id, scopes, expiresAt: Math.floor((Date.now() + ttlMs) / 1000) });
       return { ...minted, jobId: id, scopes };
+    },
+
+    async rotateJobTokenSecret(o) {
+      let overlapMs: number;
+      try {
+        overlapMs = toMs(o?.overlap ?? '24h', 'overlap');
+      } catch {
+        throw new InvalidOptionError('overlap must be a duration such as 1h or 0, or a number of milliseconds.');
+      }
+      if (overlapMs < 0 || overlapMs > 86_400_000) throw new InvalidOptionError('overlap is from 0 to 24 h (the longest a job token lives).');
+      await jobTokens.rotate(overlapMs);
     },
 
     async wait(id, o) {

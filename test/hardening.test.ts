@@ -11,6 +11,7 @@ import type { Job } from '../src/job/model.ts';
 import { wellFormedString } from '../src/store/json.ts';
 import { createWaitless } from '../src/engine.ts';
 import { createHttpHandler } from '../src/http/app.ts';
+import { internals } from '../src/internals.ts';
 import { BACKENDS, createGates, eventually, finished, openEngine, readSse, silentLogger, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
 /** Half of an emoji: what a string cut in the middle of "😀" ends with. */
@@ -427,6 +428,57 @@ describe('job tokens', () => {
     } finally {
       releaseAll();
       await server.close();
+      await engine.close();
+    }
+  });
+});
+
+describe('rotating the job-token secret', () => {
+  it('keeps old tokens valid through the overlap, and with overlap 0 invalidates them in another process at once (postgres)', { skip: !BACKENDS.includes('postgres') }, async () => {
+    const a = await openEngine('postgres', { jobs: [echo] });
+    // Another engine on the same schema: its own cached secret and LISTEN connection, as another process has.
+    const b = await createWaitless({ jobs: [echo], database: a.databaseUrl, schema: a.schema, logger: silentLogger });
+    const server = await startServer(b, { auth: { mode: 'api-key', keys: b.apiKeys } });
+    try {
+      const { job } = await a.waitless.submit('echo', {});
+      const mint = async () => (await a.waitless.createJobToken(job.id, { ttl: '1h' }))!.token;
+      const read = (token: string) => fetch(`${server.url}/v1/jobs/${job.id}`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.status);
+      const old = await mint();
+      assert.equal(await read(old), 200);
+
+      await a.waitless.rotateJobTokenSecret();
+      const fresh = await mint();
+      // B signed nothing with the new secret yet: it accepts A's new token once it has heard of the rotation.
+      await eventually(async () => (await read(fresh)) === 200, 'a token signed with the new secret accepted by the other engine', 10_000);
+      assert.equal(await read(old), 200, 'a token from before the rotation still works during the overlap');
+      const minted = (await b.createJobToken(job.id))!.token;
+      assert.equal(await read(minted), 200);
+
+      await a.waitless.rotateJobTokenSecret({ overlap: 0 });
+      await eventually(async () => (await read(fresh)) === 401 && (await read(old)) === 401 && (await read(minted)) === 401, 'every earlier token refused', 10_000);
+      assert.equal(await read(await mint()), 200);
+      await assert.rejects(a.waitless.rotateJobTokenSecret({ overlap: '2d' as never }), { name: 'InvalidOptionError' });
+    } finally {
+      await server.close();
+      await b.close();
+      await a.close();
+    }
+  });
+
+  it('rotates on embedded PGlite too (pglite)', { skip: !BACKENDS.includes('pglite') }, async () => {
+    const engine = await openEngine('pglite', { jobs: [echo] });
+    try {
+      const { job } = await engine.waitless.submit('echo', {});
+      const { token } = (await engine.waitless.createJobToken(job.id))!;
+      const { jobTokens } = internals(engine.waitless);
+      assert.equal((await jobTokens.verify(token)).ok, true);
+      await engine.waitless.rotateJobTokenSecret({ overlap: '1h' });
+      assert.equal((await jobTokens.verify(token)).ok, true);
+      await engine.waitless.rotateJobTokenSecret({ overlap: 0 });
+      assert.deepEqual(await jobTokens.verify(token), { ok: false, reason: 'invalid' });
+      const { token: after } = (await engine.waitless.createJobToken(job.id))!;
+      assert.equal((await jobTokens.verify(after)).ok, true);
+    } finally {
       await engine.close();
     }
   });

@@ -37,6 +37,7 @@ export class Notifier {
   private readonly queued = new Set<QueuedListener>();
   private readonly webhooksDue = new Set<() => void>();
   private readonly keysRevoked = new Set<KeyRevokedListener>();
+  private readonly secretsRotated = new Set<(name: string | undefined) => void>();
   private readonly unlisten: Array<() => Promise<void>> = [];
   private listeningToChanges: Promise<void> | undefined;
   private readonly driver: Driver;
@@ -62,11 +63,14 @@ export class Notifier {
       }),
       await driver.listen(
         `${schema}_keys`,
-        (keyId) => {
-          for (const listener of notifier.keysRevoked) listener(keyId);
+        // An API key's id (16 hex digits), or the name of a rotated server secret (e.g. "job-tokens").
+        (payload) => {
+          if (/^[0-9a-f]{16}$/.test(payload)) for (const listener of notifier.keysRevoked) listener(payload);
+          else for (const listener of notifier.secretsRotated) listener(payload);
         },
         () => {
           for (const listener of notifier.keysRevoked) listener(undefined);
+          for (const listener of notifier.secretsRotated) listener(undefined);
         },
       ),
     );
@@ -164,6 +168,12 @@ export class Notifier {
     return () => this.keysRevoked.delete(listener);
   }
 
+  /** Calls `listener` with the name of every server secret rotated, in any process (`undefined` after a lost connection: any may have been). */
+  onSecretRotated(listener: (name: string | undefined) => void): () => void {
+    this.secretsRotated.add(listener);
+    return () => this.secretsRotated.delete(listener);
+  }
+
   /**
    * Calls `listener` with the job name whenever a job is queued or a concurrency slot frees
    * (`undefined`: maybe any, after a lost connection). The hint says whether the job has a
@@ -180,6 +190,7 @@ export class Notifier {
     this.queued.clear();
     this.webhooksDue.clear();
     this.keysRevoked.clear();
+    this.secretsRotated.clear();
     await this.listeningToChanges?.catch(() => {});
     await Promise.all(this.unlisten.splice(0).map((fn) => fn().catch(() => {})));
   }

@@ -801,6 +801,24 @@ export const insertServerSecret = (name: string, secret: string): Sql => ({
   values: [name, secret],
 });
 
+/**
+ * Replaces a server secret with `secret`, keeping the old one under `previousName` as JSON
+ * `{"secret", "until"}` (until: ms since the epoch, `overlapMs` from now), and tells every
+ * process (`<schema>_keys`, payload `name`) to read them again. One statement.
+ */
+export const rotateServerSecret = (name: string, previousName: string, secret: string, overlapMs: number): Sql => ({
+  text: `WITH old AS (SELECT secret FROM server_secrets WHERE name = $1),
+    kept AS (
+      INSERT INTO server_secrets (name, secret)
+      SELECT $2, json_build_object('secret', old.secret, 'until', floor(extract(epoch FROM now()) * 1000) + $4::bigint)::text FROM old
+      ON CONFLICT (name) DO UPDATE SET secret = EXCLUDED.secret, created_at = now()),
+    fresh AS (
+      INSERT INTO server_secrets (name, secret) VALUES ($1, $3)
+      ON CONFLICT (name) DO UPDATE SET secret = EXCLUDED.secret, created_at = now())
+    SELECT pg_notify(current_schema() || '_keys', $1)`,
+  values: [name, previousName, secret, overlapMs],
+});
+
 export const getServerSecret = (name: string): Sql => ({
   text: `SELECT secret FROM server_secrets WHERE name = $1`,
   values: [name],
