@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
@@ -478,6 +480,43 @@ describe('rotating the job-token secret', () => {
       assert.deepEqual(await jobTokens.verify(token), { ok: false, reason: 'invalid' });
       const { token: after } = (await engine.waitless.createJobToken(job.id))!;
       assert.equal((await jobTokens.verify(after)).ok, true);
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+describe('waitless keys rotate-job-tokens', () => {
+  it('rotates the secret from another process: with 0, a token is refused at once by the running engine', { skip: !BACKENDS.includes('postgres') }, async () => {
+    const engine = await openEngine('postgres', { jobs: [echo] });
+    try {
+      const { job } = await engine.waitless.submit('echo', {});
+      const { token } = (await engine.waitless.createJobToken(job.id))!;
+      const { jobTokens } = internals(engine.waitless);
+      assert.equal((await jobTokens.verify(token)).ok, true);
+      const cli = (...args: string[]) =>
+        new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+          execFile(
+            process.execPath,
+            [fileURLToPath(new URL('../src/cli/main.ts', import.meta.url)), 'keys', 'rotate-job-tokens', ...args, '--database', engine.databaseUrl, '--schema', engine.schema],
+            { env: { ...process.env, LOG_LEVEL: 'silent' }, timeout: 60_000, killSignal: 'SIGKILL' },
+            (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
+          );
+        });
+      const refused = await cli('2d');
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, /overlap must be a duration/);
+      const kept = await cli();
+      assert.equal(kept.code, 0, kept.stderr);
+      assert.match(kept.stdout, /accepted for 24h more/);
+      await eventually(async () => {
+        // The engine reads the secrets again once it hears of the rotation; the old token still passes.
+        const fresh = (await engine.waitless.createJobToken(job.id))!.token;
+        return fresh !== token && (await jobTokens.verify(token)).ok;
+      }, 'the rotation heard, the old token kept', 10_000);
+      const ended = await cli('0');
+      assert.equal(ended.code, 0, ended.stderr);
+      await eventually(async () => !(await jobTokens.verify(token)).ok, 'the old token refused', 10_000);
     } finally {
       await engine.close();
     }

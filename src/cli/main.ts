@@ -35,6 +35,8 @@ Usage:
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
       --admin keys may also recover jobs and open the dashboard.
+  waitless keys rotate-job-tokens [OVERLAP]
+      A new secret for job tokens; those signed before stay valid for OVERLAP (default 24h), 0 ends them all now.
 
  Logs are JSON lines (pino); in a terminal they are formatted for reading. LOG_FORMAT=json or
  LOG_FORMAT=pretty chooses; LOG_LEVEL (default info) filters.
@@ -367,8 +369,20 @@ async function keys(action: string | undefined): Promise<void> {
         process.stderr.write(`waitless: no active key ${id} (see keys list)\n`);
         process.exitCode = 1;
       }
+    } else if (action === 'rotate-job-tokens') {
+      const given = positionals[2] ?? '24h';
+      const overlap = /^\d+$/.test(given) ? Number(given) : given;
+      try {
+        await waitless.rotateJobTokenSecret({ overlap: overlap as Duration });
+      } catch (error) {
+        // Not fail(): the engine is closed below, and the message must reach a pipe before the exit.
+        process.stderr.write(`waitless: keys rotate-job-tokens: ${(error as Error).message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      process.stdout.write(overlap === 0 ? 'job-token secret rotated: every earlier token is refused now\n' : `job-token secret rotated: earlier tokens are accepted for ${given} more\n`);
     } else {
-      fail('keys: use create, list or revoke');
+      fail('keys: use create, list, revoke or rotate-job-tokens');
     }
   } finally {
     await waitless.close();
