@@ -14,7 +14,23 @@ import { wellFormedString } from '../src/store/json.ts';
 import { createWaitless } from '../src/engine.ts';
 import { createHttpHandler } from '../src/http/app.ts';
 import { internals } from '../src/internals.ts';
-import { BACKENDS, createGates, eventually, finished, openEngine, readSse, silentLogger, startServer, type TestEngine, type TestServer } from './helpers.ts';
+import { WaitlessClient } from '../src/client/client.ts';
+import { createReconciler } from '../src/reconciler/reconciler.ts';
+import {
+  BACKENDS,
+  createGates,
+  dropSchema,
+  eventually,
+  finished,
+  freshSchema,
+  openEngine,
+  POSTGRES_URL,
+  readSse,
+  silentLogger,
+  startServer,
+  type TestEngine,
+  type TestServer,
+} from './helpers.ts';
 
 /** Half of an emoji: what a string cut in the middle of "😀" ends with. */
 const HIGH = '\ud83d';
@@ -519,6 +535,20 @@ describe('waitless keys rotate-job-tokens', () => {
       await eventually(async () => !(await jobTokens.verify(token)).ok, 'the old token refused', 10_000);
     } finally {
       await engine.close();
+    }
+  });
+});
+
+describe('the reconciler with lone surrogates', () => {
+  it('tracks a job with a context holding a lone surrogate (postgres)', { skip: !BACKENDS.includes('postgres') }, async () => {
+    const schema = freshSchema();
+    const reconciler = await createReconciler({ source: new WaitlessClient({ baseUrl: 'http://127.0.0.1:9' }), database: POSTGRES_URL, schema, apply: async () => {} });
+    try {
+      const tracked = await reconciler.track('0190f6a0-0000-7000-8000-000000000000', { note: `cut ${HIGH}` });
+      assert.deepEqual(tracked.context, { note: 'cut \ufffd' });
+    } finally {
+      await reconciler.close();
+      await dropSchema(schema);
     }
   });
 });
