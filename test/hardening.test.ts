@@ -218,6 +218,20 @@ for (const backend of BACKENDS) {
       assert.equal((await postJson(`${keyed.url}/v1/webhooks/secret/rotate`, big)).status, 413);
     });
 
+    it('answers NUL characters in the submit envelope and in webhook endpoints with a 4xx problem, never a 500', async () => {
+      const bodies: unknown[] = [
+        { input: {}, concurrencyKey: 'a\u0000b' },
+        { input: {}, supersede: { key: 'a\u0000b' } },
+        { input: {}, webhook: { url: 'http://127.0.0.1/\u0000' } },
+      ];
+      for (const body of bodies) {
+        const response = await postJson(`${keyed.url}/v1/jobs/echo`, JSON.stringify(body), { authorization: `Bearer ${apiKey}` });
+        assert.ok(response.status >= 400 && response.status < 500, `${JSON.stringify(body)}: ${response.status} ${await response.text()}`);
+      }
+      const endpoint = await postJson(`${keyed.url}/v1/webhooks/endpoints`, JSON.stringify({ url: 'http://127.0.0.1/\u0000' }), { authorization: `Bearer ${apiKey}` });
+      assert.ok(endpoint.status >= 400 && endpoint.status < 500, `${endpoint.status} ${await endpoint.text()}`);
+    });
+
     it('answers a job token on a path with a malformed percent-escape with a 4xx problem', async () => {
       for (const path of [`/v1/jobs/%E0%A4%A`, `/v1/jobs/%E0%A4%A/events`, `/v1/jobs/%/cancel`]) {
         const method = path.endsWith('cancel') ? 'POST' : 'GET';
