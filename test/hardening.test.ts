@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
@@ -563,6 +563,31 @@ describe('the reconciler with lone surrogates', () => {
     } finally {
       await reconciler.close();
       await dropSchema(schema);
+    }
+  });
+});
+
+describe('waitless dev', () => {
+  it('turns the local-only guard on, and says that --host is ignored', async () => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL('../src/cli/main.ts', import.meta.url)), 'dev', '--port', '0', '--data', 'memory://', '--host', '0.0.0.0'], {
+      env: { ...process.env, LOG_LEVEL: 'warn', LOG_FORMAT: 'json' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise((resolve) => child.on('exit', resolve));
+    try {
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const url = await eventually(() => /API:\s+(http:\/\/127\.0\.0\.1:\d+)\/v1\/jobs/.exec(output)?.[1], 'dev prints its URL', 30_000);
+      assert.match(output, /listens on 127\.0\.0\.1 only, whatever --host says/);
+      const port = new URL(url).port;
+      assert.equal((await rawRequest(`${url}/v1/webhooks/secret`, 'GET', { host: `rebind.attacker.example:${port}` })).status, 421);
+      const rotate = await rawRequest(`${url}/v1/webhooks/secret/rotate`, 'POST', { host: `127.0.0.1:${port}`, origin: 'https://attacker.example', 'content-type': 'text/plain' });
+      assert.equal(rotate.status, 403);
+      assert.equal((await rawRequest(`${url}/v1/jobs`, 'GET', { host: `localhost:${port}` })).status, 200);
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
     }
   });
 });
