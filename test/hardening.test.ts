@@ -15,6 +15,7 @@ import { createWaitless } from '../src/engine.ts';
 import { createHttpHandler } from '../src/http/app.ts';
 import { internals } from '../src/internals.ts';
 import { WaitlessClient } from '../src/client/client.ts';
+import { readSse as readSseStream } from '../src/contract/sse.ts';
 import { createReconciler } from '../src/reconciler/reconciler.ts';
 import {
   BACKENDS,
@@ -588,6 +589,36 @@ describe('waitless dev', () => {
     } finally {
       child.kill('SIGKILL');
       await exited;
+    }
+  });
+});
+
+describe('job-token streams and rotation', () => {
+  it('ends a stream opened with a job token when another process invalidates every token (postgres)', { skip: !BACKENDS.includes('postgres') }, async () => {
+    const { gate, releaseAll } = createGates();
+    const held = defineJob({ name: 'held', input: z.object({}), run: async () => gate('held').promise.then(() => 'done') });
+    const a = await openEngine('postgres', { jobs: [held] });
+    const b = await createWaitless({ jobs: [held], database: a.databaseUrl, schema: a.schema, logger: silentLogger });
+    a.waitless.startWorker({ pollInterval: 50 });
+    const server = await startServer(b, { auth: { mode: 'api-key', keys: b.apiKeys }, sseHeartbeatMs: 100 });
+    try {
+      const { job } = await a.waitless.submit('held', {});
+      await eventually(async () => (await a.waitless.get(job.id))?.status === 'running', 'the job running');
+      const { token } = (await a.waitless.createJobToken(job.id, { ttl: '1h' }))!;
+      const stream = await fetch(`${server.url}/v1/jobs/${job.id}/events?access_token=${token}`, { signal: AbortSignal.timeout(30_000) });
+      assert.equal(stream.status, 200);
+      const messages = readSseStream(stream.body!)[Symbol.asyncIterator]();
+      assert.equal((await messages.next()).done, false, 'the stream sends the job events');
+      // Rotating with overlap 0 in the other engine ends the stream; the job keeps running.
+      await a.waitless.rotateJobTokenSecret({ overlap: 0 });
+      while (!(await messages.next()).done);
+      assert.equal((await a.waitless.get(job.id))?.status, 'running', 'the stream ended for the token, not for the job');
+      assert.equal((await fetch(`${server.url}/v1/jobs/${job.id}/events?access_token=${token}`)).status, 401);
+    } finally {
+      releaseAll();
+      await server.close();
+      await b.close();
+      await a.close();
     }
   });
 });

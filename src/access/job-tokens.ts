@@ -21,7 +21,8 @@ export interface MintedJobToken {
   expiresAt: string;
 }
 
-export type JobTokenCheck = { ok: true; claims: JobTokenClaims } | { ok: false; reason: 'invalid' | 'expired' };
+/** A token's verdict; `validUntil` (ms since the epoch) is its expiry, or sooner the end of its secret's overlap. */
+export type JobTokenCheck = { ok: true; claims: JobTokenClaims; validUntil: number } | { ok: false; reason: 'invalid' | 'expired' };
 
 const PREFIX = 'wlt_';
 /** The name of the signing secret in `server_secrets`, and of the notification that it was rotated. */
@@ -48,6 +49,7 @@ export const isJobToken = (credential: string): boolean => credential.startsWith
 export class JobTokens {
   private readonly driver: Driver;
   private secret: Promise<SigningKeys> | undefined;
+  private readonly rotated = new Set<() => void>();
 
   constructor(driver: Driver) {
     this.driver = driver;
@@ -68,11 +70,13 @@ export class JobTokens {
       const expected = createHmac('sha256', key).update(match[1]!).digest();
       return actual.length === expected.length && timingSafeEqual(actual, expected);
     };
-    const previous = keys.previous && keys.previous.until > now ? keys.previous.key : undefined;
-    if (!signedWith(keys.current) && !(previous && signedWith(previous))) return { ok: false, reason: 'invalid' };
+    const previous = keys.previous && keys.previous.until > now ? keys.previous : undefined;
+    const current = signedWith(keys.current);
+    if (!current && !(previous && signedWith(previous.key))) return { ok: false, reason: 'invalid' };
     const raw = JSON.parse(Buffer.from(match[1]!, 'base64url').toString('utf8')) as { t: string; j: string; s: JobTokenScope[]; e: number };
     if (raw.e * 1000 <= now) return { ok: false, reason: 'expired' };
-    return { ok: true, claims: { tenant: raw.t, jobId: raw.j, scopes: raw.s, expiresAt: raw.e } };
+    const validUntil = current ? raw.e * 1000 : Math.min(raw.e * 1000, previous!.until);
+    return { ok: true, claims: { tenant: raw.t, jobId: raw.j, scopes: raw.s, expiresAt: raw.e }, validUntil };
   }
 
   /**
@@ -89,6 +93,13 @@ export class JobTokens {
   /** Drops the secrets read before: the next token minted or checked reads them again. */
   forget(): void {
     this.secret = undefined;
+    for (const listener of this.rotated) listener();
+  }
+
+  /** Calls `listener` whenever the secrets may have changed (a rotation here or in another process). */
+  onRotated(listener: () => void): () => void {
+    this.rotated.add(listener);
+    return () => this.rotated.delete(listener);
   }
 
   private keys(): Promise<SigningKeys> {

@@ -9,7 +9,7 @@ import { IDEMPOTENCY_KEY_PATTERN, jobTokenRequestSchema, submitRequestSchema } f
 import { JOB_NAME_PATTERN } from '../job/definition.ts';
 import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../contract/statuses.ts';
-import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
+import { authenticate, requireAdmin, whileJobTokenValid, type AuthEnv, type AuthMode } from './auth.ts';
 import { addDashboardRoutes } from './dashboard.ts';
 import { readJsonBody } from './body.ts';
 import { localOnly } from './local-only.ts';
@@ -265,10 +265,9 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
         detail: `Last-Event-ID / "after" is ${after}, but the job's latest event is ${job.version}. Resume from an id this stream sent.`,
       });
     }
-    const caller = c.get('caller');
     // A stream opened with a job token ends when the token does, as any request with it would be refused then.
-    const endsAt = caller.kind === 'job-token' ? caller.expiresAt * 1000 : undefined;
-    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, endsAt });
+    const endWhen = whileJobTokenValid(c, jobTokens);
+    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, endWhen });
   });
 
   addWebhookRoutes(app, waitless);

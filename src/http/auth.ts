@@ -14,7 +14,7 @@ export type AuthMode =
   | { mode: 'api-key'; keys: ApiKeyStore; cacheMs?: number };
 
 /** Who is calling: a key of a role, or a browser holding a token for one job. */
-export type Caller = { kind: 'key'; role: ApiKeyRole } | { kind: 'job-token'; jobId: string; scopes: JobTokenScope[]; /** Unix seconds. */ expiresAt: number };
+export type Caller = { kind: 'key'; role: ApiKeyRole } | { kind: 'job-token'; jobId: string; scopes: JobTokenScope[] };
 
 export type AuthEnv = { Variables: { tenant: string; caller: Caller } };
 
@@ -89,7 +89,7 @@ export function authenticate(
       return problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this token.` });
     }
     c.set('tenant', check.claims.tenant);
-    c.set('caller', { kind: 'job-token', jobId: check.claims.jobId, scopes: check.claims.scopes, expiresAt: check.claims.expiresAt });
+    c.set('caller', { kind: 'job-token', jobId: check.claims.jobId, scopes: check.claims.scopes });
     await next();
   };
 
@@ -139,4 +139,34 @@ export function requireAdmin(c: Context<AuthEnv>, action: string): Response | un
     title: 'Forbidden',
     detail: `Only an admin key may ${action}. Create one with "waitless keys create --tenant <tenant> --admin".`,
   });
+}
+
+/**
+ * For a stream opened with a job token: `endWhen` of the event stream. It ends the stream
+ * when the token stops being valid — at its expiry, at the end of its secret's overlap, or at
+ * once when a rotation (here or in another process) invalidates it — as any new request with
+ * it would then be refused. Undefined for other callers.
+ */
+export function whileJobTokenValid(c: Context<AuthEnv>, jobTokens: JobTokens): ((end: () => void) => () => void) | undefined {
+  const { credential } = credentialOf(c);
+  if (c.get('caller').kind !== 'job-token' || !credential) return undefined;
+  return (end) => {
+    let timer: NodeJS.Timeout | undefined;
+    const check = () =>
+      void jobTokens.verify(credential).then(
+        (verdict) => {
+          clearTimeout(timer);
+          if (!verdict.ok) return end();
+          // setTimeout's longest wait is about 24.8 days; a token lives 24 h at most.
+          timer = setTimeout(check, Math.max(0, verdict.validUntil - Date.now()));
+        },
+        () => {}, // The database is away: the token stays trusted until the next rotation or its expiry check.
+      );
+    check();
+    const unsubscribe = jobTokens.onRotated(check);
+    return () => {
+      clearTimeout(timer);
+      unsubscribe();
+    };
+  };
 }

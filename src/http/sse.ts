@@ -11,8 +11,12 @@ export interface StreamParams {
   after: number;
   /** Interval of the `:` keep-alive comment, in ms. */
   heartbeatMs: number;
-  /** When the stream ends whatever the job does (ms since the epoch): a job token's expiry. Default: never. */
-  endsAt?: number;
+  /**
+   * Ends the stream whatever the job does: called with `end` when the stream starts, it
+   * answers a function called when the stream is over (e.g. the end of a job token's validity,
+   * see `whileJobTokenValid`). Default: none.
+   */
+  endWhen?: (end: () => void) => () => void;
 }
 
 /**
@@ -29,8 +33,8 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
     const subscription = hub.subscribe(p.tenant, p.jobId, p.after);
     stream.onAbort(() => subscription.close());
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
-    // Closing the subscription ends the loop below as a client leaving does; a reconnect with the expired token gets 401.
-    const expiry = p.endsAt === undefined ? undefined : setTimeout(() => subscription.close(), Math.max(0, p.endsAt - Date.now()));
+    // Closing the subscription ends the loop below as a client leaving does.
+    const release = p.endWhen?.(() => subscription.close());
     try {
       while (!stream.aborted) {
         const events = await subscription.next();
@@ -41,7 +45,7 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
       }
     } finally {
       clearInterval(heartbeat);
-      clearTimeout(expiry);
+      release?.();
       subscription.close();
     }
   });
