@@ -295,7 +295,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         requestBody: { required: false, content: json(ref('JobTokenRequest')) },
         responses: {
           '201': { description: 'The token.', content: json(ref('JobToken')) },
-          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'UnsupportedMediaType'),
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'ContentTooLarge', 'UnsupportedMediaType'),
         },
       },
     },
@@ -364,7 +364,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         requestBody: { required: false, content: json(ref('RotateSecretRequest')) },
         responses: {
           '201': { description: 'The new secret.', content: json(ref('RotatedWebhookSecret')) },
-          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'UnsupportedMediaType'),
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'ContentTooLarge', 'UnsupportedMediaType'),
         },
       },
     },
@@ -385,7 +385,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         requestBody: { required: true, content: json(ref('WebhookEndpointRequest')) },
         responses: {
           '201': { description: 'The endpoint.', content: json(ref('WebhookEndpoint')) },
-          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'UnsupportedMediaType', 'UnprocessableContent', 'ServiceUnavailable'),
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'ContentTooLarge', 'UnsupportedMediaType', 'UnprocessableContent', 'ServiceUnavailable'),
         },
       },
     },
