@@ -285,7 +285,7 @@ export async function serveInstrumented(waitless: Waitless): Promise<{ url: stri
       submits.push(performance.now() - t0);
     }
   };
-  const app = createHttpApp(waitless);
+  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: 'default' } });
   const fetch = async (request: Request) => {
     const t0 = performance.now();
     const response = await app.fetch(request);

@@ -12,7 +12,7 @@ import {
   ResultTimeoutError,
   UnknownJobError,
 } from './errors.ts';
-import { JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
+import { JOB_TOKEN_SECRET, JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
 import type { SubmitRequest } from './contract/submit.ts';
 import { EventHub, type EventHubOptions } from './events/hub.ts';
 import { type Duration, toMs } from './job/duration.ts';
@@ -21,6 +21,7 @@ import type { Job, JobEvent } from './job/model.ts';
 import { ApiKeyStore } from './store/api-keys.ts';
 import { assertSchemaName, type Driver } from './store/driver.ts';
 import { type JobPage, JobStore, type ListParams, type SubmitOutcome, type SupersedePolicy } from './store/job-store.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan, toStoredValue } from './store/json.ts';
 import { migrate, verifyMigrations } from './store/migrate.ts';
 import { Notifier } from './store/notifications.ts';
 import { createPgDriver } from './store/pg-driver.ts';
@@ -186,6 +187,14 @@ export interface Waitless {
    * when the job does not exist for the tenant.
    */
   createJobToken(id: string, options?: JobTokenOptions): Promise<(MintedJobToken & { jobId: string; scopes: JobTokenScope[] }) | undefined>;
+  /**
+   * Replaces the secret that signs job tokens (one for the whole database, every tenant), in
+   * every process on the database at once. Tokens signed before stay valid for `overlap`
+   * (default `'24h'`, the longest a token lives: every one keeps working until it expires);
+   * `overlap: 0` invalidates every job token now, e.g. after a leak. Only the secret just
+   * replaced is kept, so a second rotation within the overlap ends the first one's tokens.
+   */
+  rotateJobTokenSecret(options?: { overlap?: Duration }): Promise<void>;
   events(id: string, afterSeq?: number, options?: { tenant?: string }): Promise<JobEvent[]>;
   /**
    * Long-poll: resolves with the job at its next change — as soon as its version passes `since`
@@ -206,11 +215,6 @@ export interface Waitless {
   close(): Promise<void>;
 }
 
-/** The value as it will be after a trip through JSON (Dates become strings, undefined goes). */
-function toJsonValue(value: unknown): unknown {
-  const text = JSON.stringify(value);
-  return text === undefined ? null : (JSON.parse(text) as unknown);
-}
 
 /**
  * The definition's instant answer for an input, as JSON. A fallback is a convenience: when it
@@ -220,7 +224,7 @@ async function computeFallback(definition: AnyJobDefinition, input: unknown, log
   if (!definition.fallback) return undefined;
   const started = performance.now();
   try {
-    const value = toJsonValue(await definition.fallback(input));
+    const value = toStoredValue(await definition.fallback(input));
     const elapsed = performance.now() - started;
     if (elapsed > 100) logger.warn({ job: definition.name, ms: Math.round(elapsed) }, 'fallback took over 100 ms: it delays every submit of this job');
     return value ?? undefined;
@@ -269,7 +273,7 @@ function scheduling(definition: AnyJobDefinition, input: unknown, o: SubmitOptio
     priority,
     runAt,
     supersede,
-    context: o?.context === undefined ? undefined : checkedContext(toJsonValue(o.context)),
+    context: o?.context === undefined ? undefined : checkedContext(o.context),
     concurrency: concurrencyKey !== undefined && limit ? { key: concurrencyKey, limit } : undefined,
   };
 }
@@ -282,7 +286,9 @@ function hasNul(value: unknown): boolean {
   return false;
 }
 
-function checkedContext(context: unknown): unknown {
+function checkedContext(value: unknown): unknown {
+  if (nestsDeeperThan(value, MAX_JSON_DEPTH)) throw new InvalidSubmitOptionError(`context nests deeper than ${MAX_JSON_DEPTH} levels.`);
+  const context = toStoredValue(value);
   if (hasNul(context)) throw new InvalidSubmitOptionError('context contains a NUL character (\\u0000), which cannot be stored.');
   return context;
 }
@@ -334,6 +340,10 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
   const store = new JobStore(driver);
   const jobTokens = new JobTokens(driver);
   const notifier = await Notifier.start(driver, schema);
+  // Another process rotated the job-token secret (or notifications were lost): read it again.
+  notifier.onSecretRotated((name) => {
+    if (name === undefined || name === JOB_TOKEN_SECRET) jobTokens.forget();
+  });
   const hub = new EventHub(driver, notifier, logger.child({ component: 'events' }), options.events);
   const workers: Worker[] = [];
   const webhooks = new WebhookStore(driver);
@@ -366,7 +376,9 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       if (!definition) throw new UnknownJobError(name);
       // The input is stored as JSON and parsed again in the worker, so the schema is checked
       // against that JSON form here: what passes now is exactly what the handler will get.
-      const stored = toJsonValue(input);
+      // Refused before anything recursive walks it: a value nested thousands deep overflows the stack.
+      if (nestsDeeperThan(input, MAX_JSON_DEPTH)) throw new InputValidationError(name, [{ code: 'custom', path: [], message: `nests deeper than ${MAX_JSON_DEPTH} levels`, input: null }]);
+      const stored = toStoredValue(input);
       // PostgreSQL cannot store a NUL character in text or jsonb: refuse it here, with a reason.
       if (hasNul(stored)) throw new InputValidationError(name, [{ code: 'custom', path: [], message: 'contains a NUL character (\\u0000), which cannot be stored', input: stored }]);
       const parsed = (definition.input as z.ZodType).safeParse(stored);
@@ -431,6 +443,17 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       const scopes: JobTokenScope[] = o?.cancel ? ['read', 'cancel'] : ['read'];
       const minted = await jobTokens.mint({ tenant, jobId: id, scopes, expiresAt: Math.floor((Date.now() + ttlMs) / 1000) });
       return { ...minted, jobId: id, scopes };
+    },
+
+    async rotateJobTokenSecret(o) {
+      let overlapMs: number;
+      try {
+        overlapMs = toMs(o?.overlap ?? '24h', 'overlap');
+      } catch {
+        throw new InvalidOptionError('overlap must be a duration such as 1h or 0, or a number of milliseconds.');
+      }
+      if (overlapMs < 0 || overlapMs > 86_400_000) throw new InvalidOptionError('overlap is from 0 to 24 h (the longest a job token lives).');
+      await jobTokens.rotate(overlapMs);
     },
 
     async wait(id, o) {

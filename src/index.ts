@@ -37,6 +37,7 @@ export type { JobStatus } from './contract/statuses.ts';
 export type { JobPage, SubmitOutcome, SupersedePolicy } from './store/job-store.ts';
 export { createHttpApp, createHttpHandler } from './http/app.ts';
 export type { HttpOptions } from './http/app.ts';
+export type { AuthMode } from './http/auth.ts';
 export { createNodeListener } from './http/node.ts';
 export type { NodeListenerOptions } from './http/node.ts';
 export type { WorkerOptions } from './worker/worker.ts';

@@ -23,7 +23,7 @@ for (const backend of BACKENDS) {
     after(() => engine.close());
 
     it('serves the API under a path prefix, with links that include it', async () => {
-      const handler = createHttpHandler(engine.waitless, { basePath: '/jobs-api' });
+      const handler = createHttpHandler(engine.waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api' });
       const outer = new Hono();
       outer.get('/', (c) => c.text('the host app'));
       outer.all('/jobs-api/*', (c) => handler(c.req.raw));

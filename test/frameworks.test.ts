@@ -36,7 +36,7 @@ const submit = (url: string) =>
 
 describe('Express', () => {
   it('with express.json() in front, a submit answers 400 naming the body parser', async () => {
-    const handler = createHttpHandler(waitless, { basePath: '/jobs-api' });
+    const handler = createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api' });
     const app = express();
     app.use(express.json());
     app.use('/jobs-api', createNodeListener(handler));
@@ -54,7 +54,7 @@ describe('Express', () => {
   });
 
   it('through getRequestListener alone, the emptied body is told apart from malformed JSON too', async () => {
-    const handler = createHttpHandler(waitless, { basePath: '/jobs-api' });
+    const handler = createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api' });
     const listener = getRequestListener(handler);
     const app = express();
     app.use(express.json());
@@ -71,7 +71,7 @@ describe('Express', () => {
 
   it('mounted before the body parser, as the README shows, submits and reads jobs; the app keeps its own JSON routes', async () => {
     // The README's snippet.
-    const handler = createHttpHandler(waitless, { basePath: '/jobs-api' });
+    const handler = createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api' });
     const app = express();
     app.use('/jobs-api', createNodeListener(handler)); // before express.json()
     app.use(express.json());
@@ -94,7 +94,7 @@ describe('Express', () => {
 
 describe('createNodeListener', () => {
   it('mounted app-wide with basePath, hands every other request to next', async () => {
-    const handler = createHttpHandler(waitless, { basePath: '/jobs-api' });
+    const handler = createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api' });
     const app = express();
     app.use(createNodeListener(handler, { basePath: '/jobs-api' }));
     app.get('/jobs-api-docs', (_req, res) => void res.send('docs'));
@@ -108,7 +108,7 @@ describe('createNodeListener', () => {
   });
 
   it('on plain node:http, without a framework', async () => {
-    const server = await listen(createServer(createNodeListener(createHttpHandler(waitless, { basePath: '/jobs-api' }))));
+    const server = await listen(createServer(createNodeListener(createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api' }))));
     try {
       assert.equal((await submit(server.url)).status, 202);
       const unknown = await fetch(`${server.url}/elsewhere`);
@@ -122,7 +122,7 @@ describe('createNodeListener', () => {
 
 describe('Fastify', () => {
   it('the README snippet: Waitless in a scope of its own reads its own bodies; the app keeps its JSON routes', async () => {
-    const handler = createHttpHandler(waitless, { basePath: '/jobs-api' });
+    const handler = createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api' });
     const fastify = Fastify();
     // The README's snippet.
     const listener = createNodeListener(handler);

@@ -61,9 +61,9 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Serves the HTTP API on a free loopback port, as `waitless serve` does. */
-export async function startServer(waitless: Waitless, options: HttpOptions = {}): Promise<TestServer> {
-  const app = createHttpApp(waitless, options);
+/** Serves the HTTP API on a free loopback port, as `waitless serve` does; open (one tenant, `default`) unless `auth` says otherwise. */
+export async function startServer(waitless: Waitless, options: Omit<HttpOptions, 'auth'> & Partial<Pick<HttpOptions, 'auth'>> = {}): Promise<TestServer> {
+  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: 'default' }, ...options });
   const server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });

@@ -31,7 +31,7 @@ const operationsOf = (doc: Document) =>
 describe('the OpenAPI document', () => {
   let engine: TestEngine;
   let server: TestServer;
-  const options: HttpOptions = { dashboard: true, metrics: { bearerToken: 'scrape' } };
+  const options: HttpOptions = { auth: { mode: 'none', tenant: 'default' }, dashboard: true, metrics: { bearerToken: 'scrape' } };
   before(async () => {
     engine = await openEngine('pglite', { jobs: [greet, noop], webhooks: { pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } } });
     engine.waitless.startWorker({ pollInterval: 50 });

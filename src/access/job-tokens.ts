@@ -21,10 +21,20 @@ export interface MintedJobToken {
   expiresAt: string;
 }
 
-export type JobTokenCheck = { ok: true; claims: JobTokenClaims } | { ok: false; reason: 'invalid' | 'expired' };
+/** A token's verdict; `validUntil` (ms since the epoch) is its expiry, or sooner the end of its secret's overlap. */
+export type JobTokenCheck = { ok: true; claims: JobTokenClaims; validUntil: number } | { ok: false; reason: 'invalid' | 'expired' };
 
 const PREFIX = 'wlt_';
-const SECRET_NAME = 'job-tokens';
+/** The name of the signing secret in `server_secrets`, and of the notification that it was rotated. */
+export const JOB_TOKEN_SECRET = 'job-tokens';
+/** The secret it replaced, still accepted until its `until`. */
+const PREVIOUS_SECRET = 'job-tokens:previous';
+
+/** The keys tokens are checked against: the current one signs; the previous one, if any, still verifies until `until`. */
+interface SigningKeys {
+  current: Buffer;
+  previous?: { key: Buffer; until: number };
+}
 
 /** True when a bearer credential is a job token rather than an API key. */
 export const isJobToken = (credential: string): boolean => credential.startsWith(PREFIX);
@@ -33,11 +43,13 @@ export const isJobToken = (credential: string): boolean => credential.startsWith
  * Short-lived bearer tokens scoped to one job, for browsers: a page streams its own job without
  * ever holding a key. Stateless (an HMAC over the claims), so verifying costs no query; the
  * signing secret lives in the database, created by whichever process needs it first, so every
- * API process on that database accepts every other's tokens.
+ * API process on that database accepts every other's tokens. {@link rotate} replaces it; every
+ * process hears of it (a notification) and reads the secrets again ({@link forget}).
  */
 export class JobTokens {
   private readonly driver: Driver;
-  private secret: Promise<Buffer> | undefined;
+  private secret: Promise<SigningKeys> | undefined;
+  private readonly rotated = new Set<() => void>();
 
   constructor(driver: Driver) {
     this.driver = driver;
@@ -45,27 +57,62 @@ export class JobTokens {
 
   async mint(claims: JobTokenClaims): Promise<MintedJobToken> {
     const payload = Buffer.from(JSON.stringify({ v: 1, t: claims.tenant, j: claims.jobId, s: claims.scopes, e: claims.expiresAt })).toString('base64url');
-    const signature = createHmac('sha256', await this.key()).update(payload).digest('base64url');
+    const signature = createHmac('sha256', (await this.keys()).current).update(payload).digest('base64url');
     return { token: `${PREFIX}${payload}.${signature}`, expiresAt: new Date(claims.expiresAt * 1000).toISOString() };
   }
 
   async verify(token: string, now = Date.now()): Promise<JobTokenCheck> {
     const match = /^wlt_([A-Za-z0-9_-]{1,2048})\.([A-Za-z0-9_-]{43})$/.exec(token);
     if (!match) return { ok: false, reason: 'invalid' };
-    const expected = createHmac('sha256', await this.key()).update(match[1]!).digest();
+    const keys = await this.keys();
     const actual = Buffer.from(match[2]!, 'base64url');
-    if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) return { ok: false, reason: 'invalid' };
+    const signedWith = (key: Buffer) => {
+      const expected = createHmac('sha256', key).update(match[1]!).digest();
+      return actual.length === expected.length && timingSafeEqual(actual, expected);
+    };
+    const previous = keys.previous && keys.previous.until > now ? keys.previous : undefined;
+    const current = signedWith(keys.current);
+    if (!current && !(previous && signedWith(previous.key))) return { ok: false, reason: 'invalid' };
     const raw = JSON.parse(Buffer.from(match[1]!, 'base64url').toString('utf8')) as { t: string; j: string; s: JobTokenScope[]; e: number };
     if (raw.e * 1000 <= now) return { ok: false, reason: 'expired' };
-    return { ok: true, claims: { tenant: raw.t, jobId: raw.j, scopes: raw.s, expiresAt: raw.e } };
+    const validUntil = current ? raw.e * 1000 : Math.min(raw.e * 1000, previous!.until);
+    return { ok: true, claims: { tenant: raw.t, jobId: raw.j, scopes: raw.s, expiresAt: raw.e }, validUntil };
   }
 
-  private key(): Promise<Buffer> {
+  /**
+   * Replaces the signing secret. Tokens signed with the old one are still accepted for
+   * `overlapMs` (the longest a token lives, 24 h, keeps every one valid until it expires);
+   * `0` invalidates them all at once. Only the secret just replaced is kept: rotating again
+   * within the overlap ends the one before.
+   */
+  async rotate(overlapMs: number): Promise<void> {
+    await this.driver.query(q.rotateServerSecret(JOB_TOKEN_SECRET, PREVIOUS_SECRET, randomBytes(32).toString('base64url'), Math.round(overlapMs)));
+    this.forget();
+  }
+
+  /** Drops the secrets read before: the next token minted or checked reads them again. */
+  forget(): void {
+    this.secret = undefined;
+    for (const listener of this.rotated) listener();
+  }
+
+  /** Calls `listener` whenever the secrets may have changed (a rotation here or in another process). */
+  onRotated(listener: () => void): () => void {
+    this.rotated.add(listener);
+    return () => this.rotated.delete(listener);
+  }
+
+  private keys(): Promise<SigningKeys> {
     this.secret ??= (async () => {
-      await this.driver.query(q.insertServerSecret(SECRET_NAME, randomBytes(32).toString('base64url')));
-      const [row] = await this.driver.query<{ secret: string }>(q.getServerSecret(SECRET_NAME));
+      await this.driver.query(q.insertServerSecret(JOB_TOKEN_SECRET, randomBytes(32).toString('base64url')));
+      const [row] = await this.driver.query<{ secret: string }>(q.getServerSecret(JOB_TOKEN_SECRET));
       if (!row) throw new Error('The job-token secret could not be stored.');
-      return Buffer.from(row.secret, 'base64url');
+      const [old] = await this.driver.query<{ secret: string }>(q.getServerSecret(PREVIOUS_SECRET));
+      const kept = old ? (JSON.parse(old.secret) as { secret: string; until: number }) : undefined;
+      return {
+        current: Buffer.from(row.secret, 'base64url'),
+        ...(kept ? { previous: { key: Buffer.from(kept.secret, 'base64url'), until: Number(kept.until) } } : {}),
+      };
     })();
     // A failed read (database down) is retried by the next caller instead of being cached.
     void this.secret.catch(() => (this.secret = undefined));

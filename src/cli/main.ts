@@ -40,6 +40,8 @@ Usage:
   waitless migrate  Apply database migrations and exit.
   waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
       --admin keys may also recover jobs and open the dashboard.
+  waitless keys rotate-job-tokens [OVERLAP]
+      A new secret for job tokens; those signed before stay valid for OVERLAP (default 24h), 0 ends them all now.
 
  Metrics (Prometheus text) are at /metrics: open on dev and on a worker's --port; on serve only
  when WAITLESS_METRICS_TOKEN is set, and then (everywhere) for "Authorization: Bearer <token>".
@@ -272,6 +274,9 @@ async function dev(): Promise<void> {
   // dev is the embedded database: a DATABASE_URL in the shell does not move it to a server.
   const devDatabase = (flags.fromCommandLine('database') ? values.database : undefined) ?? values.data ?? './.waitless';
   const cors = corsOption();
+  if (values.host !== undefined && values.host !== '127.0.0.1') {
+    logger.warn({ host: values.host }, 'waitless dev listens on 127.0.0.1 only, whatever --host says: it runs without keys. To listen elsewhere, use waitless serve');
+  }
   const bound = await bind('127.0.0.1');
   const jobs = await loadJobs(values.jobs, true);
   const waitless = await createWaitless({
@@ -283,7 +288,8 @@ async function dev(): Promise<void> {
     webhooks: webhookOptions(),
   });
   waitless.startWorker(options);
-  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors, metrics: metricsOption() ?? true });
+  // Open, so guarded: only loopback Host names, and no state changes from pages on other sites.
+  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors, localOnly: true, metrics: metricsOption() ?? true });
   bound.serve(withRootRedirect(app));
   const { server, url: base } = bound;
   waitless.logger.info({ url: base }, 'listening');
@@ -376,8 +382,20 @@ async function keys(action: string | undefined): Promise<void> {
         process.stderr.write(`waitless: no active key ${id} (see keys list)\n`);
         process.exitCode = 1;
       }
+    } else if (action === 'rotate-job-tokens') {
+      const given = positionals[2] ?? '24h';
+      const overlap = /^\d+$/.test(given) ? Number(given) : given;
+      try {
+        await waitless.rotateJobTokenSecret({ overlap: overlap as Duration });
+      } catch (error) {
+        // Not fail(): the engine is closed below, and the message must reach a pipe before the exit.
+        process.stderr.write(`waitless: keys rotate-job-tokens: ${(error as Error).message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      process.stdout.write(overlap === 0 ? 'job-token secret rotated: every earlier token is refused now\n' : `job-token secret rotated: earlier tokens are accepted for ${given} more\n`);
     } else {
-      fail('keys: use create, list or revoke');
+      fail('keys: use create, list, revoke or rotate-job-tokens');
     }
   } finally {
     await waitless.close();

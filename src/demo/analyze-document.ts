@@ -124,7 +124,9 @@ export const analyzeDocument = defineJob({
   fallback: ({ text }) => {
     const words = text.split(/\s+/).filter(Boolean).length;
     const opening = /^[^.!?]*[.!?]?/.exec(text.trim())?.[0] ?? '';
-    return { summary: `A ${words}-word document opening with: "${opening.slice(0, 160)}". The full analysis is on its way.`, words };
+    // Cut by code points, not UTF-16 units: a cut through an emoji would leave half of it.
+    const shown = [...opening].slice(0, 160).join('');
+    return { summary: `A ${words}-word document opening with: "${shown}". The full analysis is on its way.`, words };
   },
   async run({ text, seconds }, ctx) {
     const model = demoModelFromEnv();

@@ -6,12 +6,14 @@ import { internals } from '../internals.ts';
 import type { Duration } from '../job/duration.ts';
 import { retryAfterSeconds } from '../contract/cadence.ts';
 import { IDEMPOTENCY_KEY_PATTERN, jobTokenRequestSchema, submitRequestSchema } from '../contract/submit.ts';
+import { JOB_NAME_PATTERN } from '../job/definition.ts';
 import type { Job } from '../job/model.ts';
 import { JOB_STATUSES, type JobStatus } from '../contract/statuses.ts';
-import { authenticate, requireAdmin, type AuthEnv, type AuthMode } from './auth.ts';
+import { authenticate, requireAdmin, whileJobTokenValid, type AuthEnv, type AuthMode } from './auth.ts';
 import { addDashboardRoutes } from './dashboard.ts';
 import { healthRoutes } from './health.ts';
 import { readJsonBody } from './body.ts';
+import { localOnly } from './local-only.ts';
 import { openApiDocument } from './openapi.ts';
 import { problem, problemFor } from './problem.ts';
 import { streamJobEvents, streamTenantJobs } from './sse.ts';
@@ -20,14 +22,18 @@ import { metricsRoute } from './metrics-route.ts';
 
 /** Options of the HTTP handler. */
 export interface HttpOptions {
-  /** Who may call. Default: `{ mode: 'none', tenant: 'default' }` (open; for local development only). */
-  auth?: AuthMode;
+  /**
+   * Who may call; no default, so that an open API is always a choice. `{ mode: 'api-key', keys:
+   * waitless.apiKeys }` asks every request for a key. `{ mode: 'none', tenant: 'default' }` runs
+   * open: every caller is an admin of that tenant (local development only; it logs a warning).
+   */
+  auth: AuthMode;
   /**
    * Path prefix the requests arrive under (e.g. `"/jobs-api"` when the handler serves
    * `/jobs-api/v1/jobs`); routes and every `Location` / `links` URL include it. Default: `""`.
    */
   basePath?: string;
-  /** Largest accepted request body. Default: `1_048_576` (1 MiB). */
+  /** Largest accepted request body, on every route that reads one (`413` past it). Default: `1_048_576` (1 MiB). */
   maxBodyBytes?: number;
   /** Longest `?wait=` a long-poll may ask for, in seconds. Default: `60`. */
   maxWaitSeconds?: number;
@@ -50,8 +56,13 @@ export interface HttpOptions {
    * open it: the page spans every tenant). Default: `false` (not served).
    */
   metrics?: boolean | { bearerToken: string };
+  /**
+   * Answer only requests addressed to loopback (the `Host` header), and refuse state-changing
+   * requests from pages on other sites (`Origin`), except origins listed in `cors`: the guard of
+   * an open API on a developer's machine (`waitless dev` turns it on). Default: `false`.
+   */
+  localOnly?: boolean;
 }
-
 
 /** Event types a job token's stream leaves out. */
 const OPERATOR_EVENTS: ReadonlySet<string> = new Set(['log']);
@@ -60,7 +71,8 @@ const OPERATOR_EVENTS: ReadonlySet<string> = new Set(['log']);
 const LOG_PAGE = 1000;
 
 /** Builds the Hono app. Use `.fetch` as a `(Request) => Response` handler anywhere. */
-export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Hono<AuthEnv> {
+export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<AuthEnv> {
+  const auth = checkedAuth(options);
   const base = options.basePath?.replace(/\/$/, '') ?? '';
   const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
   const maxWait = options.maxWaitSeconds ?? 60;
@@ -78,7 +90,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this API key.` });
 
   const app = base ? new Hono<AuthEnv>().basePath(base) : new Hono<AuthEnv>();
-  const { driver, hub, jobTokens, store } = internals(waitless);
+  const { driver, hub, jobTokens, notifier, store } = internals(waitless);
   // This process serves event streams: hear changes from now on, not from the first reader.
   void hub.start();
 
@@ -90,6 +102,15 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     return problem(c, 500, { title: 'Internal Server Error', detail: 'The server could not complete the request. It has been logged; try again.' });
   });
   app.notFound((c) => problem(c, 404, { title: 'Not Found', detail: `${c.req.method} ${new URL(c.req.url).pathname} is not part of this API.` }));
+
+  if (options.localOnly) {
+    const origins = options.cors ? [options.cors.origin].flat() : [];
+    app.use('*', localOnly(origins));
+  }
+  // On loopback with the local-only guard (waitless dev) an open API is the point; anywhere else it must be heard of.
+  if (auth.mode === 'none' && !options.localOnly) {
+    waitless.logger.warn({ tenant: auth.tenant }, `the HTTP API runs without authentication: every caller is an admin of tenant "${auth.tenant}"`);
+  }
 
   app.get('/healthz', async (c) => {
     try {
@@ -123,7 +144,20 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     document ??= JSON.stringify(openApiDocument(waitless, { basePath: base, maxWaitSeconds: maxWait, maxBodyBytes, metrics }));
     return c.body(document, 200, { 'content-type': 'application/json', 'cache-control': 'no-cache' });
   });
-  app.use('/v1/*', authenticate(options.auth ?? { mode: 'none', tenant: 'default' }, jobTokens, base));
+  // Every route that reads a body, whoever calls: a body past the limit is refused while it streams in, never read whole.
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: (c) =>
+        problem(c, 413, {
+          type: '/problems/body-too-large',
+          title: 'Content Too Large',
+          detail: `The request body is larger than ${maxBodyBytes} bytes. Pass large inputs by reference (a URL or an id).`,
+        }),
+    }),
+  );
+  app.use('/v1/*', authenticate(auth, jobTokens, base, (listener) => notifier.onKeyRevoked(listener)));
 
   app.get('/v1/whoami', (c) => {
     const caller = c.get('caller');
@@ -147,15 +181,6 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
       }
       await next();
     },
-    bodyLimit({
-      maxSize: maxBodyBytes,
-      onError: (c) =>
-        problem(c, 413, {
-          type: '/problems/body-too-large',
-          title: 'Content Too Large',
-          detail: `The request body is larger than ${maxBodyBytes} bytes. Pass large inputs by reference (a URL or an id).`,
-        }),
-    }),
     async (c) => {
       const name = c.req.param('name');
       const key = c.req.header('idempotency-key');
@@ -203,10 +228,15 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
       return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"limit" must be an integer from 1 to 100.' });
     }
+    const name = c.req.query('name');
+    // Checked here, not by the database: a NUL character cannot even be sent to it.
+    if (name !== undefined && !JOB_NAME_PATTERN.test(name)) {
+      return problem(c, 400, { type: '/problems/invalid-query', title: 'Invalid query', detail: '"name" must be a job name: letters, digits, ".", "_" and "-", up to 100 characters.' });
+    }
     const page = await waitless.list({
       tenant: c.get('tenant'),
       statuses: statuses as JobStatus[] | undefined,
-      name: c.req.query('name'),
+      name,
       cursor: c.req.query('cursor'),
       limit,
     });
@@ -255,7 +285,9 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
     }
     // A job token is the end user's: the job's own log is the operator's, and stays out of its stream.
     const hide = c.get('caller').kind === 'job-token' ? OPERATOR_EVENTS : undefined;
-    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, hide });
+    // A stream opened with a job token ends when the token does, as any request with it would be refused then.
+    const endWhen = whileJobTokenValid(c, jobTokens);
+    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, hide, endWhen });
   });
 
   app.get('/v1/jobs/:id/logs', async (c) => {
@@ -307,7 +339,17 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions = {}): Ho
  * The HTTP API as a Fetch-standard handler: mount it in Hono, Next.js route handlers,
  * Express/Fastify (through an adapter) or serve it with `@hono/node-server`.
  */
-export function createHttpHandler(waitless: Waitless, options: HttpOptions = {}): (request: Request) => Promise<Response> {
+export function createHttpHandler(waitless: Waitless, options: HttpOptions): (request: Request) => Promise<Response> {
   const app = createHttpApp(waitless, options);
   return async (request) => app.fetch(request);
+}
+
+/** The auth option, which JavaScript callers (no type check) may also have left out. */
+function checkedAuth(options: Partial<HttpOptions> | undefined): AuthMode {
+  const auth = options?.auth;
+  if (auth?.mode === 'api-key' || (auth?.mode === 'none' && typeof auth.tenant === 'string' && auth.tenant !== '')) return auth;
+  throw new TypeError(
+    'The Waitless HTTP API needs an "auth" option: { mode: \'api-key\', keys: waitless.apiKeys } to ask every request for an API key, ' +
+      'or { mode: \'none\', tenant: \'default\' } to run it open, every caller an admin of that tenant (local development only).',
+  );
 }

@@ -6,7 +6,11 @@ import { problem } from './problem.ts';
 export type AuthMode =
   /** Every request acts as one tenant, with admin rights. Only for local development (`waitless dev`). */
   | { mode: 'none'; tenant: string }
-  /** `Authorization: Bearer wl_…`; the key decides the tenant and role. */
+  /**
+   * `Authorization: Bearer wl_…`; the key decides the tenant and role. Verified keys are cached
+   * for `cacheMs` (default `10_000`); a revoked key is dropped from every process's cache at once
+   * (the revoke notifies them), the time limit is only the backstop.
+   */
   | { mode: 'api-key'; keys: ApiKeyStore; cacheMs?: number };
 
 /** Who is calling: a key of a role, or a browser holding a token for one job. */
@@ -24,12 +28,20 @@ const JOB_TOKEN_ROUTES: Array<{ method: string; pattern: RegExp; scope: JobToken
 const unauthorized = (c: Context, detail: string) =>
   problem(c, 401, { type: '/problems/unauthorized', title: 'Unauthorized', detail }, { 'www-authenticate': 'Bearer realm="waitless"' });
 
-/** The bearer credential: the Authorization header, or `?access_token=` for EventSource, which cannot set headers. */
-function credentialOf(c: Context): string | undefined {
+/**
+ * The bearer credential: the Authorization header, or `?access_token=` for EventSource, which
+ * cannot set headers. Only a job token may come in the query (`fromQuery`): a URL ends up in
+ * logs, browser history and Referer headers, and a job token is short-lived and reads one job.
+ */
+function credentialOf(c: Context): { credential: string | undefined; fromQuery: boolean } {
   const header = c.req.header('authorization');
-  if (header) return /^Bearer\s+(\S+)$/i.exec(header)?.[1] ?? '';
-  return c.req.query('access_token');
+  if (header) return { credential: /^Bearer\s+(\S+)$/i.exec(header)?.[1] ?? '', fromQuery: false };
+  const query = c.req.query('access_token');
+  return { credential: query, fromQuery: query !== undefined };
 }
+
+/** Whom the cache forgets when a key is revoked: its tokens are `wl_<id>_<secret>`. */
+const keyIdOf = (token: string) => /^wl_([0-9a-f]{16})_/.exec(token)?.[1];
 
 /**
  * Resolves the caller's tenant and rights, or answers 401. Verified keys are cached briefly
@@ -37,10 +49,25 @@ function credentialOf(c: Context): string | undefined {
  * minted so, cancels) its own job; another job's id answers 404 as if the job did not exist,
  * and every other route 403.
  */
-export function authenticate(auth: AuthMode, jobTokens: JobTokens, basePath: string): MiddlewareHandler<AuthEnv> {
+export function authenticate(
+  auth: AuthMode,
+  jobTokens: JobTokens,
+  basePath: string,
+  onKeyRevoked?: (listener: (keyId: string | undefined) => void) => void,
+): MiddlewareHandler<AuthEnv> {
   const cacheMs = auth.mode === 'api-key' ? (auth.cacheMs ?? 10_000) : 0;
   const cache = new Map<string, { tenant: string; role: ApiKeyRole; until: number }>();
   const verifying = new Map<string, ReturnType<ApiKeyStore['verify']>>();
+  // Bumped by every revocation: a lookup that began before it may have seen the key still valid, so is not cached.
+  let revocations = 0;
+  if (auth.mode === 'api-key') {
+    onKeyRevoked?.((keyId) => {
+      revocations++;
+      verifying.clear();
+      if (keyId === undefined) cache.clear();
+      else for (const token of cache.keys()) if (keyIdOf(token) === keyId) cache.delete(token);
+    });
+  }
 
   const withJobToken = async (c: Context<AuthEnv>, token: string, next: () => Promise<void>) => {
     const check = await jobTokens.verify(token);
@@ -57,7 +84,8 @@ export function authenticate(auth: AuthMode, jobTokens: JobTokens, basePath: str
       });
     }
     const id = route.pattern.exec(path)![1]!;
-    if (decodeURIComponent(id) !== check.claims.jobId) {
+    // Compared undecoded: a job id is a UUID, which needs no escapes, and a malformed escape must not throw.
+    if (id !== check.claims.jobId) {
       return problem(c, 404, { type: '/problems/job-not-found', title: 'Job not found', detail: `No job with id "${id}" exists for this token.` });
     }
     c.set('tenant', check.claims.tenant);
@@ -66,8 +94,11 @@ export function authenticate(auth: AuthMode, jobTokens: JobTokens, basePath: str
   };
 
   return async (c, next) => {
-    const credential = credentialOf(c);
+    const { credential, fromQuery } = credentialOf(c);
     if (credential && isJobToken(credential)) return withJobToken(c, credential, next);
+    if (credential && fromQuery) {
+      return unauthorized(c, 'Only a job token may be sent as "?access_token=". Send an API key as "Authorization: Bearer <key>": a URL ends up in logs and browser history.');
+    }
     if (auth.mode === 'none') {
       c.set('tenant', auth.tenant);
       c.set('caller', { kind: 'key', role: 'admin' });
@@ -84,11 +115,14 @@ export function authenticate(auth: AuthMode, jobTokens: JobTokens, basePath: str
         lookup = auth.keys.verify(credential).finally(() => verifying.delete(credential));
         verifying.set(credential, lookup);
       }
+      const seen = revocations;
       const verified = await lookup;
       if (!verified) return unauthorized(c, 'The API key is unknown or revoked.');
-      if (cache.size > 10_000) cache.clear();
       owner = { ...verified, until: now + cacheMs };
-      cache.set(credential, owner);
+      if (seen === revocations) {
+        if (cache.size > 10_000) cache.clear();
+        cache.set(credential, owner);
+      }
     }
     c.set('tenant', owner.tenant);
     c.set('caller', { kind: 'key', role: owner.role });
@@ -105,4 +139,34 @@ export function requireAdmin(c: Context<AuthEnv>, action: string): Response | un
     title: 'Forbidden',
     detail: `Only an admin key may ${action}. Create one with "waitless keys create --tenant <tenant> --admin".`,
   });
+}
+
+/**
+ * For a stream opened with a job token: `endWhen` of the event stream. It ends the stream
+ * when the token stops being valid — at its expiry, at the end of its secret's overlap, or at
+ * once when a rotation (here or in another process) invalidates it — as any new request with
+ * it would then be refused. Undefined for other callers.
+ */
+export function whileJobTokenValid(c: Context<AuthEnv>, jobTokens: JobTokens): ((end: () => void) => () => void) | undefined {
+  const { credential } = credentialOf(c);
+  if (c.get('caller').kind !== 'job-token' || !credential) return undefined;
+  return (end) => {
+    let timer: NodeJS.Timeout | undefined;
+    const check = () =>
+      void jobTokens.verify(credential).then(
+        (verdict) => {
+          clearTimeout(timer);
+          if (!verdict.ok) return end();
+          // setTimeout's longest wait is about 24.8 days; a token lives 24 h at most.
+          timer = setTimeout(check, Math.max(0, verdict.validUntil - Date.now()));
+        },
+        () => {}, // The database is away: the token stays trusted until the next rotation or its expiry check.
+      );
+    check();
+    const unsubscribe = jobTokens.onRotated(check);
+    return () => {
+      clearTimeout(timer);
+      unsubscribe();
+    };
+  };
 }

@@ -345,7 +345,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         requestBody: { required: false, content: json(ref('JobTokenRequest')) },
         responses: {
           '201': { description: 'The token.', content: json(ref('JobToken')) },
-          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'UnsupportedMediaType'),
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'ContentTooLarge', 'UnsupportedMediaType'),
         },
       },
     },
@@ -436,7 +436,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         requestBody: { required: false, content: json(ref('RotateSecretRequest')) },
         responses: {
           '201': { description: 'The new secret.', content: json(ref('RotatedWebhookSecret')) },
-          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'UnsupportedMediaType'),
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'ContentTooLarge', 'UnsupportedMediaType'),
         },
       },
     },
@@ -457,7 +457,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         requestBody: { required: true, content: json(ref('WebhookEndpointRequest')) },
         responses: {
           '201': { description: 'The endpoint.', content: json(ref('WebhookEndpoint')) },
-          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'UnsupportedMediaType', 'UnprocessableContent', 'ServiceUnavailable'),
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'ContentTooLarge', 'UnsupportedMediaType', 'UnprocessableContent', 'ServiceUnavailable'),
         },
       },
     },
@@ -510,7 +510,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
           type: 'apiKey',
           in: 'query',
           name: 'access_token',
-          description: 'The same credentials as a query parameter, for EventSource, which cannot set headers.',
+          description: 'A job token as a query parameter, for EventSource, which cannot set headers. API keys are refused here (401): send them in the Authorization header.',
         },
         ...(options.metrics === 'token'
           ? { metricsToken: { type: 'http', scheme: 'bearer', description: 'The metrics token of the server (WAITLESS_METRICS_TOKEN), for scrapers of `/metrics`.' } }

@@ -14,6 +14,12 @@ export interface StreamParams {
   heartbeatMs: number;
   /** Event types left out of this stream (a job token's stream leaves out the job's own log). Default: none. */
   hide?: ReadonlySet<string>;
+  /**
+   * Ends the stream whatever the job does: called with `end` when the stream starts, it
+   * answers a function called when the stream is over (e.g. the end of a job token's validity,
+   * see `whileJobTokenValid`). Default: none.
+   */
+  endWhen?: (end: () => void) => () => void;
 }
 
 /**
@@ -34,6 +40,8 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
       release();
     });
     const heartbeat = setInterval(() => void stream.write(': keep-alive\n\n').catch(() => {}), p.heartbeatMs);
+    // Closing the subscription ends the loop below as a client leaving does.
+    const stopEnding = p.endWhen?.(() => subscription.close());
     try {
       while (!stream.aborted) {
         const events = await subscription.next();
@@ -45,6 +53,7 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
       }
     } finally {
       clearInterval(heartbeat);
+      stopEnding?.();
       subscription.close();
       release();
     }

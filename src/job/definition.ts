@@ -177,7 +177,8 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType, Result = un
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyJobDefinition = JobDefinition<any, any>;
 
-const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+/** What a job's name may be: letters, digits, `.`, `_` and `-`, up to 100 characters. */
+export const JOB_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const DEFAULT_TIMEOUT: Duration = '15m';
 
 /**
@@ -196,7 +197,7 @@ const DEFAULT_TIMEOUT: Duration = '15m';
  * ```
  */
 export function defineJob<Schema extends z.ZodType, Result>(options: JobOptions<Schema, Result>): JobDefinition<Schema, Result> {
-  if (!NAME_PATTERN.test(options.name)) {
+  if (!JOB_NAME_PATTERN.test(options.name)) {
     throw new TypeError(`Invalid job name "${options.name}": use letters, digits, ".", "_" and "-" (at most 100).`);
   }
   const timeoutMs = toMs(options.timeout ?? DEFAULT_TIMEOUT, 'timeout');

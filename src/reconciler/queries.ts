@@ -1,5 +1,6 @@
 /** SQL of the reconciler (consumer side). Runs with search_path set to the reconciler's schema. */
 import type { Sql } from '../store/driver.ts';
+import { toStoredJson } from '../store/json.ts';
 
 export interface TrackedRow {
   job_id: string;
@@ -24,7 +25,7 @@ export const track = (jobId: string, context: unknown, firstCheckMs: number): Sq
       ON CONFLICT (job_id) DO NOTHING RETURNING ${COLUMNS}
     )
     SELECT ${COLUMNS} FROM inserted UNION ALL SELECT ${COLUMNS} FROM tracked_jobs WHERE job_id = $1 LIMIT 1`,
-  values: [jobId, context === undefined ? null : JSON.stringify(context), firstCheckMs],
+  values: [jobId, context === undefined ? null : (toStoredJson(context) ?? null), firstCheckMs],
 });
 
 export const getTracked = (jobId: string): Sql => ({

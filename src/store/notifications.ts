@@ -18,6 +18,9 @@ export interface AnnouncedEvent {
   event: JobEvent | undefined;
 }
 
+/** An API key was revoked (`undefined`: maybe any was, after a lost connection). */
+export type KeyRevokedListener = (keyId: string | undefined) => void;
+
 /** A job has a new event (or jobs may have, after a lost connection: `undefined`). */
 export type ChangeListener = (change: AnnouncedEvent | undefined) => void;
 
@@ -33,6 +36,8 @@ export class Notifier {
   private readonly statuses = new Set<StatusListener>();
   private readonly queued = new Set<QueuedListener>();
   private readonly webhooksDue = new Set<() => void>();
+  private readonly keysRevoked = new Set<KeyRevokedListener>();
+  private readonly secretsRotated = new Set<(name: string | undefined) => void>();
   private readonly unlisten: Array<() => Promise<void>> = [];
   private listeningToChanges: Promise<void> | undefined;
   private readonly driver: Driver;
@@ -56,6 +61,18 @@ export class Notifier {
       await driver.listen(`${schema}_webhooks`, () => {
         for (const listener of notifier.webhooksDue) listener();
       }),
+      await driver.listen(
+        `${schema}_keys`,
+        // An API key's id (16 hex digits), or the name of a rotated server secret (e.g. "job-tokens").
+        (payload) => {
+          if (/^[0-9a-f]{16}$/.test(payload)) for (const listener of notifier.keysRevoked) listener(payload);
+          else for (const listener of notifier.secretsRotated) listener(payload);
+        },
+        () => {
+          for (const listener of notifier.keysRevoked) listener(undefined);
+          for (const listener of notifier.secretsRotated) listener(undefined);
+        },
+      ),
     );
     return notifier;
   }
@@ -145,6 +162,18 @@ export class Notifier {
     return () => this.webhooksDue.delete(listener);
   }
 
+  /** Calls `listener` with the id of every API key revoked, in any process (`undefined` after a lost connection: forget them all). */
+  onKeyRevoked(listener: KeyRevokedListener): () => void {
+    this.keysRevoked.add(listener);
+    return () => this.keysRevoked.delete(listener);
+  }
+
+  /** Calls `listener` with the name of every server secret rotated, in any process (`undefined` after a lost connection: any may have been). */
+  onSecretRotated(listener: (name: string | undefined) => void): () => void {
+    this.secretsRotated.add(listener);
+    return () => this.secretsRotated.delete(listener);
+  }
+
   /**
    * Calls `listener` with the job name whenever a job is queued or a concurrency slot frees
    * (`undefined`: maybe any, after a lost connection). The hint says whether the job has a
@@ -160,6 +189,8 @@ export class Notifier {
     this.statuses.clear();
     this.queued.clear();
     this.webhooksDue.clear();
+    this.keysRevoked.clear();
+    this.secretsRotated.clear();
     await this.listeningToChanges?.catch(() => {});
     await Promise.all(this.unlisten.splice(0).map((fn) => fn().catch(() => {})));
   }

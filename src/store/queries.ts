@@ -8,9 +8,10 @@
  */
 import type { JobStep } from '../job/model.ts';
 import type { Sql } from './driver.ts';
+import { toStoredJson } from './json.ts';
 import { RECOVERABLE_STATUSES, TERMINAL_STATUSES } from '../contract/statuses.ts';
 
-const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
+const json = (value: unknown): string | null => (value === undefined ? null : (toStoredJson(value) ?? null));
 
 /** Columns every job reader gets. The lease token is left out on purpose: it is the worker's secret. */
 const JOB_COLUMN_NAMES = [
@@ -817,8 +818,10 @@ export const findApiKey = (id: string): Sql => ({
   values: [id],
 });
 
+/** Revokes a key and tells every process (`<schema>_keys`), in the same statement, to forget it at once. */
 export const revokeApiKey = (id: string): Sql => ({
-  text: `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id`,
+  text: `WITH revoked AS (UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id)
+    SELECT id, pg_notify(current_schema() || '_keys', id) FROM revoked`,
   values: [id],
 });
 
@@ -833,6 +836,24 @@ export const listApiKeys = (): Sql => ({
 export const insertServerSecret = (name: string, secret: string): Sql => ({
   text: `INSERT INTO server_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
   values: [name, secret],
+});
+
+/**
+ * Replaces a server secret with `secret`, keeping the old one under `previousName` as JSON
+ * `{"secret", "until"}` (until: ms since the epoch, `overlapMs` from now), and tells every
+ * process (`<schema>_keys`, payload `name`) to read them again. One statement.
+ */
+export const rotateServerSecret = (name: string, previousName: string, secret: string, overlapMs: number): Sql => ({
+  text: `WITH old AS (SELECT secret FROM server_secrets WHERE name = $1),
+    kept AS (
+      INSERT INTO server_secrets (name, secret)
+      SELECT $2, json_build_object('secret', old.secret, 'until', floor(extract(epoch FROM now()) * 1000) + $4::bigint)::text FROM old
+      ON CONFLICT (name) DO UPDATE SET secret = EXCLUDED.secret, created_at = now()),
+    fresh AS (
+      INSERT INTO server_secrets (name, secret) VALUES ($1, $3)
+      ON CONFLICT (name) DO UPDATE SET secret = EXCLUDED.secret, created_at = now())
+    SELECT pg_notify(current_schema() || '_keys', $1)`,
+  values: [name, previousName, secret, overlapMs],
 });
 
 export const getServerSecret = (name: string): Sql => ({

@@ -4,6 +4,7 @@ import type { Notifier } from '../store/notifications.ts';
 import type { AttemptOutcome } from '../store/webhook-queries.ts';
 import type { ClaimedDelivery, WebhookStore } from '../store/webhook-store.ts';
 import { postWebhook } from './deliver.ts';
+import { redactUrl } from './redact.ts';
 import { signWebhook } from './signing.ts';
 import { metrics } from '../observability/metrics.ts';
 import { type SsrfPolicy, UnsafeUrlError } from './ssrf.ts';
@@ -115,7 +116,7 @@ export class WebhookDispatcher {
   }
 
   private async attempt(delivery: ClaimedDelivery): Promise<void> {
-    const log = this.log.child({ deliveryId: delivery.id, jobId: delivery.jobId, url: delivery.url });
+    const log = this.log.child({ deliveryId: delivery.id, jobId: delivery.jobId, url: redactUrl(delivery.url) });
     const startedAt = new Date();
     let outcome: AttemptOutcome;
     try {

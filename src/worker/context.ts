@@ -5,6 +5,7 @@ import { runAll, runAllSettled } from '../job/structured.ts';
 import { LeaseLostError } from '../job/errors.ts';
 import type { Job } from '../job/model.ts';
 import type { JobStore } from '../store/job-store.ts';
+import { toStoredValue } from '../store/json.ts';
 import type { JobWriter } from './job-writes.ts';
 import { metrics } from '../observability/metrics.ts';
 
@@ -104,7 +105,7 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
         throw error;
       }
       // The result goes through JSON now, so this run returns exactly what a replay would.
-      const stored = (result === undefined ? null : JSON.parse(JSON.stringify(result))) as T;
+      const stored = toStoredValue(result) as T;
       await direct(() => p.store.completeStep(p.job.id, p.leaseToken, name, stored, startedAt));
       return stored;
     } finally {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { LeaseLostError } from '../job/errors.ts';
 import type { JobStore } from '../store/job-store.ts';
+import { toStoredJson } from '../store/json.ts';
 import type { JobWrite } from '../store/queries.ts';
 
 /** Above this many buffered characters in one job, its output goes out at once instead of on the timer. */
@@ -97,7 +98,7 @@ export class JobWriteBuffer {
       },
       progress: (update) => {
         if (buffer.closed) return Promise.reject(new LeaseLostError(id));
-        buffer.items.push({ id, token, kind: 'progress', body: JSON.stringify(update) });
+        buffer.items.push({ id, token, kind: 'progress', body: toStoredJson(update) ?? 'null' });
         const written = this.waitFor(buffer);
         this.schedule();
         return written;

@@ -498,7 +498,7 @@ for (const [index, backend] of BACKENDS.entries()) {
     });
 
     it('reconnects when the stream drops, and lists again: nothing that changed meanwhile is missed', async () => {
-      const app = createHttpApp(engine.waitless, { dashboard: true });
+      const app = createHttpApp(engine.waitless, { auth: { mode: 'none', tenant: 'default' }, dashboard: true });
       const listen = (port: number) =>
         new Promise<ServerType>((resolve) => {
           const s = serve({ fetch: app.fetch, port, hostname: '127.0.0.1' }, () => resolve(s));
