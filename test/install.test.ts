@@ -15,6 +15,9 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import pg from 'pg';
+import { createWaitless } from '../src/engine.ts';
+import { POSTGRES_URL, silentLogger } from './helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const children = new Set<ChildProcess>();
@@ -39,8 +42,10 @@ process.once('SIGTERM', () => {
   process.exit(143);
 });
 process.once('exit', killChildren);
+let dropDatabase: (() => Promise<void>) | undefined;
 after(async () => {
   killChildren();
+  await dropDatabase?.();
   if (work) await rm(work, { recursive: true, force: true });
 });
 
@@ -181,8 +186,28 @@ describe('installing waitless into a fresh app', { timeout: 600_000 }, () => {
     });
     assert.equal(existsSync(join(app, '.waitless')), false, 'next build opened no database');
 
+    // Served on a database of its own, where the test can make an API key first (the README's
+    // route asks for one).
+    const database = `waitless_next_${process.pid}`;
+    const admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS ${database}`);
+    await admin.query(`CREATE DATABASE ${database}`);
+    await admin.end();
+    dropDatabase = async () => {
+      const client = new pg.Client({ connectionString: POSTGRES_URL });
+      await client.connect();
+      await client.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+      await client.end();
+    };
+    const databaseUrl = Object.assign(new URL(POSTGRES_URL), { pathname: `/${database}` }).href;
+    const keys = await createWaitless({ jobs: [], database: databaseUrl, logger: silentLogger });
+    const apiKey = (await keys.apiKeys.create('acme')).token;
+    await keys.close();
+    const authorization = { authorization: `Bearer ${apiKey}` };
+
     const port = await freePort();
-    const server = spawn(process.execPath, [next, 'start', '-p', String(port), '-H', '127.0.0.1'], { cwd: app, env: nextEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const server = spawn(process.execPath, [next, 'start', '-p', String(port), '-H', '127.0.0.1'], { cwd: app, env: { ...nextEnv, DATABASE_URL: databaseUrl }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     children.add(server);
     let output = '';
     server.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -190,13 +215,16 @@ describe('installing waitless into a fresh app', { timeout: 600_000 }, () => {
     const url = `http://127.0.0.1:${port}/jobs-api`;
     await poll(async () => (await fetch(`${url}/healthz`).catch(() => undefined))?.ok === true, `next start answers:\n${output}`);
 
-    const submitted = await fetch(`${url}/v1/jobs/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: { text: 'from next' } }) });
+    const submitted = await fetch(`${url}/v1/jobs/echo`, { method: 'POST', headers: { 'content-type': 'application/json', ...authorization }, body: JSON.stringify({ input: { text: 'from next' } }) });
     assert.equal(submitted.status, 202, await submitted.clone().text());
     const { id } = (await submitted.json()) as { id: string };
-    await poll(async () => ((await (await fetch(`${url}/v1/jobs/${id}`)).json()) as { status: string }).status === 'completed', 'the job completes in the worker started on the first request');
+    await poll(
+      async () => ((await (await fetch(`${url}/v1/jobs/${id}`, { headers: authorization })).json()) as { status: string }).status === 'completed',
+      'the job completes in the worker started on the first request',
+    );
     // DELETE and OPTIONS reach Waitless (its problem+json), not Next's 405.
     for (const method of ['DELETE', 'OPTIONS']) {
-      const response = await fetch(`${url}/v1/webhooks/endpoints/00000000-0000-0000-0000-000000000000`, { method });
+      const response = await fetch(`${url}/v1/webhooks/endpoints/00000000-0000-0000-0000-000000000000`, { method, headers: authorization });
       assert.equal(response.headers.get('content-type'), 'application/problem+json', `${method} reaches Waitless`);
     }
   });

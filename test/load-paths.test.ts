@@ -294,10 +294,11 @@ for (const backend of BACKENDS) {
       writerA.write('kept');
       writerC.write('fenced out');
       const fencedOut = writerC.progress({ percent: 1 });
-      // Output, then a lone surrogate in a progress report: JSON the database refuses. The
-      // report fails alone; the output before it is kept for the next write, not lost.
+      // Output, then a NUL character in a progress report: JSON the database refuses (jsonb
+      // has no \u0000). The report fails alone; the output before it is kept for the next
+      // write, not lost.
       writerB.write('kept through a refused write, ');
-      const refused = writerB.progress({ message: 'cut \ud83d' });
+      const refused = writerB.progress({ message: 'nul \u0000' });
       const flushedA = writerA.flush();
       await assert.rejects(refused);
       await flushedA;
