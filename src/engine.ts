@@ -54,6 +54,11 @@ export interface WaitlessOptions {
   /** Pool size for PostgreSQL. Default: `10`. */
   maxConnections?: number;
   /**
+   * How long a statement waits for a pooled PostgreSQL connection before it fails with
+   * a `DatabaseUnavailableError` (HTTP 503 with `Retry-After`). Default: `10_000` ms.
+   */
+  connectionTimeoutMs?: number;
+  /**
    * Apply migrations on start. With `false` the schema must already hold exactly this
    * version's migrations (run `waitless migrate` first), else start fails with a `MigrationError`.
    * Default: `true`.
@@ -311,7 +316,7 @@ async function openDriver(options: WaitlessOptions, schema: string): Promise<Dri
   if (options.pglite) return createPgliteDriver({ instance: options.pglite, schema });
   const database = options.database ?? './.waitless';
   if (/^postgres(ql)?:\/\//.test(database)) {
-    return createPgDriver({ connectionString: database, schema, maxConnections: options.maxConnections });
+    return createPgDriver({ connectionString: database, schema, maxConnections: options.maxConnections, connectionTimeoutMs: options.connectionTimeoutMs });
   }
   return createPgliteDriver({ dataDir: database, schema });
 }

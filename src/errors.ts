@@ -24,6 +24,7 @@ export type WaitlessErrorCode =
   | 'job_unsuccessful'
   | 'result_timeout'
   | 'api_error'
+  | 'database_unavailable'
   | 'non_retryable'
   | 'lease_lost'
   | 'job_cancelled'
@@ -133,6 +134,21 @@ export class InvalidCursorError extends WaitlessError {
   readonly code = 'invalid_cursor';
   constructor() {
     super('The cursor is not one this API returned. Start again without it.');
+  }
+}
+
+/**
+ * The database did not answer: no pooled connection came free within the pool's wait, or the
+ * server could not be reached. Worth retrying shortly (HTTP 503 with `Retry-After`).
+ */
+export class DatabaseUnavailableError extends WaitlessError {
+  override name = 'DatabaseUnavailableError';
+  readonly code = 'database_unavailable';
+  /** What happened, e.g. `ECONNREFUSED` or "no database connection came free in time". */
+  readonly reason: string;
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super(`The database did not answer (${reason}); try again shortly.`, options);
+    this.reason = reason;
   }
 }
 

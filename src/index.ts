@@ -12,6 +12,7 @@ export {
   InvalidSubmitOptionError,
   InvalidWebhookError,
   isWaitlessError,
+  DatabaseUnavailableError,
   JobNotFoundError,
   JobUnsuccessfulError,
   NotRecoverableError,

@@ -1,27 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { unreachableReason } from '../store/unreachable.ts';
 
-/** Node's and PostgreSQL's ways of saying "nobody answered (yet)", as opposed to "you are wrong". */
-const UNREACHABLE = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  // cannot_connect_now: the server is starting up or shutting down.
-  '57P03',
-]);
-
-/** Why `error` means the server is not reachable, or `undefined` when it is some other failure. */
-export function unreachableReason(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && UNREACHABLE.has(code)) return code;
-  // pg's words when the server closes a connection before it is set up.
-  if (error instanceof Error && /Connection terminated (unexpectedly|due to connection timeout)/.test(error.message)) return error.message;
-  return undefined;
-}
 
 /** Where a postgres:// URL points, without its credentials. */
 export function describeServer(database: string): string {

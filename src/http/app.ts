@@ -13,6 +13,7 @@ import { authenticate, requireAdmin, whileJobTokenValid, type AuthEnv, type Auth
 import { addDashboardRoutes } from './dashboard.ts';
 import { healthRoutes } from './health.ts';
 import { readJsonBody } from './body.ts';
+import { requestDeadline } from './deadline.ts';
 import { localOnly } from './local-only.ts';
 import { openApiDocument } from './openapi.ts';
 import { problem, problemFor } from './problem.ts';
@@ -62,6 +63,11 @@ export interface HttpOptions {
    * an open API on a developer's machine (`waitless dev` turns it on). Default: `false`.
    */
   localOnly?: boolean;
+  /**
+   * Longest time a `/v1` request may take before it is answered `503` with `Retry-After`
+   * (a long-poll gets its `?wait=` on top; event streams are not bounded). Default: `30_000` ms.
+   */
+  requestTimeoutMs?: number;
 }
 
 /** Event types a job token's stream leaves out. */
@@ -157,6 +163,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
         }),
     }),
   );
+  app.use('/v1/*', requestDeadline(options.requestTimeoutMs ?? 30_000, maxWait));
   app.use('/v1/*', authenticate(auth, jobTokens, base, (listener) => notifier.onKeyRevoked(listener)));
 
   app.get('/v1/whoami', (c) => {

@@ -68,6 +68,7 @@ export const PROBLEMS: Record<WaitlessErrorCode, ProblemSpec | null> = {
   // Thrown by waitless.result(), which no route calls.
   job_unsuccessful: null,
   result_timeout: null,
+  database_unavailable: { status: 503, type: '/problems/database-unavailable', title: 'Service Unavailable', headers: { 'retry-after': '5' } },
   // The client's: an answer of the API that is not a success.
   api_error: null,
   // Thrown by or to job handlers, never at an HTTP caller.

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { DatabaseUnavailableError } from '../errors.ts';
 import type { Driver, Queryable, Sql } from './driver.ts';
+import { unreachableReason } from './unreachable.ts';
 
 /** Options for the PostgreSQL driver. */
 export interface PgDriverOptions {
@@ -10,6 +12,12 @@ export interface PgDriverOptions {
   schema: string;
   /** Pool size. Default: `10`. */
   maxConnections?: number;
+  /**
+   * How long a statement waits for a pooled connection (a free one, or a new one to open)
+   * before it fails with {@link DatabaseUnavailableError}: after an outage, a burst of requests
+   * must not queue for connections long after their callers left. Default: `10_000` ms.
+   */
+  connectionTimeoutMs?: number;
 }
 
 const LISTEN_RETRY_MS = 1000;
@@ -23,7 +31,7 @@ export function createPgDriver(options: PgDriverOptions): Driver {
     connectionString: options.connectionString,
     options: `-c search_path=${options.schema}`,
   };
-  const pool = new pg.Pool({ ...connection, max: options.maxConnections ?? 10 });
+  const pool = new pg.Pool({ ...connection, max: options.maxConnections ?? 10, connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000 });
   // An idle pooled client that loses its server must not crash the process.
   pool.on('error', () => {});
 
@@ -111,16 +119,27 @@ export function createPgDriver(options: PgDriverOptions): Driver {
     if (!name) names.set(text, (name = `waitless_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`));
     return name;
   };
+  /** The error to throw for `error`: one of the family when the database did not answer, else itself. */
+  const unanswered = (error: unknown): unknown => {
+    const reason = unreachableReason(error);
+    return reason === undefined ? error : new DatabaseUnavailableError(reason, { cause: error });
+  };
   const run = async <Row,>(client: pg.Pool | pg.PoolClient, sql: Sql): Promise<Row[]> => {
-    const result = await client.query({ name: nameOf(sql.text), text: sql.text, values: sql.values });
-    return result.rows as Row[];
+    try {
+      const result = await client.query({ name: nameOf(sql.text), text: sql.text, values: sql.values });
+      return result.rows as Row[];
+    } catch (error) {
+      throw unanswered(error);
+    }
   };
 
   return {
     kind: 'postgres',
     query: (sql) => run(pool, sql),
     async transaction(fn) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch((error: unknown) => {
+        throw unanswered(error);
+      });
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
@@ -138,7 +157,9 @@ export function createPgDriver(options: PgDriverOptions): Driver {
       }
     },
     async exec(text) {
-      await pool.query(text);
+      await pool.query(text).catch((error: unknown) => {
+        throw unanswered(error);
+      });
     },
     async listen(channel, onPayload, onResync) {
       let set = handlers.get(channel);
