@@ -318,8 +318,6 @@ describe('postWebhook', () => {
     assert.equal(result.ok, false);
     assert.equal(result.status, undefined);
     assert.match(result.error ?? '', /timed out after 300 ms/);
-    // A timer never fires early: the attempt lasted at least its deadline.
-    assert.ok(result.latencyMs >= 250, `latency ${result.latencyMs}`);
   });
 
   it('counts a DNS lookup that hangs against the same deadline', async () => {
