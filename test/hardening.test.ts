@@ -417,14 +417,16 @@ describe('the local-only guard of an open API (waitless dev)', () => {
       { origin: 'https://attacker.example', 'content-type': 'text/plain' } as Record<string, string>,
       { origin: 'null', 'content-type': 'application/x-www-form-urlencoded' },
       { 'sec-fetch-site': 'cross-site', 'content-type': 'text/plain' },
+      // Another app on this machine, on another port, is another origin too.
+      { origin: 'http://localhost:5173', 'content-type': 'text/plain' },
     ]) {
       const response = await rawRequest(`${server.url}/v1/webhooks/secret/rotate`, 'POST', { host, ...headers });
       assert.equal(response.status, 403, JSON.stringify(headers));
-      assert.match(response.body, /another site/);
+      assert.match(response.body, /may not change anything here/);
     }
     assert.equal(await secrets(), before, 'the secret was not rotated');
-    // A page on loopback (the dashboard, a dev server on another port), an allowed origin, and a client with no Origin may.
-    for (const headers of [{ origin: `http://localhost:5173` } as Record<string, string>, { origin: 'https://app.example.com' }, { 'sec-fetch-site': 'same-origin' }, {}]) {
+    // This server's own pages (the dashboard), an allowed origin, and a client with no Origin may.
+    for (const headers of [{ origin: `http://${host}` } as Record<string, string>, { origin: 'https://app.example.com' }, { 'sec-fetch-site': 'same-origin' }, {}]) {
       const response = await rawRequest(`${server.url}/v1/webhooks/secret/rotate`, 'POST', { host, 'content-type': 'application/json', ...headers }, '{}');
       assert.equal(response.status, 201, `${JSON.stringify(headers)}: ${response.body}`);
     }

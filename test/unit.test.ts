@@ -6,6 +6,8 @@ import { defineJob } from '../src/job/definition.ts';
 import { formatDuration, toMs } from '../src/job/duration.ts';
 import { resolveRetryPolicy, retryDelayMs } from '../src/job/retry.ts';
 import { canTransition, isTerminal, JOB_STATUSES, TRANSITIONS } from '../src/contract/statuses.ts';
+import { DatabaseUnavailableError } from '../src/errors.ts';
+import { GroupCommit } from '../src/store/group-commit.ts';
 import { fingerprint } from '../src/store/job-store.ts';
 import { uuidv7 } from '../src/store/uuid.ts';
 
@@ -68,5 +70,35 @@ describe('store helpers', () => {
     assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.ok(a < b);
     assert.notEqual(uuidv7(), uuidv7());
+  });
+});
+
+describe('group commit', () => {
+  /** A batch writer that fails its batches (of more than one item) with `error`, counting its calls. */
+  function failingBatches(error: Error) {
+    const calls: string[][] = [];
+    const commit = new GroupCommit<string, string>(async (items) => {
+      calls.push(items);
+      if (items.length > 1 || items[0] === 'bad') throw error;
+      return items.map((item) => `${item}:written`);
+    });
+    return { calls, commit };
+  }
+
+  it('writes each item of a refused batch alone, so only the bad one fails', async () => {
+    const { calls, commit } = failingBatches(new Error('invalid input syntax'));
+    const outcomes = await Promise.allSettled(['a', 'bad', 'c'].map((item) => commit.add(item)));
+    assert.deepEqual(
+      outcomes.map((o) => (o.status === 'fulfilled' ? o.value : 'rejected')),
+      ['a:written', 'rejected', 'c:written'],
+    );
+    assert.deepEqual(calls, [['a', 'bad', 'c'], ['a'], ['bad'], ['c']]);
+  });
+
+  it('fails a whole batch at once when the database did not answer, instead of waiting it out once per item', async () => {
+    const { calls, commit } = failingBatches(new DatabaseUnavailableError('no database connection came free in time'));
+    const outcomes = await Promise.allSettled(['a', 'b', 'c'].map((item) => commit.add(item)));
+    assert.ok(outcomes.every((o) => o.status === 'rejected' && o.reason instanceof DatabaseUnavailableError));
+    assert.deepEqual(calls, [['a', 'b', 'c']]);
   });
 });

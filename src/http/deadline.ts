@@ -25,7 +25,14 @@ export function requestDeadline(deadlineMs: number, maxWaitSeconds: number): Mid
     return problem(
       c,
       503,
-      { type: '/problems/request-deadline', title: 'Service Unavailable', detail: `The request took longer than ${budget} ms; try again shortly (a submit with the same Idempotency-Key is safe to repeat).` },
+      {
+        type: '/problems/request-deadline',
+        title: 'Service Unavailable',
+        detail:
+          c.req.method === 'POST' && !c.req.header('idempotency-key')
+            ? `The request took longer than ${budget} ms and may still take effect: send an Idempotency-Key to repeat such a request safely.`
+            : `The request took longer than ${budget} ms; try again shortly (a request with the same Idempotency-Key is safe to repeat).`,
+      },
       { 'retry-after': '5' },
     );
   };

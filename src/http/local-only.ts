@@ -13,10 +13,11 @@ function hostnameOf(host: string): string | undefined {
   }
 }
 
-const isLoopbackOrigin = (origin: string) => {
+/** Whether `origin` is this server's own (the page the dashboard is served from): same host and port as `host`. */
+const isOwnOrigin = (origin: string, host: string) => {
   try {
     const url = new URL(origin);
-    return (url.protocol === 'http:' || url.protocol === 'https:') && LOOPBACK_HOSTS.has(url.hostname);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.host === new URL(`http://${host}`).host;
   } catch {
     return false;
   }
@@ -29,8 +30,9 @@ const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
  * - the `Host` header must name loopback (`127.0.0.1`, `localhost`, `[::1]`, any port), else
  *   `421`: a page on another site whose name was rebound to 127.0.0.1 (DNS rebinding) reaches
  *   the port but cannot send a loopback Host;
- * - a state-changing request from a browser must come from a loopback page or an origin in
- *   `allowedOrigins`, else `403`: without this a page elsewhere can send a "simple" cross-site
+ * - a state-changing request from a browser must come from this server's own pages (same host
+ *   and port) or an origin in `allowedOrigins`, else `403`: without this a page elsewhere (on
+ *   another site, or another local app on another port) can send a "simple" cross-origin
  *   request (a form, a `text/plain` POST), which CORS does not stop, e.g. to rotate the webhook
  *   secret. Clients that are not browsers send no `Origin` and pass.
  */
@@ -49,12 +51,12 @@ export function localOnly(allowedOrigins: readonly string[] = []): MiddlewareHan
     if (STATE_CHANGING.has(c.req.method)) {
       const origin = c.req.header('origin');
       const site = c.req.header('sec-fetch-site');
-      const crossSite = origin !== undefined ? !isLoopbackOrigin(origin) && !allowed.has(origin) : site === 'cross-site';
+      const crossSite = origin !== undefined ? !isOwnOrigin(origin, host) && !allowed.has(origin) : site === 'cross-site';
       if (crossSite) {
         return problem(c, 403, {
           type: '/problems/cross-site',
           title: 'Forbidden',
-          detail: `A page on another site (${origin ?? 'unknown origin'}) may not change anything here. Allow its origin with --cors-origin if it is yours.`,
+          detail: `A page of another origin (${origin ?? 'another site'}) may not change anything here. Allow its origin with --cors-origin if it is yours.`,
         });
       }
     }

@@ -1,3 +1,5 @@
+import { unreachableReason } from './unreachable.ts';
+
 /**
  * Many callers' writes of one kind, made as one statement. `add` joins the batch that goes out
  * next; while a batch is being written, new items gather and go together in the following one.
@@ -49,8 +51,10 @@ export class GroupCommit<Item, Result> {
         const results = await this.write(batch.map((entry) => entry.item));
         batch.forEach((entry, i) => entry.resolve(results[i]!));
       } catch (error) {
-        if (batch.length === 1) {
-          batch[0]!.reject(error);
+        // Alone, or when the database did not answer at all (each try alone would wait out the
+        // pool again), every item of the batch fails with the batch's error.
+        if (batch.length === 1 || unreachableReason(error) !== undefined) {
+          for (const entry of batch) entry.reject(error);
           continue;
         }
         // One bad item (a value the database refuses) must not fail the others with it: each

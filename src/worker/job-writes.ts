@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { LeaseLostError } from '../job/errors.ts';
 import type { JobStore } from '../store/job-store.ts';
 import { toStoredJson } from '../store/json.ts';
+import { unreachableReason } from '../store/unreachable.ts';
 import type { JobWrite } from '../store/queries.ts';
 
 /** Above this many buffered characters in one job, its output goes out at once instead of on the timer. */
@@ -205,7 +206,8 @@ export class JobWriteBuffer {
       const written = await this.store.writeJobs(taken.flatMap((part) => part.items));
       return taken.map((part) => written.has(part.buffer.token));
     } catch (error) {
-      if (taken.length === 1) return [{ error }];
+      // Each job alone would wait out an unanswering database again: all keep their writes for the next round.
+      if (taken.length === 1 || unreachableReason(error) !== undefined) return taken.map(() => ({ error }));
       const outcomes: Array<boolean | { error: unknown }> = [];
       for (const part of taken) {
         try {
