@@ -72,9 +72,10 @@ for (const backend of BACKENDS) {
     it('rejects with JobUnsuccessfulError when the job is cancelled', async () => {
       const { waitless } = engine;
       const { job } = await waitless.submit(gated, { key: `${backend}-cancel` });
-      const result = waitless.result(job.id);
+      // The expectation is attached before the cancel: the result may reject while the cancel is still answering.
+      const rejected = assert.rejects(waitless.result(job.id), (error: unknown) => error instanceof JobUnsuccessfulError && error.jobStatus === 'cancelled');
       await waitless.cancel(job.id);
-      await assert.rejects(result, (error: unknown) => error instanceof JobUnsuccessfulError && error.jobStatus === 'cancelled');
+      await rejected;
     });
 
     it("rejects with the signal's reason on abort, and the job keeps running", async () => {
