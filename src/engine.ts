@@ -283,6 +283,15 @@ function scheduling(definition: AnyJobDefinition, input: unknown, o: SubmitOptio
   };
 }
 
+/** A duration option in ms, or an {@link InvalidOptionError} saying what is expected. */
+function durationOption(value: Duration, name: string, examples: string): number {
+  try {
+    return toMs(value, name);
+  } catch {
+    throw new InvalidOptionError(`${name} must be a duration such as ${examples}, or a number of milliseconds.`);
+  }
+}
+
 /** True when a JSON value holds a NUL character in a string or a key (PostgreSQL's text cannot). */
 function hasNul(value: unknown): boolean {
   if (typeof value === 'string') return value.includes('\0');
@@ -437,12 +446,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
 
     async createJobToken(id, o) {
       const tenant = tenantOf(o);
-      let ttlMs: number;
-      try {
-        ttlMs = toMs(o?.ttl ?? '15m', 'ttl');
-      } catch {
-        throw new InvalidOptionError('ttl must be a duration such as 30s or 15m, or a number of milliseconds.');
-      }
+      const ttlMs = durationOption(o?.ttl ?? '15m', 'ttl', '30s or 15m');
       if (ttlMs < 1000 || ttlMs > 86_400_000) throw new InvalidOptionError('A job token lives from 1 s to 24 h.');
       if (!(await store.get(tenant, id))) return undefined;
       const scopes: JobTokenScope[] = o?.cancel ? ['read', 'cancel'] : ['read'];
@@ -451,12 +455,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
     },
 
     async rotateJobTokenSecret(o) {
-      let overlapMs: number;
-      try {
-        overlapMs = toMs(o?.overlap ?? '24h', 'overlap');
-      } catch {
-        throw new InvalidOptionError('overlap must be a duration such as 1h or 0, or a number of milliseconds.');
-      }
+      const overlapMs = durationOption(o?.overlap ?? '24h', 'overlap', '1h or 0');
       if (overlapMs < 0 || overlapMs > 86_400_000) throw new InvalidOptionError('overlap is from 0 to 24 h (the longest a job token lives).');
       await jobTokens.rotate(overlapMs);
     },
