@@ -4,6 +4,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { pino } from 'pino';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
@@ -14,6 +15,7 @@ import { wellFormedString } from '../src/store/json.ts';
 import { createWaitless } from '../src/engine.ts';
 import { createHttpHandler } from '../src/http/app.ts';
 import { internals } from '../src/internals.ts';
+import { JobTokens } from '../src/access/job-tokens.ts';
 import { WaitlessClient } from '../src/client/client.ts';
 import { readSse as readSseStream } from '../src/contract/sse.ts';
 import { createReconciler } from '../src/reconciler/reconciler.ts';
@@ -515,6 +517,62 @@ describe('rotating the job-token secret', () => {
       assert.equal((await jobTokens.verify(after)).ok, true);
     } finally {
       await engine.close();
+    }
+  });
+
+  it('a process that missed the rotation notification refuses ended tokens once it reads the secrets again (pglite)', { skip: !BACKENDS.includes('pglite') }, async () => {
+    const engine = await openEngine('pglite', { jobs: [echo] });
+    try {
+      const { job } = await engine.waitless.submit('echo', {});
+      const { token } = (await engine.waitless.createJobToken(job.id, { ttl: '1h' }))!;
+      // Checks tokens on the same database but hears no notification, as a process whose LISTEN connection is down.
+      const deaf = new JobTokens(internals(engine.waitless).driver);
+      assert.equal((await deaf.verify(token)).ok, true);
+      await engine.waitless.rotateJobTokenSecret({ overlap: 0 });
+      assert.equal((await deaf.verify(token)).ok, true, 'the secrets it read a moment ago are still trusted');
+      assert.deepEqual(await deaf.verify(token, Date.now() + 11_000), { ok: false, reason: 'invalid' }, 'past their 10 s they are read again');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('two rotations at once keep the secret the first made current for the overlap (postgres)', { skip: !BACKENDS.includes('postgres') }, async () => {
+    const a = await openEngine('postgres', { jobs: [echo] });
+    const b = await createWaitless({ jobs: [echo], database: a.databaseUrl, schema: a.schema, logger: silentLogger });
+    const holder = new pg.Client({ connectionString: a.databaseUrl });
+    await holder.connect();
+    try {
+      const { job } = await a.waitless.submit('echo', {});
+      await a.waitless.createJobToken(job.id);
+      const secretOf = async (name: string) =>
+        (await holder.query<{ secret: string }>(`SELECT secret FROM ${a.schema}.server_secrets WHERE name = $1`, [name])).rows[0]?.secret;
+      const original = await secretOf('job-tokens');
+      // Hold the secret's row so both rotations start before either can finish.
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM ${a.schema}.server_secrets WHERE name = 'job-tokens' FOR UPDATE`);
+      const both = Promise.all([a.waitless.rotateJobTokenSecret({ overlap: '1h' }), b.rotateJobTokenSecret({ overlap: '1h' })]);
+      const holderPid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      await eventually(
+        async () =>
+          (await internals(a.waitless).driver.query<{ n: number }>({
+              // The first waits on the holder, the second on the first.
+              text: `SELECT count(*)::int AS n FROM pg_stat_activity a WHERE $1 = ANY(pg_blocking_pids(a.pid)) OR EXISTS
+                (SELECT 1 FROM pg_stat_activity b WHERE $1 = ANY(pg_blocking_pids(b.pid)) AND b.pid = ANY(pg_blocking_pids(a.pid)))`,
+              values: [holderPid],
+            }))[0]!.n === 2,
+        'both rotations waiting on the held row',
+      );
+      await holder.query('COMMIT');
+      await both;
+      const current = await secretOf('job-tokens');
+      const kept = JSON.parse((await secretOf('job-tokens:previous'))!) as { secret: string };
+      assert.notEqual(current, original);
+      assert.notEqual(kept.secret, original, 'the secret kept is the one the first rotation made current: its tokens stay valid');
+      assert.notEqual(kept.secret, current);
+    } finally {
+      await holder.end();
+      await b.close();
+      await a.close();
     }
   });
 });

@@ -29,6 +29,12 @@ const PREFIX = 'wlt_';
 export const JOB_TOKEN_SECRET = 'job-tokens';
 /** The secret it replaced, still accepted until its `until`. */
 const PREVIOUS_SECRET = 'job-tokens:previous';
+/**
+ * The longest the secrets are trusted without being read again. A rotation is heard at once
+ * through a notification; this bounds how long a process that missed it (its LISTEN connection
+ * was down) still accepts tokens a rotation with overlap 0 ended. Two reads per period.
+ */
+const SECRETS_MAX_AGE_MS = 10_000;
 
 /** The keys tokens are checked against: the current one signs; the previous one, if any, still verifies until `until`. */
 interface SigningKeys {
@@ -44,11 +50,14 @@ export const isJobToken = (credential: string): boolean => credential.startsWith
  * ever holding a key. Stateless (an HMAC over the claims), so verifying costs no query; the
  * signing secret lives in the database, created by whichever process needs it first, so every
  * API process on that database accepts every other's tokens. {@link rotate} replaces it; every
- * process hears of it (a notification) and reads the secrets again ({@link forget}).
+ * process hears of it (a notification) and reads the secrets again ({@link forget}); a process
+ * that missed the notification reads them again within 10 s anyway.
  */
 export class JobTokens {
   private readonly driver: Driver;
   private secret: Promise<SigningKeys> | undefined;
+  /** When {@link secret} was read (ms since the epoch). */
+  private readAt = 0;
   private readonly rotated = new Set<() => void>();
 
   constructor(driver: Driver) {
@@ -64,7 +73,7 @@ export class JobTokens {
   async verify(token: string, now = Date.now()): Promise<JobTokenCheck> {
     const match = /^wlt_([A-Za-z0-9_-]{1,2048})\.([A-Za-z0-9_-]{43})$/.exec(token);
     if (!match) return { ok: false, reason: 'invalid' };
-    const keys = await this.keys();
+    const keys = await this.keys(now);
     const actual = Buffer.from(match[2]!, 'base64url');
     const signedWith = (key: Buffer) => {
       const expected = createHmac('sha256', key).update(match[1]!).digest();
@@ -102,7 +111,9 @@ export class JobTokens {
     return () => this.rotated.delete(listener);
   }
 
-  private keys(): Promise<SigningKeys> {
+  private keys(now = Date.now()): Promise<SigningKeys> {
+    if (this.secret && now - this.readAt > SECRETS_MAX_AGE_MS) this.secret = undefined;
+    if (!this.secret) this.readAt = now;
     this.secret ??= (async () => {
       await this.driver.query(q.insertServerSecret(JOB_TOKEN_SECRET, randomBytes(32).toString('base64url')));
       const [row] = await this.driver.query<{ secret: string }>(q.getServerSecret(JOB_TOKEN_SECRET));

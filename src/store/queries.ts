@@ -844,13 +844,16 @@ export const insertServerSecret = (name: string, secret: string): Sql => ({
  * process (`<schema>_keys`, payload `name`) to read them again. One statement.
  */
 export const rotateServerSecret = (name: string, previousName: string, secret: string, overlapMs: number): Sql => ({
-  text: `WITH old AS (SELECT secret FROM server_secrets WHERE name = $1),
+  // FOR UPDATE: a rotation running at the same time waits, then keeps the secret that one made
+  // current (not the one both read first, which would end the other's tokens at once). Both
+  // writes read `old`, so it is read (and locked) before `fresh` replaces the row.
+  text: `WITH old AS (SELECT secret FROM server_secrets WHERE name = $1 FOR UPDATE),
     kept AS (
       INSERT INTO server_secrets (name, secret)
       SELECT $2, json_build_object('secret', old.secret, 'until', floor(extract(epoch FROM now()) * 1000) + $4::bigint)::text FROM old
       ON CONFLICT (name) DO UPDATE SET secret = EXCLUDED.secret, created_at = now()),
     fresh AS (
-      INSERT INTO server_secrets (name, secret) VALUES ($1, $3)
+      INSERT INTO server_secrets (name, secret) SELECT $1, $3 FROM (SELECT count(*) FROM old) AS read_first
       ON CONFLICT (name) DO UPDATE SET secret = EXCLUDED.secret, created_at = now())
     SELECT pg_notify(current_schema() || '_keys', $1)`,
   values: [name, previousName, secret, overlapMs],
