@@ -35,16 +35,21 @@ const submit = (url: string) =>
   fetch(`${url}/jobs-api/v1/jobs/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: { text: 'hi' } }) });
 
 describe('Express', () => {
-  it('with express.json() in front, a submit answers 400 naming the body parser', async () => {
-    const handler = createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api' });
+  it('with express.json() in front, a submit answers 400 naming the body parser, with its CORS headers', async () => {
+    const handler = createHttpHandler(waitless, { auth: { mode: 'none', tenant: 'default' }, basePath: '/jobs-api', cors: { origin: 'https://app.example' } });
     const app = express();
     app.use(express.json());
     app.use('/jobs-api', createNodeListener(handler));
     const server = await listen(createServer(app));
     try {
-      const response = await submit(server.url);
+      const response = await fetch(`${server.url}/jobs-api/v1/jobs/echo`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', origin: 'https://app.example' },
+        body: JSON.stringify({ input: { text: 'hi' } }),
+      });
       assert.equal(response.status, 400);
       assert.equal(response.headers.get('content-type'), 'application/problem+json');
+      assert.equal(response.headers.get('access-control-allow-origin'), 'https://app.example', 'the page that sent it can read the answer');
       const problem = (await response.json()) as { type: string; detail: string };
       assert.equal(problem.type, '/problems/body-already-read');
       assert.match(problem.detail, /body parser .*express\.json\(\).*Mount Waitless before the body parser/);

@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { getRequestListener } from '@hono/node-server';
-import { announcesBody, BODY_ALREADY_READ } from './body.ts';
 
 /** A Node request as frameworks hand it over: Express adds `originalUrl` and may add `body`. */
 type FrameworkRequest = IncomingMessage & { originalUrl?: string; body?: unknown };
@@ -19,8 +18,9 @@ export interface NodeListenerOptions {
  * Turns a Waitless handler (from `createHttpHandler`) into a Node `(req, res, next?)` listener for
  * Express, Fastify (`reply.raw`) or `node:http`. Compared to `getRequestListener` from
  * `@hono/node-server`, it routes on the URL as the client sent it (Express's `originalUrl`, so
- * `app.use('/jobs-api', listener)` works), and it answers a clear 400 when a body parser in
- * front of it already read the body, instead of "Malformed JSON".
+ * `app.use('/jobs-api', listener)` works). A body a parser in front of it already read arrives
+ * empty, and the handler answers a clear 400 naming the parser (with its CORS headers, as every
+ * answer of the handler), instead of "Malformed JSON".
  */
 export function createNodeListener(
   handler: (request: Request) => Response | Promise<Response>,
@@ -35,18 +35,6 @@ export function createNodeListener(
       if (next) return next();
     }
     req.url = url;
-    const announced = announcesBody({ get: (name) => headerValue(req.headers[name]) });
-    // A parser that ran first has drained the stream (and usually left `req.body` behind).
-    if (announced && (req.readableEnded || req.readableDidRead)) {
-      const body = JSON.stringify({ ...BODY_ALREADY_READ, status: 400, instance: url.split('?')[0] });
-      res.writeHead(400, { 'content-type': 'application/problem+json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-      return;
-    }
     void listener(req, res);
   };
-}
-
-function headerValue(value: string | string[] | undefined): string | null {
-  return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
 }
