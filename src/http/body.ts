@@ -15,11 +15,6 @@ export const BODY_ALREADY_READ: Problem = {
     'Mount Waitless before the body parser, or leave its path out of the parser.',
 };
 
-/** Whether the headers announce a body (a length above zero, or a chunked one, maybe empty). */
-export function announcesBody(headers: { get(name: string): string | null }): boolean {
-  return Number(headers.get('content-length') ?? 0) > 0 || /chunked/i.test(headers.get('transfer-encoding') ?? '');
-}
-
 /**
  * Reads a JSON body and checks it against `schema`. Answers the problem response to send
  * instead when the content type is wrong (415), the JSON is malformed (400) or the body does
