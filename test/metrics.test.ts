@@ -54,6 +54,21 @@ const stuck = defineJob({
     return { ok: true };
   },
 });
+const handedBackStarted = new Set<string>();
+/** Its first run lasts until its worker shuts down and hands it back; the next completes. */
+const handedBack = defineJob({
+  name: 'metrics-handed-back',
+  input: z.object({ key: z.string() }),
+  run: async ({ key }, ctx) => {
+    // A hand-back does not use up the attempt: the run tells itself apart by its key.
+    if (!handedBackStarted.has(key)) {
+      handedBackStarted.add(key);
+      gate(`${key}-running`).resolve();
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+    }
+    return { ok: true };
+  },
+});
 /** Run only by a worker the test starts once the job has waited. */
 const late = defineJob({ name: 'metrics-late', input: z.object({}), run: async () => ({}) });
 /** No worker runs it: it stays queued. */
@@ -117,7 +132,7 @@ for (const backend of BACKENDS) {
       await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
       hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
       engine = await openEngine(backend, {
-        jobs: [ok, flaky, broken, held, stuck, late, idle],
+        jobs: [ok, flaky, broken, held, stuck, late, idle, handedBack],
         webhooks: { pollInterval: '50ms', ssrf: { allow: ['127.0.0.1'] } },
       });
       engine.waitless.startWorker({ pollInterval: 50, names: ['metrics-ok', 'metrics-flaky', 'metrics-broken', 'metrics-held'] });
@@ -220,6 +235,26 @@ for (const backend of BACKENDS) {
         assert.ok(waited(now) - waited(before) >= 0.3, `the pickup took at least the 0.3 s the job waited, got ${waited(now) - waited(before)}`);
       } finally {
         await worker.stop();
+      }
+    });
+
+    it('counts one pickup for a job handed back at shutdown and claimed again: its wait since is unknown', async () => {
+      const before = await scrape();
+      const key = `handed-back-${backend}`;
+      const id = await submit('metrics-handed-back', { key });
+      const first = engine.waitless.startWorker({ names: ['metrics-handed-back'], pollInterval: 50, shutdownGrace: 0 });
+      await gate(`${key}-running`).promise;
+      await first.stop();
+      const job = await engine.waitless.get(id);
+      assert.equal(job?.status, 'queued', 'handed back');
+      const second = engine.waitless.startWorker({ names: ['metrics-handed-back'], pollInterval: 50 });
+      try {
+        assert.equal((await finished(engine.waitless, id)).status, 'completed');
+        const now = await scrape();
+        const pickups = (n: Scrape) => value(n, 'waitless_job_pickup_latency_seconds', { name: 'metrics-handed-back' });
+        assert.equal(pickups(now) - pickups(before), 1, 'the first claim only');
+      } finally {
+        await second.stop();
       }
     });
 

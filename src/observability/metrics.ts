@@ -57,7 +57,7 @@ const running = new Gauge({
 });
 const pickupLatency = new Histogram({
   name: 'waitless_job_pickup_latency_seconds',
-  help: 'Time from when a job became claimable (submitted, or due after a delay or retry backoff) to its claim by a worker of this process.',
+  help: 'Time from when a job became claimable (submitted, or due after a delay or retry backoff) to its claim by a worker of this process. A job taken back from a lost worker is not counted.',
   labelNames: ['name'] as const,
   buckets: LATENCY_BUCKETS,
   registers: [registry],
@@ -77,7 +77,7 @@ const queued = new Gauge({
 });
 const oldestQueued = new Gauge({
   name: 'waitless_queue_oldest_age_seconds',
-  help: 'How long the longest-waiting due job has been claimable, by name (0: none due); whole database, read at scrape time.',
+  help: 'How long the longest-waiting due job has been claimable (a job taken back from a lost worker: since then), by name (0: none due); whole database, read at scrape time (at most once a second).',
   labelNames: ['name'] as const,
   registers: [registry],
 });
@@ -115,9 +115,9 @@ export const metrics = {
   submitted(name: string): void {
     submitted.inc({ name });
   },
-  /** A job was claimed; `waitedMs` since it became claimable. */
-  claimed(name: string, waitedMs: number): void {
-    pickupLatency.observe({ name }, Math.max(0, waitedMs) / 1000);
+  /** A job was claimed; `waitedMs` since it became claimable (undefined: not known, not observed). */
+  claimed(name: string, waitedMs: number | undefined): void {
+    if (waitedMs !== undefined) pickupLatency.observe({ name }, Math.max(0, waitedMs) / 1000);
     running.inc({ name });
   },
   /** The worker let go of a job (outcome written, discarded or handed back). */
@@ -176,14 +176,28 @@ export async function renderMetrics(driver: Driver): Promise<string> {
   queued.reset();
   oldestQueued.reset();
   try {
-    const rows = await driver.query<q.QueueStatsRow>(q.queueStats());
-    for (const row of rows) {
+    for (const row of await queueStatsOf(driver)) {
       queued.set({ name: row.name }, Number(row.queued));
       oldestQueued.set({ name: row.name }, Number(row.oldest_due_seconds ?? 0));
     }
   } catch {
     // The rest of the page is this process's own and still true; the gap in the queue series
-    // (and /healthz) tell that the database is unreachable.
+    // (and /readyz) tell that the database is unreachable.
   }
   return registry.metrics();
+}
+
+/** How long one reading of the queue gauges serves scrapes: several scrapers (or one in a hurry) cost one query. */
+const QUEUE_STATS_MAX_AGE_MS = 1_000;
+const queueStatsRead = new WeakMap<Driver, { at: number; rows: Promise<q.QueueStatsRow[]> }>();
+
+/** The queue gauges' rows, read at most every {@link QUEUE_STATS_MAX_AGE_MS} per database (a failed read is not kept). */
+function queueStatsOf(driver: Driver): Promise<q.QueueStatsRow[]> {
+  const now = Date.now();
+  const last = queueStatsRead.get(driver);
+  if (last && now - last.at < QUEUE_STATS_MAX_AGE_MS) return last.rows;
+  const rows = driver.query<q.QueueStatsRow>(q.queueStats());
+  queueStatsRead.set(driver, { at: now, rows });
+  rows.catch(() => queueStatsRead.delete(driver));
+  return rows;
 }

@@ -676,11 +676,14 @@ export type QueueStatsRow = { name: string; queued: string | number; oldest_due_
 
 /**
  * Queued jobs by name, and how long the longest-waiting due one has been claimable: read at
- * every metrics scrape, so it only touches queued rows (the `jobs_queued_by_run_at` partial index).
+ * metrics scrapes, so it only touches queued rows (the `jobs_queued_by_run_at` partial index).
+ * A job taken back from a lost worker keeps its early run_at (its place in the queue) but has
+ * been claimable only since it was taken back (its updated_at); for every other queued job,
+ * updated_at is not after run_at.
  */
 export const queueStats = (): Sql => ({
   text: `SELECT name, count(*) AS queued,
-      EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest_due_seconds
+      EXTRACT(EPOCH FROM now() - min(greatest(run_at, updated_at)) FILTER (WHERE run_at <= now()))::float8 AS oldest_due_seconds
     FROM jobs WHERE status = 'queued' GROUP BY name`,
   values: [],
 });

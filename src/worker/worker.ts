@@ -408,8 +408,14 @@ export class Worker {
     };
     this.running.set(leaseToken, entry);
     // Both from the database's clock: claimable since (submit, delay or backoff) → claimed (the
-    // claim sets updated_at; started_at is the first attempt's).
-    metrics.claimed(job.name, Date.parse(job.updatedAt) - Date.parse(job.runAt));
+    // claim sets updated_at; started_at is the first attempt's). A job taken back from a lost
+    // worker, or handed back at shutdown, keeps its place (its run_at is from before its first
+    // start): how long it waited since is unknown, so it is left out rather than counted from then.
+    // (A first claim starts the job now; a retry is due after its first start.)
+    const runAt = Date.parse(job.runAt);
+    const startedAt = Date.parse(job.startedAt ?? job.updatedAt);
+    const kept = startedAt < Date.parse(job.updatedAt) && runAt <= startedAt;
+    metrics.claimed(job.name, kept ? undefined : Date.parse(job.updatedAt) - runAt);
     entry.done = this.execute(entry, definition, log).finally(() => {
       context.close();
       metrics.released(job.name);
