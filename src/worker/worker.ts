@@ -417,7 +417,7 @@ export class Worker {
     metrics.claimed(job.name, Date.parse(job.updatedAt) - Date.parse(job.runAt));
     entry.done = withContext(traced.context, () => this.execute(entry, definition, log)).finally(() => {
       // No outcome written: the job was taken away (cancel, lost lease, timeout, shutdown), or the write failed.
-      const { outcome, error } = entry.traced ?? { outcome: controller.signal.aborted ? 'aborted' : 'unrecorded', error: controller.signal.reason };
+      const { outcome, error } = entry.traced ?? { outcome: controller.signal.aborted ? 'aborted' : 'unrecorded', error: controller.signal.reason as unknown };
       endProcessSpan(traced.span, outcome, error);
       context.close();
       metrics.released(job.name);
