@@ -38,8 +38,9 @@ export type TraceContext = Context;
 /** The instrumentation scope of every Waitless span. */
 export const TRACER_NAME = 'waitless';
 
-// A ProxyTracer: it follows whichever provider the application registers, even later.
-const tracer = trace.getTracer(TRACER_NAME);
+// Asked of the global provider at each span (a map lookup in the SDK), not kept: a kept
+// ProxyTracer would stay bound to the first provider it saw, through a later disable() or swap.
+const tracer = () => trace.getTracer(TRACER_NAME);
 
 /** Attribute names (OpenTelemetry semantic conventions, plus a few of Waitless's own under `waitless.`). */
 export const ATTR = {
@@ -155,7 +156,7 @@ export function recordFailure(span: Span, error: unknown): void {
  */
 export async function inSpan<T>(name: string, options: { kind?: SpanKind; attributes?: Attributes; parent?: Context }, fn: (span: Span) => Promise<T>): Promise<T> {
   const parent = options.parent ?? context.active();
-  const span = tracer.startSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, attributes: options.attributes }, parent);
+  const span = tracer().startSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, attributes: options.attributes }, parent);
   try {
     return await context.with(trace.setSpan(parent, span), () => fn(span));
   } catch (error) {
@@ -225,7 +226,7 @@ export interface ProcessSpanParams {
  */
 export function startProcessSpan(p: ProcessSpanParams): { span: Span; context: Context } {
   const { parent, remote } = parentOf(p.traceContext);
-  const span = tracer.startSpan(
+  const span = tracer().startSpan(
     SPAN.process(p.jobName),
     {
       kind: SpanKind.CONSUMER,
