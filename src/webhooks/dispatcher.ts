@@ -124,8 +124,8 @@ export class WebhookDispatcher {
       const secrets = (await this.store.secrets(delivery.tenant)).map((s) => s.secret);
       const headers = signWebhook({ id: delivery.id, timestamp: startedAt, body: delivery.payload, secrets });
       // One CLIENT span per attempt, in the job's trace; its context goes along as `traceparent`.
-      const span = { deliveryId: delivery.id, attempt: delivery.attempts + 1, redactedUrl: redactUrl(delivery.url), traceContext: delivery.traceContext };
-      const result = await webhookSpan(span, async (s) => {
+      const traced = { deliveryId: delivery.id, attempt: delivery.attempts + 1, redactedUrl: redactUrl(delivery.url), traceContext: delivery.traceContext };
+      const result = await webhookSpan(traced, async (s) => {
         const sent = await postWebhook(delivery.url, {
           headers: { ...headers, 'content-type': 'application/json', 'user-agent': 'waitless-webhooks/1', ...carrierOf(s) },
           body: delivery.payload,
