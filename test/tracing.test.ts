@@ -16,6 +16,7 @@ import { pathToFileURL } from 'node:url';
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import { createHttpHandler } from '../src/http/app.ts';
 import { internals } from '../src/internals.ts';
 import { openEngine, POSTGRES_URL, startServer } from './helpers.ts';
 import { startFakeOpenAI } from './fixtures/fake-openai.ts';
@@ -205,7 +206,7 @@ test('one trace runs from a submit in this process through the worker process: a
   assert.equal(await worker.stop(), 0);
 });
 
-test('in one process: the worker continues the submitter trace, and a job submitted untraced stores no trace context', async (t) => {
+test('in one process: the worker continues the submitter trace, a routed submit is the HTTP server span child, an untraced submit stores no trace context', async (t) => {
   const llm = await startFakeOpenAI({ tokenDelayMs: 1 });
   t.after(() => llm.close());
   process.env[OPENAI_URL_ENV] = llm.baseURL;
@@ -222,6 +223,28 @@ test('in one process: the worker continues the submitter trace, and a job submit
   assert.equal(row?.trace_context?.traceparent, `00-${submit.traceId}-${submit.spanId}-01`);
   const attempt = await eventually(() => localSpans().find((s) => s.name === 'process traced-summary'), 5000, 'the process span');
   assert.deepEqual([attempt.traceId, attempt.parentSpanId], [submit.traceId, submit.spanId]);
+
+  // Behind HTTP instrumentation (a server span active around the handler, as it makes one): the
+  // submit is that span's child, and the request's traceparent is left to the instrumentation.
+  const handler = createHttpHandler(engine.waitless, { auth: { mode: 'none', tenant: 'default' } });
+  const serverSpanId = await tracer.startActiveSpan('POST /v1/jobs/:name', { kind: SpanKind.SERVER }, async (span) => {
+    try {
+      const answer = await handler(
+        new Request('http://127.0.0.1/v1/jobs/traced-summary', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', traceparent: `00-${'c3'.repeat(16)}-${'d4'.repeat(8)}-01` },
+          body: JSON.stringify({ input: { text: 'behind instrumentation' } }),
+        }),
+      );
+      assert.equal(answer.status, 202);
+      return span.spanContext().spanId;
+    } finally {
+      span.end();
+    }
+  });
+  const server = only(localSpans(), (s) => s.spanId === serverSpanId, 'server span');
+  const routed = only(localSpans(), (s) => s.name === 'send traced-summary' && s.parentSpanId === serverSpanId, 'submit under the server span');
+  assert.equal(routed.traceId, server.traceId);
 
   // With tracing off (the API's no-op tracer, as when no SDK is registered), nothing is stored.
   trace.disable();
