@@ -115,7 +115,8 @@ export function carrierOf(span: Span): TraceCarrier | undefined {
   if (!isSpanContextValid(sc)) return undefined;
   const traceparent = `00-${sc.traceId}-${sc.spanId}-${(sc.traceFlags & 0xff).toString(16).padStart(2, '0')}`;
   const tracestate = sc.traceState?.serialize();
-  return tracestate ? { traceparent, tracestate } : { traceparent };
+  // W3C asks to pass on at least 512 characters; a caller's longer tracestate is not stored with every job.
+  return tracestate && tracestate.length <= 512 ? { traceparent, tracestate } : { traceparent };
 }
 
 /** The remote span context a stored carrier (or an incoming `traceparent` header) names; undefined when absent or malformed. */

@@ -7,6 +7,7 @@
  * disagree, and the event's NOTIFY (a trigger) fires only if the statement commits.
  */
 import type { JobStep } from '../job/model.ts';
+import type { TraceCarrier } from '../observability/tracing.ts';
 import type { Sql } from './driver.ts';
 import { toStoredJson } from './json.ts';
 import { RECOVERABLE_STATUSES, TERMINAL_STATUSES } from '../contract/statuses.ts';
@@ -225,7 +226,7 @@ export interface InsertJobParams {
   concurrencyKey?: string;
   concurrencyLimit?: number;
   /** The submit span's W3C Trace Context, so the worker continues its trace. */
-  traceContext?: { traceparent: string; tracestate?: string };
+  traceContext?: TraceCarrier;
 }
 
 /**
