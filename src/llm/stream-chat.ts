@@ -134,6 +134,11 @@ const DEFAULT_CHECKPOINT_EVERY: Duration = '1s';
  *   applies. A stream that ends without a `finish_reason` (cut short, e.g. by the client's
  *   `timeout`) rejects with {@link IncompleteStreamError}, so the retry resumes it.
  *
+ * - **Traced.** With an OpenTelemetry SDK registered, the request is a `chat {model}` CLIENT span
+ *   inside its step's span, with the gen_ai attributes: models asked for and answering, tokens in
+ *   and out, finish reason, and `gen_ai.response.time_to_first_chunk`. Prompts and answers are not
+ *   recorded.
+ *
  * Only text is read: the first choice's `delta.content`. Tool calls and refusals are not
  * collected (a `"tool_calls"` finish reason is returned as is).
  */
