@@ -33,6 +33,7 @@ import { registerInternals } from './internals.ts';
 import { Housekeeping, purgeIdempotencyKeys, reclaimDeliveryLeases, reclaimJobLeases } from './maintenance/housekeeping.ts';
 import { type DispatcherOptions, WebhookDispatcher } from './webhooks/dispatcher.ts';
 import { checkWebhookUrl, UnsafeUrlError } from './webhooks/ssrf.ts';
+import { activeCarrier, submitSpan } from './observability/tracing.ts';
 
 /** The tenant used when none is given (the library, `waitless dev`). */
 export const DEFAULT_TENANT = 'default';
@@ -415,6 +416,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
         idempotencyKey: submitOptions?.idempotencyKey,
         fallback,
         ...scheduling(definition, parsed.data, submitOptions),
+        traceContext: activeCarrier(),
       });
     },
 
@@ -535,6 +537,9 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       await driver.close();
     },
   };
+  // Every submit, the library's and the HTTP route's, runs in one span whose context is stored with the job.
+  const submitUntraced = waitless.submit.bind(waitless);
+  waitless.submit = (job, input, o) => submitSpan(typeof job === 'string' ? job : job.name, () => submitUntraced(job, input, o));
   registerInternals(waitless, { driver, schema, store, notifier, hub, jobTokens, webhooks, housekeeping });
   return waitless;
 }

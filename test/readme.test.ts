@@ -65,6 +65,7 @@ const CHECKED: Checked[] = [
     ].join('\n'),
   },
   { marker: "import { createWaitless, createHttpHandler } from 'waitless';", prelude: 'declare const url: string;' },
+  { marker: 'new NodeSDK({' },
   { marker: "app.use('/jobs-api', createNodeListener(handler))", prelude: 'declare const handler: (request: Request) => Promise<Response>;' },
   { marker: 'scope.removeAllContentTypeParsers()', prelude: 'declare const handler: (request: Request) => Promise<Response>;' },
   { marker: 'serverExternalPackages', file: 'next.config.mjs', next: true },

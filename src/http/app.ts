@@ -20,6 +20,7 @@ import { problem, problemFor } from './problem.ts';
 import { streamJobEvents, streamTenantJobs } from './sse.ts';
 import { addWebhookRoutes } from './webhook-routes.ts';
 import { metricsRoute } from './metrics-route.ts';
+import { withIncomingTrace } from '../observability/tracing.ts';
 
 /** Options of the HTTP handler. */
 export interface HttpOptions {
@@ -203,7 +204,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
           'The body is {"input": …, "webhook"?: {"url", "events"?}, "token"?: {"cancel"?, "ttlSeconds"?}, "priority"?, "runAt"? | "delay"?, "supersede"?: {"key", "policy"?}, "context"?, "concurrencyKey"?}.',
       });
       if (envelope instanceof Response) return envelope;
-      const { job, created } = await waitless.submit(name, envelope.input, {
+      const traceHeaders = { traceparent: c.req.header('traceparent'), tracestate: c.req.header('tracestate') };
+      const { job, created } = await withIncomingTrace(traceHeaders, () => waitless.submit(name, envelope.input, {
         tenant: c.get('tenant'),
         idempotencyKey: key,
         webhook: envelope.webhook,
@@ -214,7 +216,7 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
         supersede: envelope.supersede,
         context: envelope.context,
         concurrencyKey: envelope.concurrencyKey,
-      });
+      }));
       const headers: Record<string, string> = { location: links(job.id).self, ...pollHeaders(job) };
       if (!created) headers['idempotent-replayed'] = 'true';
       if (!envelope.token) return c.json(view(job), 202, headers);

@@ -3,6 +3,8 @@ import type { ChatCompletionCreateParamsStreaming, ChatCompletionMessageParam } 
 import type { JobContext, StepContext, TokenUsage } from '../job/definition.ts';
 import { type Duration, toMs } from '../job/duration.ts';
 import { JobCancelledError, LeaseLostError } from '../job/errors.ts';
+import type { Span } from '@opentelemetry/api';
+import { ATTR, chatSpan } from '../observability/tracing.ts';
 
 /**
  * What {@link streamChat} needs of a job's context. A {@link JobContext} has all of it. Inside
@@ -132,6 +134,11 @@ const DEFAULT_CHECKPOINT_EVERY: Duration = '1s';
  *   applies. A stream that ends without a `finish_reason` (cut short, e.g. by the client's
  *   `timeout`) rejects with {@link IncompleteStreamError}, so the retry resumes it.
  *
+ * - **Traced.** With an OpenTelemetry SDK registered, the request is a `chat {model}` CLIENT span
+ *   inside its step's span, with the gen_ai attributes: models asked for and answering, tokens in
+ *   and out, finish reason, and `gen_ai.response.time_to_first_chunk`. Prompts and answers are not
+ *   recorded.
+ *
  * Only text is read: the first choice's `delta.content`. Tool calls and refusals are not
  * collected (a `"tool_calls"` finish reason is returned as is).
  */
@@ -142,62 +149,94 @@ export async function streamChat(ctx: StreamChatContext, options: StreamChatOpti
   const continuePrompt = options.continuePrompt ?? DEFAULT_CONTINUE_PROMPT;
 
   let ran = false;
-  const result = await ctx.step(options.step ?? DEFAULT_STEP, async (step): Promise<StreamChatResult> => {
+  const result = await ctx.step(options.step ?? DEFAULT_STEP, (step): Promise<StreamChatResult> => {
     ran = true;
-    const { signal } = step;
-    if (signal.aborted) throw signal.reason;
-
-    const resumed = checkpointText(step.checkpoint);
-    let messages: ChatCompletionMessageParam[] = request.messages;
-    if (resumed) {
-      // Whoever watches sees at once what they saw before the attempt that failed.
-      ctx.write(resumed);
-      await ctx.flush();
-      messages = [...request.messages, { role: 'assistant', content: resumed }, { role: 'user', content: continuePrompt }];
-    }
-
-    const checkpoints = new Checkpointer(step, ctx, checkpointMs, resumed);
-    let text = resumed;
-    let usage: TokenUsage | undefined;
-    let finishReason: string | undefined;
-    try {
-      const stream = await client.chat.completions.create(
-        { ...request, messages, stream: true, stream_options: { ...request.stream_options, include_usage: true } },
-        { signal },
-      );
-      // On abort, the SDK ends this loop without an error: the signal is checked after it.
-      for await (const chunk of stream) {
-        const choice = chunk.choices.find((c) => c.index === 0);
-        const delta = choice?.delta?.content;
-        if (delta) {
-          text += delta;
-          ctx.write(delta);
-          checkpoints.changed(text);
-        }
-        if (choice?.finish_reason) finishReason = choice.finish_reason;
-        if (chunk.usage) {
-          usage = {
-            model: chunk.model || request.model,
-            promptTokens: chunk.usage.prompt_tokens,
-            completionTokens: chunk.usage.completion_tokens,
-            totalTokens: chunk.usage.total_tokens,
-          };
-        }
-      }
-      if (signal.aborted) throw signal.reason;
-      if (!finishReason) throw new IncompleteStreamError('The model stream ended without a finish_reason: the answer is incomplete.');
-    } catch (error) {
-      const thrown: unknown = signal.aborted ? signal.reason : error;
-      await checkpoints.final(text, signal);
-      throw thrown;
-    }
-    await checkpoints.stop();
-    if (usage) await ctx.recordUsage(usage);
-    return { text, ...(usage ? { usage } : {}), ...(finishReason ? { finishReason } : {}) };
+    // The call's span (gen_ai conventions), a child of the step's.
+    return chatSpan(request.model, client.baseURL, (span) => streamInStep(ctx, step, span, options, checkpointMs, continuePrompt));
   });
   // A call recorded by an earlier attempt: its text goes to this attempt's output again.
   if (!ran) ctx.write(result.text);
   return result;
+}
+
+/** One streamed request inside its step: resumes from the checkpoint, streams, records usage and the span's gen_ai attributes. */
+async function streamInStep(
+  ctx: StreamChatContext,
+  step: StepContext,
+  span: Span,
+  options: StreamChatOptions,
+  checkpointMs: number,
+  continuePrompt: string,
+): Promise<StreamChatResult> {
+  const { client, request } = options;
+  const { signal } = step;
+  if (signal.aborted) throw signal.reason;
+
+  const resumed = checkpointText(step.checkpoint);
+  let messages: ChatCompletionMessageParam[] = request.messages;
+  if (resumed) {
+    // Whoever watches sees at once what they saw before the attempt that failed.
+    ctx.write(resumed);
+    await ctx.flush();
+    messages = [...request.messages, { role: 'assistant', content: resumed }, { role: 'user', content: continuePrompt }];
+  }
+
+  const checkpoints = new Checkpointer(step, ctx, checkpointMs, resumed);
+  let text = resumed;
+  let usage: TokenUsage | undefined;
+  let finishReason: string | undefined;
+  try {
+    const sentAt = performance.now();
+    let firstChunk = true;
+    const stream = await client.chat.completions.create(
+      { ...request, messages, stream: true, stream_options: { ...request.stream_options, include_usage: true } },
+      { signal },
+    );
+    // On abort, the SDK ends this loop without an error: the signal is checked after it.
+    for await (const chunk of stream) {
+      if (firstChunk) {
+        firstChunk = false;
+        span.setAttributes({
+          [ATTR.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]: (performance.now() - sentAt) / 1000,
+          ...(chunk.id ? { [ATTR.GEN_AI_RESPONSE_ID]: chunk.id } : {}),
+          ...(chunk.model ? { [ATTR.GEN_AI_RESPONSE_MODEL]: chunk.model } : {}),
+        });
+      }
+      const choice = chunk.choices.find((c) => c.index === 0);
+      const delta = choice?.delta?.content;
+      if (delta) {
+        text += delta;
+        ctx.write(delta);
+        checkpoints.changed(text);
+      }
+      if (choice?.finish_reason) finishReason = choice.finish_reason;
+      if (chunk.usage) {
+        usage = {
+          model: chunk.model || request.model,
+          promptTokens: chunk.usage.prompt_tokens,
+          completionTokens: chunk.usage.completion_tokens,
+          totalTokens: chunk.usage.total_tokens,
+        };
+      }
+    }
+    if (finishReason) span.setAttribute(ATTR.GEN_AI_RESPONSE_FINISH_REASONS, [finishReason]);
+    if (usage) {
+      span.setAttributes({
+        [ATTR.GEN_AI_RESPONSE_MODEL]: usage.model ?? request.model,
+        [ATTR.GEN_AI_USAGE_INPUT_TOKENS]: usage.promptTokens ?? 0,
+        [ATTR.GEN_AI_USAGE_OUTPUT_TOKENS]: usage.completionTokens ?? 0,
+      });
+    }
+    if (signal.aborted) throw signal.reason;
+    if (!finishReason) throw new IncompleteStreamError('The model stream ended without a finish_reason: the answer is incomplete.');
+  } catch (error) {
+    const thrown: unknown = signal.aborted ? signal.reason : error;
+    await checkpoints.final(text, signal);
+    throw thrown;
+  }
+  await checkpoints.stop();
+  if (usage) await ctx.recordUsage(usage);
+  return { text, ...(usage ? { usage } : {}), ...(finishReason ? { finishReason } : {}) };
 }
 
 function checkpointText(checkpoint: unknown): string {

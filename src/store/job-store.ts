@@ -33,6 +33,8 @@ export interface SubmitParams {
   context?: unknown;
   /** At most `limit` of the tenant's jobs with this key run at once. */
   concurrency?: { key: string; limit: number };
+  /** The submit span's W3C Trace Context, stored so the worker continues the trace. */
+  traceContext?: q.InsertJobParams['traceContext'];
 }
 
 /**
@@ -72,6 +74,8 @@ export interface ClaimedJob {
   tenant: string;
   leaseToken: string;
   timeoutMs: number;
+  /** The job's stored trace context (its submit span), for the attempt's span. */
+  traceContext?: unknown;
 }
 
 type JobHeadRow = { id: string; tenant_id: string; last_seq: number; status: JobStatus };
@@ -314,7 +318,7 @@ export class JobStore {
   async claim(names: string[], limit: number, workerId: string, leaseMs: number): Promise<ClaimedJob[]> {
     if (limit < 1 || names.length === 0) return [];
     const rows = await this.driver.query<q.ClaimedJobRow>(q.claimJobs(names, limit, workerId, leaseMs));
-    return rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms }));
+    return rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms, traceContext: row.trace_context }));
   }
 
   /**
@@ -354,7 +358,7 @@ export class JobStore {
       if (rows.length === 0) throw error;
       more = true;
     }
-    return { jobs: rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms })), more };
+    return { jobs: rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms, traceContext: row.trace_context })), more };
   }
 
   /** Returns the set of job ids whose lease is still held and was extended. */

@@ -7,6 +7,7 @@
  * disagree, and the event's NOTIFY (a trigger) fires only if the statement commits.
  */
 import type { JobStep } from '../job/model.ts';
+import type { TraceCarrier } from '../observability/tracing.ts';
 import type { Sql } from './driver.ts';
 import { toStoredJson } from './json.ts';
 import { RECOVERABLE_STATUSES, TERMINAL_STATUSES } from '../contract/statuses.ts';
@@ -18,6 +19,7 @@ const JOB_COLUMN_NAMES = [
   'id', 'tenant_id', 'name', 'status', 'input', 'result', 'error', 'progress', 'partial_output', 'attempt',
   'max_attempts', 'timeout_ms', 'priority', 'run_at', 'last_seq', 'created_at', 'started_at', 'finished_at', 'updated_at',
   'fallback', 'steps', 'context', 'usage', 'supersede_key', 'concurrency_key', 'concurrency_limit',
+  'trace_context',
 ] as const;
 type JobColumn = (typeof JOB_COLUMN_NAMES)[number];
 
@@ -72,6 +74,8 @@ export interface JobRow {
   supersede_key: string | null;
   concurrency_key: string | null;
   concurrency_limit: number | null;
+  /** The submit span's W3C Trace Context (`{ traceparent, tracestate? }`); null when submitted untraced. */
+  trace_context: unknown;
 }
 
 /** What the job row keeps of each step, for readers (keyed by the step's name). */
@@ -221,6 +225,8 @@ export interface InsertJobParams {
   context?: unknown;
   concurrencyKey?: string;
   concurrencyLimit?: number;
+  /** The submit span's W3C Trace Context, so the worker continues its trace. */
+  traceContext?: TraceCarrier;
 }
 
 /**
@@ -236,18 +242,22 @@ export function insertJobs(jobs: InsertJobParams[]): Sql {
   return {
     text: `WITH input AS (
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::integer[], $7::text[], $8::text[],
-          $9::text[], $10::text[], $11::integer[], $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::integer[], $17::text[])
+          $9::text[], $10::text[], $11::integer[], $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::integer[], $17::text[],
+          $18::text[])
           WITH ORDINALITY AS i(id, tenant_id, name, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url, fallback,
-            priority, run_at, supersede_key, context, concurrency_key, concurrency_limit, fingerprint, ord)
+            priority, run_at, supersede_key, context, concurrency_key, concurrency_limit, fingerprint,
+            trace_context, ord)
       ), claimed_key AS (
         INSERT INTO idempotency_keys (tenant_id, key, fingerprint, job_id)
         SELECT tenant_id, idempotency_key, fingerprint, id FROM input WHERE idempotency_key IS NOT NULL ORDER BY ord
         ON CONFLICT (tenant_id, key) DO NOTHING RETURNING job_id
       ), changed AS (
         INSERT INTO jobs (id, tenant_id, name, status, input, max_attempts, timeout_ms, idempotency_key, webhook, status_url, fallback,
-          priority, run_at, supersede_key, context, concurrency_key, concurrency_limit)
+          priority, run_at, supersede_key, context, concurrency_key, concurrency_limit,
+          trace_context)
         SELECT id, tenant_id, name, 'queued', input::jsonb, max_attempts, timeout_ms, idempotency_key, webhook::jsonb, status_url, fallback::jsonb,
-          priority, coalesce(run_at, now()), supersede_key, context::jsonb, concurrency_key, concurrency_limit
+          priority, coalesce(run_at, now()), supersede_key, context::jsonb, concurrency_key, concurrency_limit,
+          trace_context::jsonb
         FROM input WHERE idempotency_key IS NULL OR id IN (SELECT job_id FROM claimed_key) ORDER BY ord
         RETURNING ${INSERTED_JOB_COLUMNS}
       ), appended AS (
@@ -273,6 +283,7 @@ export function insertJobs(jobs: InsertJobParams[]): Sql {
       column((p) => p.concurrencyKey ?? null),
       column((p) => p.concurrencyLimit ?? null),
       column((p) => p.fingerprint ?? ''),
+      column((p) => json(p.traceContext)),
     ],
   };
 }

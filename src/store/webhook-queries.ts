@@ -23,6 +23,8 @@ export interface DeliveryRow {
 
 export interface ClaimedDeliveryRow extends DeliveryRow {
   lease_token: string;
+  /** The job's trace context (read from the job: deliveries keep none of their own). */
+  trace_context: unknown;
 }
 
 export interface AttemptRow {
@@ -96,7 +98,8 @@ export const claimDeliveries = (limit: number, leaseMs: number): Sql => ({
       lease_expires_at = now() + $2 * interval '1 millisecond', updated_at = now()
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.tenant_id, d.job_id, d.endpoint_id, d.url, d.event_type, d.payload, d.status, d.attempts,
-      d.next_attempt_at, d.last_error, d.created_at, d.updated_at, d.delivered_at, d.lease_token`,
+      d.next_attempt_at, d.last_error, d.created_at, d.updated_at, d.delivered_at, d.lease_token,
+      (SELECT j.trace_context FROM jobs j WHERE j.id = d.job_id) AS trace_context`,
   values: [limit, leaseMs],
 });
 

@@ -49,6 +49,8 @@ export interface ClaimedDelivery {
   /** Attempts made before this one. */
   attempts: number;
   leaseToken: string;
+  /** The job's stored trace context, so each attempt's span joins the job's trace. */
+  traceContext?: unknown;
 }
 
 export interface WebhookSecretInfo {
@@ -128,6 +130,7 @@ export class WebhookStore {
       payload: r.payload,
       attempts: r.attempts,
       leaseToken: r.lease_token,
+      traceContext: r.trace_context,
     }));
   }
 

@@ -7,6 +7,7 @@ import { postWebhook } from './deliver.ts';
 import { redactUrl } from './redact.ts';
 import { signWebhook } from './signing.ts';
 import { metrics } from '../observability/metrics.ts';
+import { carrierOf, recordHttpStatus, webhookSpan } from '../observability/tracing.ts';
 import { type SsrfPolicy, UnsafeUrlError } from './ssrf.ts';
 
 /**
@@ -122,11 +123,17 @@ export class WebhookDispatcher {
     try {
       const secrets = (await this.store.secrets(delivery.tenant)).map((s) => s.secret);
       const headers = signWebhook({ id: delivery.id, timestamp: startedAt, body: delivery.payload, secrets });
-      const result = await postWebhook(delivery.url, {
-        headers: { ...headers, 'content-type': 'application/json', 'user-agent': 'waitless-webhooks/1' },
-        body: delivery.payload,
-        timeoutMs: this.timeoutMs,
-        policy: this.options.ssrf,
+      // One CLIENT span per attempt, in the job's trace; its context goes along as `traceparent`.
+      const traced = { deliveryId: delivery.id, attempt: delivery.attempts + 1, redactedUrl: redactUrl(delivery.url), traceContext: delivery.traceContext };
+      const result = await webhookSpan(traced, async (s) => {
+        const sent = await postWebhook(delivery.url, {
+          headers: { ...headers, 'content-type': 'application/json', 'user-agent': 'waitless-webhooks/1', ...carrierOf(s) },
+          body: delivery.payload,
+          timeoutMs: this.timeoutMs,
+          policy: this.options.ssrf,
+        });
+        recordHttpStatus(s, sent.status, sent.ok ? undefined : (sent.error ?? `HTTP ${sent.status}`));
+        return sent;
       });
       const base = { startedAt, latencyMs: result.latencyMs, statusCode: result.status, responseExcerpt: result.responseExcerpt, error: result.error };
       if (result.ok) {

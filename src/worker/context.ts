@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { Span } from '@opentelemetry/api';
 import type { ChildContext, JobContext, JobLogLimits, ProgressUpdate, StepContext, TokenUsage } from '../job/definition.ts';
 import { createAttemptLog } from './job-log.ts';
 import { runAll, runAllSettled } from '../job/structured.ts';
@@ -8,6 +9,7 @@ import type { JobStore } from '../store/job-store.ts';
 import { toStoredValue } from '../store/json.ts';
 import type { JobWriter } from './job-writes.ts';
 import { metrics } from '../observability/metrics.ts';
+import { ATTR, stepSpan, type TraceContext } from '../observability/tracing.ts';
 
 export interface ContextParams {
   job: Job;
@@ -23,6 +25,8 @@ export interface ContextParams {
   writer: JobWriter;
   /** Called when a fenced write finds the lease gone; aborts the signal with the reason. */
   onLeaseLost: () => Promise<void>;
+  /** The attempt's `process` span, parent of the step spans. Default: the active context. */
+  trace?: TraceContext;
 }
 
 /** The handler's context plus what the worker needs to wind it down. */
@@ -76,7 +80,10 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
   /** Steps running in this attempt, so one name cannot run twice at once. */
   const runningSteps = new Set<string>();
 
-  const step = async <T>(name: string, fn: (step: StepContext) => Promise<T>, signal: AbortSignal): Promise<T> => {
+  const step = <T>(name: string, fn: (step: StepContext) => Promise<T>, signal: AbortSignal): Promise<T> =>
+    stepSpan(name, p.trace, (span) => runStep(name, fn, signal, span));
+
+  const runStep = async <T>(name: string, fn: (step: StepContext) => Promise<T>, signal: AbortSignal, span: Span): Promise<T> => {
     if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new TypeError('A step name is 1–200 characters.');
     if (runningSteps.has(name)) throw new TypeError(`Step "${name}" is already running in this job: give each step its own name.`);
     signal.throwIfAborted();
@@ -85,7 +92,10 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     try {
       const recorded = await p.store.getStep(p.job.id, name);
       // Done in an earlier run (or earlier in this one): its recorded result, without running it again.
-      if (recorded?.status === 'completed') return recorded.result as T;
+      if (recorded?.status === 'completed') {
+        span.setAttribute(ATTR.STEP_REPLAYED, true);
+        return recorded.result as T;
+      }
       const startedAt = new Date();
       await direct(() => p.store.startStep(p.job.id, p.leaseToken, name));
       let result: T;

@@ -11,6 +11,7 @@ import type { Notifier } from '../store/notifications.ts';
 import { createJobContext, type WorkerJobContext } from './context.ts';
 import { JobWriteBuffer } from './job-writes.ts';
 import { metrics, type RunOutcome } from '../observability/metrics.ts';
+import { endProcessSpan, startProcessSpan, withContext } from '../observability/tracing.ts';
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -56,6 +57,8 @@ interface RunningJob {
   leaseUntil: number;
   /** Set once the handler has returned; its own terminal write must not look like a takeover. */
   finishing?: boolean;
+  /** How the attempt ended once its outcome is written (for its span), with the handler's error. */
+  traced?: { outcome: RunOutcome; error?: unknown };
   done: Promise<void>;
 }
 
@@ -387,6 +390,7 @@ export class Worker {
     const definition = this.jobs.get(job.name)!;
     const controller = new AbortController();
     const log = this.log.child({ jobId: job.id, job: job.name, attempt: job.attempt });
+    const traced = startProcessSpan({ jobId: job.id, jobName: job.name, attempt: job.attempt, workerId: this.id, traceContext: claimed.traceContext });
     const context = createJobContext({
       job,
       tenant,
@@ -397,6 +401,7 @@ export class Worker {
       logLimits: definition.logs,
       writer: this.writes.open(job.id, leaseToken, () => void this.abortTakenAway(entry)),
       onLeaseLost: () => this.abortTakenAway(entry),
+      trace: traced.context,
     });
     const entry: RunningJob = {
       claimed,
@@ -416,7 +421,10 @@ export class Worker {
     const startedAt = Date.parse(job.startedAt ?? job.updatedAt);
     const kept = startedAt < Date.parse(job.updatedAt) && runAt <= startedAt;
     metrics.claimed(job.name, kept ? undefined : Date.parse(job.updatedAt) - runAt);
-    entry.done = this.execute(entry, definition, log).finally(() => {
+    entry.done = withContext(traced.context, () => this.execute(entry, definition, log)).finally(() => {
+      // No outcome written: the job was taken away (cancel, lost lease, timeout, shutdown), or the write failed.
+      const { outcome, error } = entry.traced ?? { outcome: controller.signal.aborted ? 'aborted' : 'unrecorded', error: controller.signal.reason as unknown };
+      endProcessSpan(traced.span, outcome, error);
       context.close();
       metrics.released(job.name);
       this.running.delete(leaseToken);
@@ -428,7 +436,10 @@ export class Worker {
     const { job, leaseToken, timeoutMs } = entry.claimed;
     const { controller, context } = entry;
     const startedAt = performance.now();
-    const ran = (outcome: RunOutcome) => metrics.ran(job.name, outcome, (performance.now() - startedAt) / 1000);
+    const ran = (outcome: RunOutcome, error?: unknown) => {
+      entry.traced = { outcome, error };
+      metrics.ran(job.name, outcome, (performance.now() - startedAt) / 1000);
+    };
     const timer = setTimeout(() => void this.timeOut(entry, definition, log, ran), timeoutMs);
     let outcome: { ok: true; result: unknown; stale: boolean } | { ok: false; thrown: unknown };
     try {
@@ -482,7 +493,7 @@ export class Worker {
         return this.store.retryLater(job.id, leaseToken, delay, error);
       });
       if (written) {
-        ran('retried');
+        ran('retried', thrown);
         log.warn({ err: thrown, retryInMs: delay }, 'job failed; retrying');
       }
     } else {
@@ -491,7 +502,7 @@ export class Worker {
         return this.store.finish(job.id, leaseToken, 'failed', undefined, error);
       });
       if (written) {
-        ran('failed');
+        ran('failed', thrown);
         log.warn({ err: thrown }, 'job failed');
       }
     }
