@@ -42,6 +42,8 @@ export function createAttemptLog(p: {
   logger: Logger;
   /** Buffers one line (JSON text) for the job's event log. */
   write: (line: string) => void;
+  /** Lines the writer dropped after they were buffered (the database refused them), counted with the rest. */
+  droppedByWriter?: () => number;
   /** False once the handler may add no more lines (its signal aborted, or the attempt ended). */
   open: () => boolean;
 }): AttemptLog {
@@ -73,6 +75,7 @@ export function createAttemptLog(p: {
       if (ended) return;
       ended = true;
       // Not `open()`: a timed-out attempt's signal has aborted, and its log still gets the count.
+      dropped += p.droppedByWriter?.() ?? 0;
       if (dropped === 0) return;
       const { maxLines, maxBytes } = p.limits;
       const entry: JobLogLine = {
