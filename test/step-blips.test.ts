@@ -14,7 +14,8 @@ import { z } from 'zod';
 import { createWaitless, type Waitless } from '../src/engine.ts';
 import { internals } from '../src/internals.ts';
 import { defineJob } from '../src/job/definition.ts';
-import { createGates, dropSchema, eventually, finished, freshSchema } from './helpers.ts';
+import { JobWriteBuffer } from '../src/worker/job-writes.ts';
+import { createGates, dropSchema, eventually, finished, freshSchema, silentLogger } from './helpers.ts';
 import { freePort, tcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 const { gate, releaseAll } = createGates();
@@ -140,5 +141,26 @@ describe('a database blip while a step is recorded, on postgres', () => {
       assert.equal(await store.startStep(job.id, randomUUID(), 'pay-again', start), false);
       await waitless.cancel(job.id);
     });
+
+  it('drops a log line the database refused (not a blip) after one try, and counts it; the output beside it is kept', async () => {
+    const { store } = internals(waitless);
+    const { job } = await waitless.submit('ledger', {});
+    const [claimed] = await store.claim(['ledger'], 1, 'test-worker', 60_000);
+    assert.equal(claimed?.job.id, job.id);
+    const writes = new JobWriteBuffer(store, 10, silentLogger);
+    const writer = writes.open(job.id, claimed.leaseToken, () => {});
+    try {
+      writer.write('kept');
+      writer.log('{not json'); // refused by the database, whichever round carries it
+      await assert.rejects(writer.flush());
+      await writer.flush(); // the output again, without the line
+      assert.equal(writer.droppedLogLines(), 1);
+      assert.equal((await waitless.get(job.id))?.output, 'kept');
+    } finally {
+      writer.close();
+      writes.stop();
+      await waitless.cancel(job.id);
+    }
+  });
 });
 
