@@ -73,8 +73,8 @@ describe('a database blip while a step is recorded, on postgres', () => {
   });
 
   const cases = [
-    { cutAt: 'start', what: "a step's start", retried: 'a step, progress or usage write did not reach the database; retrying within the lease' },
-    { cutAt: 'result', what: "a step's result", retried: 'a step, progress or usage write did not reach the database; retrying within the lease' },
+    { cutAt: 'start', what: "a step's start", retried: 'the database did not answer while a step or token usage was recorded; retrying within the lease' },
+    { cutAt: 'result', what: "a step's result", retried: 'the database did not answer while a step or token usage was recorded; retrying within the lease' },
     { cutAt: 'progress', what: 'a progress report', retried: 'buffered job writes did not reach the database; sending them again with the next round' },
   ] as const;
 

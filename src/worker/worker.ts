@@ -411,7 +411,7 @@ export class Worker {
           until: () => entry.leaseUntil,
           retryable: (error) => unreachableReason(error) !== undefined,
           signal: controller.signal,
-          onRetry: (error, delay) => log.warn({ err: error, retryInMs: delay }, 'a step, progress or usage write did not reach the database; retrying within the lease'),
+          onRetry: (error, delay) => log.warn({ err: error, retryInMs: delay }, 'the database did not answer while a step or token usage was recorded; retrying within the lease'),
         }),
     });
     const entry: RunningJob = {
