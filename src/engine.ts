@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import {
   InputValidationError,
   InvalidOptionError,
+  LimitExceededError,
   InvalidSubmitOptionError,
   InvalidWebhookError,
   JobNotFoundError,
@@ -16,12 +17,12 @@ import { JOB_TOKEN_SECRET, JobTokens, type JobTokenScope, type MintedJobToken } 
 import type { SubmitRequest } from './contract/submit.ts';
 import { EventHub, type EventHubOptions } from './events/hub.ts';
 import { type Duration, toMs } from './job/duration.ts';
-import { type AnyJobDefinition, type JobDefinition, isJobDefinition } from './job/definition.ts';
+import { type AnyJobDefinition, type JobDefinition, type JobLimits, checkLimits, isJobDefinition, resolveLimits } from './job/definition.ts';
 import type { Job, JobEvent } from './job/model.ts';
 import { ApiKeyStore } from './store/api-keys.ts';
 import { assertSchemaName, type Driver } from './store/driver.ts';
 import { type JobPage, JobStore, type ListParams, type SubmitOutcome, type SupersedePolicy } from './store/job-store.ts';
-import { MAX_JSON_DEPTH, nestsDeeperThan, toStoredValue } from './store/json.ts';
+import { MAX_JSON_DEPTH, nestsDeeperThan, storedBytes, toStoredJson, toStoredValue } from './store/json.ts';
 import { migrate, verifyMigrations } from './store/migrate.ts';
 import { Notifier } from './store/notifications.ts';
 import { createPgDriver } from './store/pg-driver.ts';
@@ -74,6 +75,11 @@ export interface WaitlessOptions {
   webhooks?: DispatcherOptions;
   /** How this process reads job events for its SSE streams and long-polls. Default: see {@link EventHubOptions}. */
   events?: EventHubOptions;
+  /**
+   * Size limits for every job whose definition does not set its own (input, result, output,
+   * progress, events). Default: input and result 1 MiB, output 4 MiB per attempt, progress 64 KiB per report, 25 000 events per job.
+   */
+  limits?: JobLimits;
 }
 
 export interface SubmitOptions {
@@ -322,6 +328,11 @@ function collectJobs(jobs: WaitlessOptions['jobs']): Map<string, AnyJobDefinitio
   return map;
 }
 
+/** Each definition with its limits resolved: its own, else the engine's, else the built-in ones. */
+function withLimits(jobs: Map<string, AnyJobDefinition>, limits: JobLimits): Map<string, AnyJobDefinition> {
+  return new Map([...jobs].map(([name, job]) => [name, Object.freeze({ ...job, limits: Object.freeze(resolveLimits(job.limits, limits)) })]));
+}
+
 async function openDriver(options: WaitlessOptions, schema: string): Promise<Driver> {
   if (options.pglite) return createPgliteDriver({ instance: options.pglite, schema });
   const database = options.database ?? './.waitless';
@@ -342,7 +353,7 @@ async function openDriver(options: WaitlessOptions, schema: string): Promise<Dri
  */
 export async function createWaitless(options: WaitlessOptions): Promise<Waitless> {
   const schema = assertSchemaName(options.schema ?? 'waitless');
-  const jobs = collectJobs(options.jobs);
+  const jobs = withLimits(collectJobs(options.jobs), checkLimits(options.limits, 'createWaitless'));
   const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
   const driver = await openDriver(options, schema);
   try {
@@ -393,7 +404,12 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       // against that JSON form here: what passes now is exactly what the handler will get.
       // Refused before anything recursive walks it: a value nested thousands deep overflows the stack.
       if (nestsDeeperThan(input, MAX_JSON_DEPTH)) throw new InputValidationError(name, [{ code: 'custom', path: [], message: `nests deeper than ${MAX_JSON_DEPTH} levels`, input: null }]);
-      const stored = toStoredValue(input);
+      const text = toStoredJson(input) ?? 'null';
+      const maxInput = resolveLimits(definition.limits).input;
+      if (storedBytes(text) > maxInput) {
+        throw new LimitExceededError(`The input of job "${name}" (${storedBytes(text)} bytes as JSON)`, 'limits.input', maxInput, 'bytes', 'Pass large inputs by reference (a URL or an id).');
+      }
+      const stored: unknown = JSON.parse(text);
       // PostgreSQL cannot store a NUL character in text or jsonb: refuse it here, with a reason.
       if (hasNul(stored)) throw new InputValidationError(name, [{ code: 'custom', path: [], message: 'contains a NUL character (\\u0000), which cannot be stored', input: stored }]);
       const parsed = (definition.input as z.ZodType).safeParse(stored);

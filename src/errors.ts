@@ -20,6 +20,7 @@ export type WaitlessErrorCode =
   | 'supersede_conflict'
   | 'not_recoverable'
   | 'invalid_cursor'
+  | 'limit_exceeded'
   | 'job_not_found'
   | 'job_unsuccessful'
   | 'result_timeout'
@@ -189,5 +190,37 @@ export class ResultTimeoutError extends WaitlessError {
     super(`Job ${jobId} did not finish within ${timeoutMs} ms. It keeps running: call result() again, or cancel() it.`);
     this.jobId = jobId;
     this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A size as people read it: `1 MiB`, `64 KiB`, or a number of bytes. */
+export function formatBytes(bytes: number): string {
+  if (bytes >= 1_048_576 && bytes % 1_048_576 === 0) return `${bytes / 1_048_576} MiB`;
+  if (bytes >= 1024 && bytes % 1024 === 0) return `${bytes / 1024} KiB`;
+  return `${bytes} bytes`;
+}
+
+/**
+ * Something a job sent or made passed one of its size limits (its definition's `limits`, or
+ * the engine's): the input at submit (HTTP 413), or the result, output, a progress report or
+ * its events while it ran (the job then fails with this error, without retries: another
+ * attempt would pass the limit again). The message names the limit and its value.
+ */
+export class LimitExceededError extends WaitlessError {
+  override name = 'LimitExceededError';
+  readonly code = 'limit_exceeded';
+  /** The option that set the limit, e.g. `limits.output`. */
+  readonly limit: string;
+  /** The limit's value (bytes, or events for `limits.events`). */
+  readonly max: number;
+  /**
+   * @param what what passed it, e.g. "the job's output".
+   * @param unit `bytes` for a size, `events` for a count.
+   */
+  constructor(what: string, limit: string, max: number, unit: 'bytes' | 'events' = 'bytes', advice = '') {
+    const value = unit === 'bytes' ? formatBytes(max) : `${max} events`;
+    super(`${what} passed its limit of ${value} (${limit}).${advice ? ` ${advice}` : ''}`);
+    this.limit = limit;
+    this.max = max;
   }
 }

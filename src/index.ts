@@ -15,6 +15,7 @@ export {
   DatabaseUnavailableError,
   JobNotFoundError,
   JobUnsuccessfulError,
+  LimitExceededError,
   NotRecoverableError,
   ResultTimeoutError,
   SupersedeConflictError,
@@ -25,8 +26,8 @@ export type { WaitlessErrorCode } from './errors.ts';
 export { MigrationError } from './store/migrate.ts';
 export type { JobTokenScope, MintedJobToken } from './access/job-tokens.ts';
 export type { ApiKeyRole, CreateApiKeyOptions, CreatedApiKey } from './store/api-keys.ts';
-export { defineJob, isJobDefinition } from './job/definition.ts';
-export type { AnyJobDefinition, ChildContext, ChildTask, JobContext, JobDefinition, JobLog, JobLogLevel, JobLogLimits, JobOptions, ProgressUpdate, StepContext, TokenUsage } from './job/definition.ts';
+export { DEFAULT_LIMITS, defineJob, isJobDefinition } from './job/definition.ts';
+export type { AnyJobDefinition, ChildContext, ChildTask, JobContext, JobDefinition, JobLimits, JobLog, JobLogLevel, JobLogLimits, JobOptions, ProgressUpdate, StepContext, TokenUsage } from './job/definition.ts';
 export { SiblingFailedError } from './job/structured.ts';
 export type { Duration } from './job/duration.ts';
 export { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, WorkerShutdownError } from './job/errors.ts';

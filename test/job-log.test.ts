@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
@@ -168,7 +169,7 @@ for (const backend of BACKENDS) {
       // Claimed by hand (no worker runs this name now), then taken back as an expired lease.
       const [claimed] = await store.claim(['stubborn'], 1, 'test-worker', 60_000);
       assert.equal(claimed?.job.id, job.id);
-      const line = (message: string) => ({ id: job.id, token: claimed.leaseToken, kind: 'log' as const, body: JSON.stringify({ level: 'info', message, attempt: 1 }) });
+      const line = (message: string) => ({ id: job.id, token: claimed.leaseToken, kind: 'log' as const, body: JSON.stringify({ level: 'info', message, attempt: 1 }), round: randomUUID() });
       assert.deepEqual([...(await store.writeJobs([line('while held')]))], [claimed.leaseToken]);
       await driver.query({ text: `UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, values: [job.id] });
       // Taken back (by this call or by the engine's housekeeping, whichever comes first).

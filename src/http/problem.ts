@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { InputValidationError, NotRecoverableError, SupersedeConflictError, WaitlessError, type WaitlessErrorCode } from '../errors.ts';
+import { InputValidationError, LimitExceededError, NotRecoverableError, SupersedeConflictError, WaitlessError, type WaitlessErrorCode } from '../errors.ts';
 
 /** An RFC 9457 problem detail. Extra members carry machine-readable specifics. */
 export interface Problem {
@@ -65,6 +65,13 @@ export const PROBLEMS: Record<WaitlessErrorCode, ProblemSpec | null> = {
     members: (error) => (error instanceof NotRecoverableError ? { jobStatus: error.job.status } : {}),
   },
   invalid_cursor: { status: 400, type: '/problems/invalid-query', title: 'Invalid cursor' },
+  // At submit, the input over its job's limit; a running job's other limits fail the job instead.
+  limit_exceeded: {
+    status: 413,
+    type: '/problems/limit-exceeded',
+    title: 'Content Too Large',
+    members: (error) => (error instanceof LimitExceededError ? { limit: error.limit, max: error.max } : {}),
+  },
   // Thrown by waitless.result(), which no route calls.
   job_unsuccessful: null,
   result_timeout: null,

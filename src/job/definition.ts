@@ -108,6 +108,52 @@ export interface JobLogLimits {
   maxBytes?: number;
 }
 
+/**
+ * Size limits of a job, so one job cannot grow the database without bound. Sizes are the
+ * UTF-8 bytes of the value's JSON as stored (output: of its text). Past a limit the input is
+ * refused at submit (`413`); a running job fails at once, without retries (another attempt
+ * would pass it again), with a `limit_exceeded` error naming the limit and its value.
+ */
+export interface JobLimits {
+  /** Bytes of the input. Default: `1_048_576` (1 MiB, the HTTP API's default body limit). */
+  input?: number;
+  /** Bytes of the result, and of each step's result or checkpoint. Default: `1_048_576` (1 MiB). */
+  result?: number;
+  /** Bytes of partial output (`ctx.write`) per attempt. Default: `4_194_304` (4 MiB). */
+  output?: number;
+  /** Bytes of one progress report. Default: `65_536` (64 KiB). */
+  progress?: number;
+  /**
+   * Events of the job, over all its attempts: output rounds, progress reports, log lines,
+   * step records and status changes (the final status is always recorded). Default: `25_000`.
+   */
+  events?: number;
+}
+
+/**
+ * The built-in limits. Results over 1 MiB belong in a bucket, not in a status read; 4 MiB of
+ * output is far more than any model answer; a progress report is a few hundred bytes, 64 KiB
+ * leaves room for a table of data; an hour of streamed output at the default flush interval is
+ * 18 000 output events, and the rest leaves room for progress, logs and steps.
+ */
+export const DEFAULT_LIMITS: Readonly<Required<JobLimits>> = Object.freeze({ input: 1_048_576, result: 1_048_576, output: 4_194_304, progress: 65_536, events: 25_000 });
+
+/** Throws a `TypeError` naming the bad limit (`where` says whose), unless every given one is a whole number ≥ 1. */
+export function checkLimits(limits: JobLimits | undefined, where: string): JobLimits {
+  const checked: JobLimits = {};
+  for (const [key, n] of Object.entries(limits ?? {}) as Array<[string, unknown]>) {
+    if (!(key in DEFAULT_LIMITS)) throw new TypeError(`${where}: limits.${key} is not a limit; use ${Object.keys(DEFAULT_LIMITS).join(', ')}.`);
+    if (n === undefined) continue;
+    if (!(typeof n === 'number' && Number.isSafeInteger(n) && n >= 1)) throw new TypeError(`${where}: limits.${key} must be a whole number ≥ 1.`);
+    checked[key as keyof JobLimits] = n;
+  }
+  return checked;
+}
+
+/** The limits that hold: the definition's, then the engine's, then {@link DEFAULT_LIMITS}. */
+export const resolveLimits = (...layers: Array<JobLimits | undefined>): Required<JobLimits> =>
+  Object.assign({}, DEFAULT_LIMITS, ...layers.slice().reverse()) as Required<JobLimits>;
+
 /** Token usage of model calls, as OpenAI-compatible APIs report it. */
 export interface TokenUsage {
   /** Default: `"unknown"`. */
@@ -155,6 +201,8 @@ export interface JobOptions<Schema extends z.ZodType, Result> {
   concurrency?: { limit: number; key?: (input: z.output<Schema>) => string };
   /** How much of `ctx.log` is kept with the job, per attempt. Default: 200 lines and 64 KiB. */
   logs?: JobLogLimits;
+  /** Size limits: input, result, output, progress, events. Default: the engine's `limits`, else {@link DEFAULT_LIMITS}. */
+  limits?: JobLimits;
 }
 
 /** A job definition, ready to register with `createWaitless({ jobs })`. */
@@ -169,6 +217,8 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType, Result = un
   readonly concurrency?: { limit: number; key?: (input: z.output<Schema>) => string };
   /** `ctx.log` lines kept per attempt, resolved. */
   readonly logs: Required<JobLogLimits>;
+  /** The size limits this definition sets (the rest come from the engine, or the defaults). */
+  readonly limits: JobLimits;
   /** Marks the object as a definition, so a module's other exports are ignored. */
   readonly kind: 'waitless.job';
 }
@@ -215,6 +265,7 @@ export function defineJob<Schema extends z.ZodType, Result>(options: JobOptions<
     timeoutMs,
     retry: resolveRetryPolicy(options.retry),
     logs,
+    limits: Object.freeze(checkLimits(options.limits, `Job "${options.name}"`)),
     run: options.run,
     ...(options.fallback ? { fallback: options.fallback } : {}),
     ...(options.relevant ? { relevant: options.relevant } : {}),

@@ -404,24 +404,30 @@ export class JobStore {
     return (await this.driver.query<q.StepRow>(q.getStep(jobId, name)))[0];
   }
 
-  async startStep(id: string, token: string, name: string): Promise<boolean> {
-    return (await this.driver.query(q.startStep(id, token, name))).length > 0;
+  /*
+   * The direct writes of a running job carry a `writeId`, new for each write and the same on each
+   * try of it: a try after a dropped connection whose first try had in fact committed answers
+   * true without applying it again.
+   */
+
+  async startStep(id: string, token: string, name: string, writeId: string): Promise<boolean> {
+    return (await this.driver.query(q.startStep(id, token, name, writeId))).length > 0;
   }
 
-  async completeStep(id: string, token: string, name: string, result: unknown, startedAt: Date): Promise<boolean> {
-    return (await this.driver.query(q.completeStep(id, token, name, result, startedAt))).length > 0;
+  async completeStep(id: string, token: string, name: string, result: unknown, startedAt: Date, writeId: string): Promise<boolean> {
+    return (await this.driver.query(q.completeStep(id, token, name, result, startedAt, writeId))).length > 0;
   }
 
-  async failStep(id: string, token: string, name: string, message: string, startedAt: Date): Promise<boolean> {
-    return (await this.driver.query(q.failStep(id, token, name, message, startedAt))).length > 0;
+  async failStep(id: string, token: string, name: string, message: string, startedAt: Date, writeId: string): Promise<boolean> {
+    return (await this.driver.query(q.failStep(id, token, name, message, startedAt, writeId))).length > 0;
   }
 
   async saveStepCheckpoint(id: string, token: string, name: string, checkpoint: unknown, startedAt: Date): Promise<boolean> {
     return (await this.driver.query(q.saveStepCheckpoint(id, token, name, checkpoint, startedAt))).length > 0;
   }
 
-  async recordUsage(id: string, token: string, usage: { model: string; promptTokens: number; completionTokens: number; totalTokens: number }): Promise<boolean> {
-    return (await this.driver.query(q.recordUsage(id, token, usage.model, usage.promptTokens, usage.completionTokens, usage.totalTokens))).length > 0;
+  async recordUsage(id: string, token: string, usage: { model: string; promptTokens: number; completionTokens: number; totalTokens: number }, writeId: string): Promise<boolean> {
+    return (await this.driver.query(q.recordUsage(id, token, usage.model, usage.promptTokens, usage.completionTokens, usage.totalTokens, writeId))).length > 0;
   }
 
   /** Queues a failed attempt again after `delayMs`; the attempt counts. */

@@ -20,6 +20,12 @@ export function toStoredJson(value: unknown): string | undefined {
   return JSON.stringify(value, wellFormed);
 }
 
+/**
+ * What stored text weighs, the one measure of every size limit: its UTF-8 bytes (of a value's
+ * JSON text from {@link toStoredJson}, or of output text as it is kept).
+ */
+export const storedBytes = (text: string): number => Buffer.byteLength(text, 'utf8');
+
 /** The value as it will be after a trip through the database (Dates become strings, undefined goes, lone surrogates become U+FFFD). */
 export function toStoredValue(value: unknown): unknown {
   const text = toStoredJson(value);

@@ -553,6 +553,16 @@ export const extendLeases = (ids: string[], tokens: string[], leaseMs: number): 
 /** The fence every worker write carries: the job is still running under this lease. */
 const FENCE = `id = $1 AND lease_token = $2 AND status = 'running'`;
 
+/**
+ * A direct write (a step's start, result or failure, token usage), fenced and applied once: it
+ * carries an id (`$n`) the job row keeps, and a try whose id the row already holds (an earlier
+ * try committed, but its answer was lost with the connection) changes nothing.
+ */
+const ONCE = (n: string) => `${FENCE} AND last_write_id IS DISTINCT FROM ${n}`;
+
+/** Answers a row for a direct write applied now (by `changed`) or by an earlier try. */
+const appliedOnce = (n: string) => `SELECT 1 FROM changed UNION ALL SELECT 1 FROM jobs WHERE ${FENCE} AND last_write_id = ${n}`;
+
 /** One buffered write of a running job: a chunk of output, or a progress report (JSON). */
 export interface JobWrite {
   id: string;
@@ -560,6 +570,11 @@ export interface JobWrite {
   kind: 'output' | 'progress' | 'log';
   /** The output text, or the progress report or log line as JSON text. */
   body: string;
+  /**
+   * The round this write goes in (one id for all of a job's writes in one round): a round sent
+   * again after a dropped connection, that had in fact been applied, is not applied twice.
+   */
+  round: string;
 }
 
 /**
@@ -570,18 +585,20 @@ export interface JobWrite {
  */
 export const writeJobs = (writes: JobWrite[]): Sql => ({
   text: `WITH batch AS (
-      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS b(id, token, kind, body, ord)
+      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[]) WITH ORDINALITY AS b(id, token, kind, body, round, ord)
     ), per_job AS (
-      SELECT id, token, count(*)::integer AS n,
+      SELECT id, token, round, count(*)::integer AS n,
         (array_agg(body ORDER BY ord DESC) FILTER (WHERE kind = 'progress'))[1]::jsonb AS progress
-      FROM batch GROUP BY id, token
+      FROM batch GROUP BY id, token, round
     ), held AS (
       -- Rows are locked in id order, so two statements over overlapping jobs can never deadlock.
-      SELECT j.id, j.lease_token AS token FROM jobs j JOIN per_job p ON j.id = p.id AND j.lease_token = p.token
+      -- A round the row already holds was applied by an earlier try whose answer was lost.
+      SELECT j.id, j.lease_token AS token, j.last_round_id IS NOT DISTINCT FROM p.round AS applied
+      FROM jobs j JOIN per_job p ON j.id = p.id AND j.lease_token = p.token
       WHERE j.status = 'running' ORDER BY j.id FOR UPDATE OF j
     ), changed AS (
-      UPDATE jobs j SET last_seq = j.last_seq + p.n, progress = coalesce(p.progress, j.progress), updated_at = now()
-      FROM per_job p JOIN held h ON h.id = p.id AND h.token = p.token WHERE j.id = p.id
+      UPDATE jobs j SET last_seq = j.last_seq + p.n, progress = coalesce(p.progress, j.progress), updated_at = now(), last_round_id = p.round
+      FROM per_job p JOIN held h ON h.id = p.id AND h.token = p.token AND NOT h.applied WHERE j.id = p.id
       RETURNING j.id, p.token, j.tenant_id, j.last_seq, p.n, j.name, j.attempt, j.webhook, j.status_url
     ), appended AS (
       INSERT INTO job_events (job_id, seq, tenant_id, type, data)
@@ -590,8 +607,8 @@ export const writeJobs = (writes: JobWrite[]): Sql => ({
       FROM batch b JOIN changed c ON c.id = b.id AND c.token = b.token
     ), ${progressOutbox(`(SELECT c.id, c.tenant_id, c.name, c.attempt, b.body::jsonb AS progress, c.webhook, c.status_url
         FROM changed c JOIN batch b ON b.id = c.id AND b.token = c.token AND b.kind = 'progress')`)}
-    SELECT token FROM changed`,
-  values: [writes.map((w) => w.id), writes.map((w) => w.token), writes.map((w) => w.kind), writes.map((w) => w.body)],
+    SELECT token FROM held`,
+  values: [writes.map((w) => w.id), writes.map((w) => w.token), writes.map((w) => w.kind), writes.map((w) => w.body), writes.map((w) => w.round)],
 });
 
 /** A terminal outcome to record: the status with its result (completed, stale) or error. */
@@ -717,47 +734,47 @@ export const getStep = (jobId: string, name: string): Sql => ({
 const stepSummary = (name: string, summary: string) => `steps = coalesce(steps, '{}'::jsonb) || jsonb_build_object(${name}::text, ${summary})`;
 
 /** Records that a step started (fenced): the summary and a `step` event. */
-export const startStep = (id: string, token: string, name: string): Sql => ({
+export const startStep = (id: string, token: string, name: string, writeId: string): Sql => ({
   text: `WITH changed AS (
       UPDATE jobs SET ${stepSummary('$3', `jsonb_build_object('status', 'running', 'attempt', attempt, 'startedAt', now())`)},
-        updated_at = now(), last_seq = last_seq + 1
-      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt
+        updated_at = now(), last_seq = last_seq + 1, last_write_id = $4
+      WHERE ${ONCE('$4')} RETURNING id, tenant_id, last_seq, attempt
     ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'started', 'attempt', attempt)`)}
-    SELECT last_seq FROM changed`,
-  values: [id, token, name],
+    ${appliedOnce('$4')}`,
+  values: [id, token, name, writeId],
 });
 
 /** Records a step's result (fenced), with its summary and `step` event, in one statement. */
-export const completeStep = (id: string, token: string, name: string, result: unknown, startedAt: Date): Sql => ({
+export const completeStep = (id: string, token: string, name: string, result: unknown, startedAt: Date, writeId: string): Sql => ({
   text: `WITH changed AS (
       UPDATE jobs SET ${stepSummary(
         '$3',
         `jsonb_build_object('status', 'completed', 'attempt', attempt, 'startedAt', $5::timestamptz, 'finishedAt', now(),
           'durationMs', round(extract(epoch FROM now() - $5::timestamptz) * 1000))`,
-      )}, updated_at = now(), last_seq = last_seq + 1
-      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt
+      )}, updated_at = now(), last_seq = last_seq + 1, last_write_id = $6
+      WHERE ${ONCE('$6')} RETURNING id, tenant_id, last_seq, attempt
     ), recorded AS (
       INSERT INTO job_steps (job_id, name, tenant_id, status, result, attempt, started_at, finished_at)
       SELECT id, $3, tenant_id, 'completed', $4::jsonb, attempt, $5::timestamptz, now() FROM changed
       ON CONFLICT (job_id, name) DO UPDATE SET status = 'completed', result = EXCLUDED.result, checkpoint = NULL,
         attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
     ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'completed', 'attempt', attempt, 'durationMs', round(extract(epoch FROM now() - $5::timestamptz) * 1000))`)}
-    SELECT last_seq FROM changed`,
-  values: [id, token, name, json(result) ?? 'null', startedAt],
+    ${appliedOnce('$6')}`,
+  values: [id, token, name, json(result) ?? 'null', startedAt, writeId],
 });
 
 /** Records that a step threw (fenced); nothing of it is kept but its checkpoint. */
-export const failStep = (id: string, token: string, name: string, message: string, startedAt: Date): Sql => ({
+export const failStep = (id: string, token: string, name: string, message: string, startedAt: Date, writeId: string): Sql => ({
   text: `WITH changed AS (
       UPDATE jobs SET ${stepSummary(
         '$3',
         `jsonb_build_object('status', 'failed', 'attempt', attempt, 'startedAt', $5::timestamptz, 'finishedAt', now(),
           'durationMs', round(extract(epoch FROM now() - $5::timestamptz) * 1000), 'error', $4::text)`,
-      )}, updated_at = now(), last_seq = last_seq + 1
-      WHERE ${FENCE} RETURNING id, tenant_id, last_seq, attempt
+      )}, updated_at = now(), last_seq = last_seq + 1, last_write_id = $6
+      WHERE ${ONCE('$6')} RETURNING id, tenant_id, last_seq, attempt
     ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'failed', 'attempt', attempt, 'error', $4::text)`)}
-    SELECT last_seq FROM changed`,
-  values: [id, token, name, message, startedAt],
+    ${appliedOnce('$6')}`,
+  values: [id, token, name, message, startedAt, writeId],
 });
 
 /** Saves how far an unfinished step got (fenced: the job row is locked and checked first). */
@@ -776,8 +793,8 @@ export const saveStepCheckpoint = (id: string, token: string, name: string, chec
 // ---------------------------------------------------------------- token usage
 
 /** Adds a model call's token counts to the job's totals and to its model's (fenced). */
-export const recordUsage = (id: string, token: string, model: string, prompt: number, completion: number, total: number): Sql => ({
-  text: `UPDATE jobs SET usage = jsonb_build_object(
+export const recordUsage = (id: string, token: string, model: string, prompt: number, completion: number, total: number, writeId: string): Sql => ({
+  text: `WITH changed AS (UPDATE jobs SET usage = jsonb_build_object(
       'promptTokens', coalesce((usage->>'promptTokens')::bigint, 0) + $4,
       'completionTokens', coalesce((usage->>'completionTokens')::bigint, 0) + $5,
       'totalTokens', coalesce((usage->>'totalTokens')::bigint, 0) + $6,
@@ -786,9 +803,10 @@ export const recordUsage = (id: string, token: string, model: string, prompt: nu
         'completionTokens', coalesce((usage->'byModel'->$3->>'completionTokens')::bigint, 0) + $5,
         'totalTokens', coalesce((usage->'byModel'->$3->>'totalTokens')::bigint, 0) + $6,
         'calls', coalesce((usage->'byModel'->$3->>'calls')::bigint, 0) + 1))),
-      updated_at = now()
-    WHERE ${FENCE} RETURNING id`,
-  values: [id, token, model, prompt, completion, total],
+      updated_at = now(), last_write_id = $7
+    WHERE ${ONCE('$7')} RETURNING id)
+    ${appliedOnce('$7')}`,
+  values: [id, token, model, prompt, completion, total, writeId],
 });
 
 // ---------------------------------------------------------------- latest wins

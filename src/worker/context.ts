@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Span } from '@opentelemetry/api';
 import type { ChildContext, JobContext, JobLogLimits, ProgressUpdate, StepContext, TokenUsage } from '../job/definition.ts';
@@ -6,7 +7,8 @@ import { runAll, runAllSettled } from '../job/structured.ts';
 import { LeaseLostError } from '../job/errors.ts';
 import type { Job } from '../job/model.ts';
 import type { JobStore } from '../store/job-store.ts';
-import { toStoredValue } from '../store/json.ts';
+import { storedBytes, toStoredJson } from '../store/json.ts';
+import type { AttemptLimits } from './attempt-limits.ts';
 import type { JobWriter } from './job-writes.ts';
 import { metrics } from '../observability/metrics.ts';
 import { ATTR, stepSpan, type TraceContext } from '../observability/tracing.ts';
@@ -27,6 +29,13 @@ export interface ContextParams {
   onLeaseLost: () => Promise<void>;
   /** The attempt's `process` span, parent of the step spans. Default: the active context. */
   trace?: TraceContext;
+  /** The attempt's tally against the job's size limits (it fails the job when one is passed). */
+  limits: AttemptLimits;
+  /**
+   * Runs a read or a fenced write again while the database does not answer (a blip), for as
+   * long as the lease lasts: a step's side effect is not repeated for want of its record.
+   */
+  retry: <T>(write: () => Promise<T>) => Promise<T>;
 }
 
 /** The handler's context plus what the worker needs to wind it down. */
@@ -59,12 +68,25 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     return next;
   };
 
-  /** A fenced statement of its own, after the output buffered before it. */
-  const direct = (write: () => Promise<boolean>) =>
+  /**
+   * A fenced statement of its own, after the output buffered before it; tried again through a
+   * blip, under one write id, so a try whose answer was lost is not applied twice.
+   */
+  const direct = (write: (writeId: string) => Promise<boolean>) =>
     enqueue(async () => {
-      await p.writer.flush();
-      await fenced(write);
+      const writeId = randomUUID();
+      await fenced(() =>
+        p.retry(async () => {
+          await p.writer.flush();
+          return write(writeId);
+        }),
+      );
     });
+
+  /** Throws the limit the attempt passed (the job is failing with it) unless `ok`. */
+  const within = (ok: boolean) => {
+    if (!ok) throw p.limits.exceeded!;
+  };
 
   let closed = false;
   const attemptLog = createAttemptLog({
@@ -72,6 +94,7 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     limits: p.logLimits,
     logger: p.log,
     write: (line) => p.writer.log(line),
+    droppedByWriter: () => p.writer.droppedLogLines(),
     // A handler whose signal aborted (lease lost, cancelled, timed out) adds nothing more; its
     // lines already buffered are fenced by the lease token when they are written.
     open: () => !closed && !p.signal.aborted,
@@ -90,14 +113,15 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
     // Taken before the first await, so two siblings of ctx.all cannot both get past the check.
     runningSteps.add(name);
     try {
-      const recorded = await p.store.getStep(p.job.id, name);
+      const recorded = await p.retry(() => p.store.getStep(p.job.id, name));
       // Done in an earlier run (or earlier in this one): its recorded result, without running it again.
       if (recorded?.status === 'completed') {
         span.setAttribute(ATTR.STEP_REPLAYED, true);
         return recorded.result as T;
       }
       const startedAt = new Date();
-      await direct(() => p.store.startStep(p.job.id, p.leaseToken, name));
+      within(p.limits.event());
+      await direct((writeId) => p.store.startStep(p.job.id, p.leaseToken, name, writeId));
       let result: T;
       try {
         result = await fn({
@@ -105,18 +129,24 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
           idempotencyKey: `${p.job.id}:${name}`,
           signal,
           checkpoint: recorded?.checkpoint ?? undefined,
-          saveCheckpoint: (value: unknown) => direct(() => p.store.saveStepCheckpoint(p.job.id, p.leaseToken, name, value, startedAt)),
+          saveCheckpoint: async (value: unknown) => {
+            within(p.limits.value(`The checkpoint of step "${name}"`, storedBytes(toStoredJson(value) ?? 'null')));
+            // An upsert of the same value: applying it twice changes nothing.
+            await direct(() => p.store.saveStepCheckpoint(p.job.id, p.leaseToken, name, value, startedAt));
+          },
         });
       } catch (error) {
         if (!signal.aborted) {
           const message = error instanceof Error ? error.message : String(error);
-          await direct(() => p.store.failStep(p.job.id, p.leaseToken, name, message, startedAt)).catch(() => {});
+          if (p.limits.event()) await direct((writeId) => p.store.failStep(p.job.id, p.leaseToken, name, message, startedAt, writeId)).catch(() => {});
         }
         throw error;
       }
       // The result goes through JSON now, so this run returns exactly what a replay would.
-      const stored = toStoredValue(result) as T;
-      await direct(() => p.store.completeStep(p.job.id, p.leaseToken, name, stored, startedAt));
+      const text = toStoredJson(result) ?? 'null';
+      within(p.limits.value(`The result of step "${name}"`, storedBytes(text)) && p.limits.event());
+      const stored = JSON.parse(text) as T;
+      await direct((writeId) => p.store.completeStep(p.job.id, p.leaseToken, name, stored, startedAt, writeId));
       return stored;
     } finally {
       runningSteps.delete(name);
@@ -142,7 +172,8 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       // Queued behind step writes in flight; output written before it is stored before it.
       await enqueue(async () => {
         try {
-          await p.writer.progress(update);
+          // Through a blip the report waits for its round to go again; a stopped handler stops waiting.
+          await untilAborted(p.writer.progress(update), p.signal);
         } catch (error) {
           if (error instanceof LeaseLostError) await p.onLeaseLost();
           throw error;
@@ -171,7 +202,7 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       const completionTokens = count(usage.completionTokens, 'completionTokens');
       const totalTokens = count(usage.totalTokens, 'totalTokens') || promptTokens + completionTokens;
       const model = usage.model ?? 'unknown';
-      await direct(() => p.store.recordUsage(p.job.id, p.leaseToken, { model, promptTokens, completionTokens, totalTokens }));
+      await direct((writeId) => p.store.recordUsage(p.job.id, p.leaseToken, { model, promptTokens, completionTokens, totalTokens }, writeId));
       // Counted once written: usage a fenced-out attempt reports is not the job's.
       metrics.tokens(model, promptTokens, completionTokens);
     },
@@ -180,4 +211,17 @@ export function createJobContext(p: ContextParams): WorkerJobContext {
       p.writer.close();
     },
   };
+}
+
+/** The promise, or the signal's reason once it aborts, whichever comes first. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    promise.catch(() => {});
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

@@ -42,6 +42,8 @@ export function createAttemptLog(p: {
   logger: Logger;
   /** Buffers one line (JSON text) for the job's event log. */
   write: (line: string) => void;
+  /** Lines the writer dropped after they were buffered (the database refused them), counted with the rest. */
+  droppedByWriter?: () => number;
   /** False once the handler may add no more lines (its signal aborted, or the attempt ended). */
   open: () => boolean;
 }): AttemptLog {
@@ -73,13 +75,19 @@ export function createAttemptLog(p: {
       if (ended) return;
       ended = true;
       // Not `open()`: a timed-out attempt's signal has aborted, and its log still gets the count.
-      if (dropped === 0) return;
+      const refused = p.droppedByWriter?.() ?? 0;
+      const total = dropped + refused;
+      if (total === 0) return;
       const { maxLines, maxBytes } = p.limits;
+      const why = [
+        ...(dropped > 0 ? [`an attempt keeps ${maxLines} lines and ${maxBytes} bytes of its log (the job definition's logs option)`] : []),
+        ...(refused > 0 ? [`${refused} the database refused`] : []),
+      ];
       const entry: JobLogLine = {
         level: 'warn',
-        message: `${dropped} more log line${dropped === 1 ? ' was' : 's were'} dropped: an attempt keeps ${maxLines} lines and ${maxBytes} bytes of its log (the job definition's logs option).`,
+        message: `${total} more log line${total === 1 ? ' was' : 's were'} dropped: ${why.join('; ')}.`,
         attempt: p.attempt,
-        dropped,
+        dropped: total,
       };
       p.write(storableJson(entry));
     },

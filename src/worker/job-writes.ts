@@ -1,9 +1,14 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { LeaseLostError } from '../job/errors.ts';
 import type { JobStore } from '../store/job-store.ts';
-import { toStoredJson } from '../store/json.ts';
+import { storedBytes, toStoredJson } from '../store/json.ts';
 import { unreachableReason } from '../store/unreachable.ts';
 import type { JobWrite } from '../store/queries.ts';
+import type { AttemptLimits } from './attempt-limits.ts';
+
+/** A write as the handler made it; it gets its round's id when a round takes it. */
+type BufferedWrite = Omit<JobWrite, 'round'>;
 
 /** Above this many buffered characters in one job, its output goes out at once instead of on the timer. */
 const OUTPUT_FLUSH_CHARS = 16_384;
@@ -11,13 +16,22 @@ const OUTPUT_FLUSH_CHARS = 16_384;
 interface Waiter {
   resolve: () => void;
   reject: (error: unknown) => void;
+  /** A progress report's: it waits through a database blip for its round to be sent again, instead of failing. */
+  steady?: boolean;
 }
 
 interface JobBuffer {
   id: string;
   token: string;
   /** Writes not yet sent, in the order the handler made them (consecutive output merged). */
-  items: JobWrite[];
+  items: BufferedWrite[];
+  /**
+   * A round the database did not answer (a blip): it goes again first, unchanged and under the
+   * same round id, so that if it had in fact been applied it is not applied twice.
+   */
+  retry?: TakenWrites;
+  /** Log lines the database refused (not a blip), dropped rather than sent again every round. */
+  droppedLogs: number;
   chars: number;
   /** Settled when the items pending now are written (or refused). */
   waiters: Waiter[];
@@ -30,7 +44,9 @@ interface JobBuffer {
 /** The writes of one job taken into a round. */
 interface TakenWrites {
   buffer: JobBuffer;
-  items: JobWrite[];
+  /** The round's id, kept when the round is sent again. */
+  round: string;
+  items: BufferedWrite[];
   chars: number;
   waiters: Waiter[];
 }
@@ -53,6 +69,8 @@ export interface JobWriter {
   settle(): Promise<void>;
   /** Drops what is still buffered; later writes are ignored. */
   close(reason?: unknown): void;
+  /** Log lines dropped because the database refused them. */
+  droppedLogLines(): number;
 }
 
 /**
@@ -78,14 +96,19 @@ export class JobWriteBuffer {
     this.log = log;
   }
 
-  /** A writer for one attempt of a job, keyed by its lease token. */
-  open(id: string, token: string, onLeaseLost: () => void): JobWriter {
-    const buffer: JobBuffer = { id, token, items: [], chars: 0, waiters: [], closed: false, onLeaseLost };
+  /**
+   * A writer for one attempt of a job, keyed by its lease token. With `limits`, output, log
+   * lines and progress past the job's limits are not buffered (the limits fail the job).
+   */
+  open(id: string, token: string, onLeaseLost: () => void, limits?: AttemptLimits): JobWriter {
+    const buffer: JobBuffer = { id, token, items: [], chars: 0, waiters: [], closed: false, onLeaseLost, droppedLogs: 0 };
     this.buffers.set(token, buffer);
     return {
       write: (text) => {
         if (buffer.closed || !text) return;
         const last = buffer.items.at(-1);
+        // Consecutive output goes as one event: only a chunk that starts one counts as an event.
+        if (limits && !limits.output(storedBytes(text), last?.kind !== 'output')) return;
         if (last?.kind === 'output') last.body += text;
         else buffer.items.push({ id, token, kind: 'output', body: text });
         buffer.chars += text.length;
@@ -93,14 +116,16 @@ export class JobWriteBuffer {
         else this.schedule();
       },
       log: (line) => {
-        if (buffer.closed) return;
+        if (buffer.closed || (limits && !limits.event())) return;
         buffer.items.push({ id, token, kind: 'log', body: line });
         this.schedule();
       },
       progress: (update) => {
         if (buffer.closed) return Promise.reject(new LeaseLostError(id));
-        buffer.items.push({ id, token, kind: 'progress', body: toStoredJson(update) ?? 'null' });
-        const written = this.waitFor(buffer);
+        const body = toStoredJson(update) ?? 'null';
+        if (limits && !limits.progress(storedBytes(body))) return Promise.reject(limits.exceeded!);
+        buffer.items.push({ id, token, kind: 'progress', body });
+        const written = this.waitFor(buffer, true);
         this.schedule();
         return written;
       },
@@ -110,9 +135,12 @@ export class JobWriteBuffer {
         buffer.closed = true;
         buffer.items = [];
         buffer.chars = 0;
-        for (const waiter of buffer.waiters.splice(0)) waiter.reject(reason ?? new LeaseLostError(id));
+        const waiters = [...buffer.waiters.splice(0), ...(buffer.retry?.waiters ?? [])];
+        buffer.retry = undefined;
+        for (const waiter of waiters) waiter.reject(reason ?? new LeaseLostError(id));
         this.buffers.delete(token);
       },
+      droppedLogLines: () => buffer.droppedLogs,
     };
   }
 
@@ -123,13 +151,13 @@ export class JobWriteBuffer {
     this.timer = undefined;
   }
 
-  private waitFor(buffer: JobBuffer): Promise<void> {
-    return new Promise((resolve, reject) => buffer.waiters.push({ resolve, reject }));
+  private waitFor(buffer: JobBuffer, steady = false): Promise<void> {
+    return new Promise((resolve, reject) => buffer.waiters.push({ resolve, reject, steady }));
   }
 
   private async flushJob(buffer: JobBuffer, now: boolean): Promise<void> {
     for (;;) {
-      if (buffer.items.length > 0) {
+      if (buffer.items.length > 0 || buffer.retry) {
         const written = this.waitFor(buffer);
         if (now || this.stopped) this.startRound();
         else this.schedule();
@@ -138,7 +166,7 @@ export class JobWriteBuffer {
       if (!buffer.writing) return;
       // Its last items are on their way: wait for them (a failed round puts output back, so look again).
       await buffer.writing.catch(() => {});
-      if (buffer.items.length === 0) return;
+      if (buffer.items.length === 0 && !buffer.retry) return;
     }
   }
 
@@ -162,7 +190,7 @@ export class JobWriteBuffer {
       if (this.again) {
         this.again = false;
         this.startRound();
-      } else if ([...this.buffers.values()].some((b) => b.items.length > 0)) {
+      } else if ([...this.buffers.values()].some((b) => b.items.length > 0 || b.retry)) {
         this.schedule();
       }
     });
@@ -170,9 +198,17 @@ export class JobWriteBuffer {
 
   private async writeRound(): Promise<void> {
     const taken = [...this.buffers.values()]
-      .filter((buffer) => buffer.items.length > 0)
+      .filter((buffer) => buffer.items.length > 0 || buffer.retry)
       .map((buffer) => {
-        const part: TakenWrites = { buffer, items: buffer.items, chars: buffer.chars, waiters: buffer.waiters };
+        const again = buffer.retry;
+        if (again) {
+          // Alone and unchanged: what came since waits for the next round. Waiters for
+          // everything buffered go with it when nothing else is.
+          buffer.retry = undefined;
+          if (buffer.items.length === 0) again.waiters.push(...buffer.waiters.splice(0));
+          return again;
+        }
+        const part: TakenWrites = { buffer, round: randomUUID(), items: buffer.items, chars: buffer.chars, waiters: buffer.waiters };
         buffer.items = [];
         buffer.chars = 0;
         buffer.waiters = [];
@@ -203,7 +239,7 @@ export class JobWriteBuffer {
    */
   private async write(taken: TakenWrites[]): Promise<Array<boolean | { error: unknown }>> {
     try {
-      const written = await this.store.writeJobs(taken.flatMap((part) => part.items));
+      const written = await this.store.writeJobs(taken.flatMap(roundWrites));
       return taken.map((part) => written.has(part.buffer.token));
     } catch (error) {
       // Each job alone would wait out an unanswering database again: all keep their writes for the next round.
@@ -211,7 +247,7 @@ export class JobWriteBuffer {
       const outcomes: Array<boolean | { error: unknown }> = [];
       for (const part of taken) {
         try {
-          outcomes.push((await this.store.writeJobs(part.items)).has(part.buffer.token));
+          outcomes.push((await this.store.writeJobs(roundWrites(part))).has(part.buffer.token));
         } catch (alone) {
           outcomes.push({ error: alone });
         }
@@ -228,21 +264,35 @@ export class JobWriteBuffer {
   }
 
   /**
-   * A database error: the output goes back in front of what came since, so none is lost, and
-   * is tried again with the next round; a progress report fails to its caller, as a direct write would.
+   * A database error. The database did not answer (a blip): the round goes again, unchanged,
+   * with the next one; its progress reports wait for it, and a flush hears of the error (the
+   * step or outcome behind it tries again). The database refused the writes: the output goes
+   * back in front of what came since, so none is lost; log lines are dropped (and counted), not
+   * refused again every round; a progress report fails to its caller, as a direct write would.
    */
   private failed(part: TakenWrites, error: unknown): void {
     const { buffer } = part;
+    const blip = unreachableReason(error) !== undefined;
+    if (blip && !buffer.closed) {
+      buffer.retry = { ...part, waiters: part.waiters.filter((waiter) => waiter.steady) };
+      for (const waiter of part.waiters) if (!waiter.steady) waiter.reject(error);
+      this.log.warn({ err: error, jobId: buffer.id }, 'buffered job writes did not reach the database; sending them again with the next round');
+      this.schedule();
+      return;
+    }
     if (!buffer.closed) {
-      // Progress was reported to its caller as failed; output and log lines were not, so they are kept.
-      const output = part.items.filter((item) => item.kind !== 'progress');
+      const output = part.items.filter((item) => item.kind === 'output');
+      buffer.droppedLogs += part.items.filter((item) => item.kind === 'log').length;
       if (output.length > 0) {
         buffer.items = [...output, ...buffer.items];
         buffer.chars += part.chars;
         this.schedule();
       }
     }
-    this.log.debug({ err: error, jobId: buffer.id }, 'buffered job writes failed; output and log lines kept for the next round');
+    this.log.debug({ err: error, jobId: buffer.id }, 'buffered job writes failed; output kept for the next round, log lines dropped');
     for (const waiter of part.waiters) waiter.reject(error);
   }
 }
+
+/** A round's writes of one job, each carrying the round's id. */
+const roundWrites = (part: TakenWrites): JobWrite[] => part.items.map((item) => ({ ...item, round: part.round }));

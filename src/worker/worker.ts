@@ -2,14 +2,19 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import type { AnyJobDefinition } from '../job/definition.ts';
+import { LimitExceededError } from '../errors.ts';
+import { type AnyJobDefinition, resolveLimits } from '../job/definition.ts';
 import { type Duration, formatDuration, toMs } from '../job/duration.ts';
 import { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, WorkerShutdownError, toJobError } from '../job/errors.ts';
 import { retryDelayMs } from '../job/retry.ts';
 import type { ClaimedJob, JobStore } from '../store/job-store.ts';
 import type { Notifier } from '../store/notifications.ts';
+import { storedBytes, toStoredJson } from '../store/json.ts';
+import { unreachableReason } from '../store/unreachable.ts';
+import { AttemptLimits } from './attempt-limits.ts';
 import { createJobContext, type WorkerJobContext } from './context.ts';
 import { JobWriteBuffer } from './job-writes.ts';
+import { retryWrite } from './write-retry.ts';
 import { metrics, type RunOutcome } from '../observability/metrics.ts';
 import { endProcessSpan, startProcessSpan, withContext } from '../observability/tracing.ts';
 
@@ -391,6 +396,8 @@ export class Worker {
     const controller = new AbortController();
     const log = this.log.child({ jobId: job.id, job: job.name, attempt: job.attempt });
     const traced = startProcessSpan({ jobId: job.id, jobName: job.name, attempt: job.attempt, workerId: this.id, traceContext: claimed.traceContext });
+    const startedAt = performance.now();
+    const limits = new AttemptLimits(resolveLimits(definition.limits), job.version, (error) => void this.overLimit(entry, error, log, startedAt));
     const context = createJobContext({
       job,
       tenant,
@@ -399,9 +406,18 @@ export class Worker {
       signal: controller.signal,
       log,
       logLimits: definition.logs,
-      writer: this.writes.open(job.id, leaseToken, () => void this.abortTakenAway(entry)),
+      writer: this.writes.open(job.id, leaseToken, () => void this.abortTakenAway(entry), limits),
       onLeaseLost: () => this.abortTakenAway(entry),
       trace: traced.context,
+      limits,
+      // Only a database that did not answer is worth waiting out; one that refused would refuse again.
+      retry: (write) =>
+        retryWrite(write, {
+          until: () => entry.leaseUntil,
+          retryable: (error) => unreachableReason(error) !== undefined,
+          signal: controller.signal,
+          onRetry: (error, delay) => log.warn({ err: error, retryInMs: delay }, 'the database did not answer while a step or token usage was recorded; retrying within the lease'),
+        }),
     });
     const entry: RunningJob = {
       claimed,
@@ -418,8 +434,8 @@ export class Worker {
     // start): how long it waited since is unknown, so it is left out rather than counted from then.
     // (A first claim starts the job now; a retry is due after its first start.)
     const runAt = Date.parse(job.runAt);
-    const startedAt = Date.parse(job.startedAt ?? job.updatedAt);
-    const kept = startedAt < Date.parse(job.updatedAt) && runAt <= startedAt;
+    const firstStartedAt = Date.parse(job.startedAt ?? job.updatedAt);
+    const kept = firstStartedAt < Date.parse(job.updatedAt) && runAt <= firstStartedAt;
     metrics.claimed(job.name, kept ? undefined : Date.parse(job.updatedAt) - runAt);
     entry.done = withContext(traced.context, () => this.execute(entry, definition, log)).finally(() => {
       // No outcome written: the job was taken away (cancel, lost lease, timeout, shutdown), or the write failed.
@@ -451,6 +467,8 @@ export class Worker {
         );
       }
       const result: unknown = await definition.run(input.data, context);
+      const maxResult = resolveLimits(definition.limits).result;
+      if (storedBytes(toStoredJson(result) ?? 'null') > maxResult) throw new LimitExceededError("The job's result", 'limits.result', maxResult);
       // Relevance is decided now that the result is ready, not when the job was asked for: the
       // world may have moved on meanwhile (a newer document version, another conversation).
       const stale = definition.relevant !== undefined && job.context !== undefined && !(await definition.relevant(job.context, input.data));
@@ -485,8 +503,10 @@ export class Worker {
       return;
     }
     const { thrown } = outcome;
-    const error = toJobError(thrown);
-    if (!(thrown instanceof NonRetryableError) && job.attempt < job.maxAttempts) {
+    // A limit passed would be passed again: no retry.
+    const overLimit = thrown instanceof LimitExceededError;
+    const error = toJobError(thrown, overLimit ? 'limit_exceeded' : undefined);
+    if (!(thrown instanceof NonRetryableError) && !overLimit && job.attempt < job.maxAttempts) {
       const delay = retryDelayMs(definition.retry, job.attempt);
       const written = await this.persist(log, async () => {
         await context.settle().catch(() => {});
@@ -515,23 +535,40 @@ export class Worker {
    */
   private async persist(log: Logger, write: () => Promise<boolean>): Promise<boolean> {
     const giveUpAt = Date.now() + this.leaseMs;
-    for (let delay = 100; ; delay = Math.min(delay * 2, 5000)) {
-      try {
-        const written = await write();
-        if (!written) log.info('outcome discarded: this worker no longer holds the job');
-        return written;
-      } catch (error) {
-        if (error instanceof LeaseLostError) {
-          log.info('outcome discarded: this worker no longer holds the job');
-          return false;
-        }
-        if (Date.now() + delay > giveUpAt) {
-          log.error({ err: error }, 'could not record the outcome; the job will run again when its lease expires');
-          return false;
-        }
-        log.warn({ err: error, retryInMs: delay }, 'recording the outcome failed; retrying');
-        await sleep(delay);
+    try {
+      const written = await retryWrite(write, {
+        until: () => giveUpAt,
+        onRetry: (error, delay) => log.warn({ err: error, retryInMs: delay }, 'recording the outcome failed; retrying'),
+      });
+      if (!written) log.info('outcome discarded: this worker no longer holds the job');
+      return written;
+    } catch (error) {
+      if (error instanceof LeaseLostError) {
+        log.info('outcome discarded: this worker no longer holds the job');
+        return false;
       }
+      log.error({ err: error }, 'could not record the outcome; the job will run again when its lease expires');
+      return false;
+    }
+  }
+
+  /**
+   * The running handler passed one of its job's size limits (output, progress, events, a
+   * step's result): it is stopped, and the job fails now, without retries (another attempt
+   * would pass the limit again), with the error that names the limit.
+   */
+  private async overLimit(entry: RunningJob, error: LimitExceededError, log: Logger, startedAt: number): Promise<void> {
+    const { job, leaseToken } = entry.claimed;
+    if (entry.controller.signal.aborted || entry.finishing) return;
+    entry.controller.abort(error);
+    const written = await this.persist(log, async () => {
+      entry.context.endLog();
+      await entry.context.flush().catch(() => {});
+      return this.store.finish(job.id, leaseToken, 'failed', undefined, toJobError(error, 'limit_exceeded'));
+    });
+    if (written) {
+      metrics.ran(job.name, 'failed', (performance.now() - startedAt) / 1000);
+      log.warn({ limit: error.limit, max: error.max }, 'job failed: it passed a size limit');
     }
   }
 
