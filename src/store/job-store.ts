@@ -7,6 +7,7 @@ import { isTerminal } from '../contract/statuses.ts';
 import type { Driver } from './driver.ts';
 import * as q from './queries.ts';
 import { GroupCommit } from './group-commit.ts';
+import { roundEnd } from './tenant-rounds.ts';
 import { uuidv7 } from './uuid.ts';
 import { metrics } from '../observability/metrics.ts';
 
@@ -310,10 +311,14 @@ export class JobStore {
 
   // ---------------------------------------------------------------- worker side
 
-  /** Claims up to `limit` due jobs without a concurrency key, in one statement. */
+  /** Where this store's next unkeyed claim starts its round of tenants (see `claimJobs`). */
+  private claimCursor = '';
+
+  /** Claims up to `limit` due jobs without a concurrency key, round robin across tenants, in one statement. */
   async claim(names: string[], limit: number, workerId: string, leaseMs: number): Promise<ClaimedJob[]> {
     if (limit < 1 || names.length === 0) return [];
-    const rows = await this.driver.query<q.ClaimedJobRow>(q.claimJobs(names, limit, workerId, leaseMs));
+    const rows = await this.driver.query<q.ClaimedJobRow>(q.claimJobs(names, limit, workerId, leaseMs, this.claimCursor));
+    this.claimCursor = roundEnd(rows.map((row) => row.tenant_id), this.claimCursor) ?? this.claimCursor;
     return rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms }));
   }
 

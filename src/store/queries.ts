@@ -425,7 +425,7 @@ export const recoverJob = (tenant: string, id: string, attempts: number): Sql =>
 // ---------------------------------------------------------------- worker: claim, lease, fencing
 
 /** Marks the jobs in `next` running under fresh leases, appends their events, and answers them. */
-const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => `WITH ${nextCte}, changed AS (
+const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => `WITH RECURSIVE ${nextCte}, changed AS (
       UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), partial_output = '', output_from_seq = j.last_seq + 1,
         lease_expires_at = now() + ${leaseParam} * interval '1 millisecond', worker_id = ${workerParam},
         started_at = coalesce(j.started_at, now()), updated_at = now(), last_seq = j.last_seq + 1
@@ -442,23 +442,68 @@ const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => 
     })}, c.lease_token
     FROM changed c JOIN jobs j ON j.id = c.id`;
 
+/** Queued jobs without a concurrency key (the predicate of the `jobs_claimable_by_tenant` index). */
+const unkeyedQueued = (table: string) => `${table}.status = 'queued' AND ${table}.concurrency_key IS NULL`;
+
 /**
- * Claims up to `limit` due jobs of the given names that have no concurrency key. `SKIP LOCKED`
- * lets many workers claim at once without waiting on each other; each claim gets a fresh
- * lease token that every later write must present.
+ * Claims up to `limit` due jobs of the given names that have no concurrency key, taking them
+ * round robin across the tenants with due work: each tenant's first job (by priority, then due
+ * time), then each one's second, and so on. Priority orders a tenant's own jobs only, so a
+ * tenant with a deep backlog or high priorities delays another tenant's next job by at most one
+ * turn per tenant ahead of it in the round. A round starts after `afterTenant` (byte order; the
+ * tenant the caller's previous claim ended on) and wraps around, so that when there are more
+ * tenants with due work than free slots, each claim serves the ones the last one did not.
+ *
+ * One statement, cost bounded by the slots, not the backlog: the walk over the tenants is one
+ * index probe per tenant and stops at `limit` tenants with due work; each of those is counted
+ * up to `limit` jobs; the shares are dealt round robin; then each tenant's share is locked with
+ * `SKIP LOCKED` (a row another worker holds is passed over for the tenant's next one), so many
+ * workers claim at once without waiting on each other. Each claim gets a fresh lease token that
+ * every later write must present.
  */
-export const claimJobs = (names: string[], limit: number, workerId: string, leaseMs: number): Sql => ({
+export const claimJobs = (names: string[], limit: number, workerId: string, leaseMs: number, afterTenant = ''): Sql => ({
   text: claimFrom(
-    `next AS (
-      SELECT id FROM jobs
-      WHERE status = 'queued' AND run_at <= now() AND name = ANY($1::text[]) AND concurrency_key IS NULL
-      ORDER BY priority DESC, run_at, id
-      LIMIT $2 FOR UPDATE SKIP LOCKED
+    `after_cursor(tenant_id) AS (
+      SELECT (SELECT min(tenant_id COLLATE "C") FROM jobs WHERE ${unkeyedQueued('jobs')} AND tenant_id COLLATE "C" > $5)
+      UNION ALL
+      SELECT (SELECT min(j.tenant_id COLLATE "C") FROM jobs j WHERE ${unkeyedQueued('j')} AND j.tenant_id COLLATE "C" > w.tenant_id)
+      FROM after_cursor w WHERE w.tenant_id IS NOT NULL
+    ), up_to_cursor(tenant_id) AS (
+      SELECT (SELECT min(tenant_id COLLATE "C") FROM jobs WHERE ${unkeyedQueued('jobs')} AND tenant_id COLLATE "C" <= $5)
+      UNION ALL
+      SELECT (SELECT min(j.tenant_id COLLATE "C") FROM jobs j WHERE ${unkeyedQueued('j')} AND j.tenant_id COLLATE "C" > w.tenant_id AND j.tenant_id COLLATE "C" <= $5)
+      FROM up_to_cursor w WHERE w.tenant_id IS NOT NULL
+    ), due AS (
+      -- The walk is lazy: it stops at the first $2 tenants (in round order) with due jobs of these names.
+      SELECT w.tenant_id, w.lap, c.available FROM (
+        SELECT tenant_id, 0 AS lap FROM after_cursor UNION ALL SELECT tenant_id, 1 FROM up_to_cursor
+      ) w CROSS JOIN LATERAL (
+        SELECT count(*) AS available FROM (
+          SELECT 1 FROM jobs d WHERE d.tenant_id COLLATE "C" = w.tenant_id AND ${unkeyedQueued('d')}
+            AND d.run_at <= now() AND d.name = ANY($1::text[])
+          ORDER BY d.priority DESC, d.run_at, d.id LIMIT $2) up_to_limit
+      ) c
+      WHERE w.tenant_id IS NOT NULL AND c.available > 0
+      LIMIT $2
+    ), shares AS (
+      SELECT tenant_id, count(*) AS share FROM (
+        SELECT due.tenant_id FROM due CROSS JOIN generate_series(1, due.available) AS turn
+        ORDER BY turn, due.lap, due.tenant_id LIMIT $2
+      ) dealt GROUP BY tenant_id
+    ), next AS (
+      SELECT p.id FROM shares s CROSS JOIN LATERAL (
+        SELECT id FROM jobs j WHERE j.tenant_id COLLATE "C" = s.tenant_id AND ${unkeyedQueued('j')}
+          AND j.run_at <= now() AND j.name = ANY($1::text[])
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT s.share FOR UPDATE SKIP LOCKED
+      ) p
+      -- Never more than $2 (the shares add up to it); said here so the plan expects a few rows, not a scan's worth.
+      LIMIT $2
     )`,
     '$3',
     '$4',
   ),
-  values: [names, limit, leaseMs, workerId],
+  values: [names, limit, leaseMs, workerId, afterTenant],
 });
 
 /** How long until the next queued job of these names falls due (by the database's clock, so app clocks may drift). */
