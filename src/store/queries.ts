@@ -516,16 +516,23 @@ export const nextDueInMs = (names: string[]): Sql => ({
 /**
  * Keys with due work and a free slot: each is claimed on its own, under its lock (see
  * {@link claimKeyedJobs}). Full keys are left out here, so they cannot crowd out the keys
- * behind them. (The count is re-checked under the lock: this one may be stale.)
+ * behind them. (The count is re-checked under the lock: this one may be stale.) The keys come
+ * round robin across tenants, as in {@link claimJobs}: each tenant's first key (by its best
+ * priority, then its longest-due job), then each one's second, a round starting after
+ * `afterTenant` (byte order) — so one tenant's many keys cannot push another's out of the list.
  */
-export const dueConcurrencyKeys = (names: string[], limit: number): Sql => ({
-  text: `SELECT q.tenant_id, q.concurrency_key, min(q.concurrency_limit) AS concurrency_limit FROM jobs q
-    WHERE q.status = 'queued' AND q.run_at <= now() AND q.name = ANY($1::text[]) AND q.concurrency_key IS NOT NULL
-    GROUP BY q.tenant_id, q.concurrency_key
-    HAVING (SELECT count(*) FROM jobs r
-      WHERE r.tenant_id = q.tenant_id AND r.concurrency_key = q.concurrency_key AND r.status = 'running') < min(q.concurrency_limit)
-    ORDER BY max(q.priority) DESC, min(q.run_at) LIMIT $2`,
-  values: [names, limit],
+export const dueConcurrencyKeys = (names: string[], limit: number, afterTenant = ''): Sql => ({
+  text: `SELECT tenant_id, concurrency_key, concurrency_limit FROM (
+      SELECT q.tenant_id, q.concurrency_key, min(q.concurrency_limit) AS concurrency_limit,
+        row_number() OVER (PARTITION BY q.tenant_id ORDER BY max(q.priority) DESC, min(q.run_at), q.concurrency_key) AS turn
+      FROM jobs q
+      WHERE q.status = 'queued' AND q.run_at <= now() AND q.name = ANY($1::text[]) AND q.concurrency_key IS NOT NULL
+      GROUP BY q.tenant_id, q.concurrency_key
+      HAVING (SELECT count(*) FROM jobs r
+        WHERE r.tenant_id = q.tenant_id AND r.concurrency_key = q.concurrency_key AND r.status = 'running') < min(q.concurrency_limit)
+    ) keyed
+    ORDER BY turn, tenant_id COLLATE "C" <= $3, tenant_id COLLATE "C" LIMIT $2`,
+  values: [names, limit, afterTenant],
 });
 
 /**

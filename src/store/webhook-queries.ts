@@ -86,18 +86,72 @@ export const disableEndpoint = (id: string, reason: string): Sql => ({
 
 // ---------------------------------------------------------------- deliveries
 
-/** Claims due deliveries for one attempt each, with a lease so a crashed dispatcher's are retried. */
-export const claimDeliveries = (limit: number, leaseMs: number): Sql => ({
-  text: `WITH due AS (
-      SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()
-      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
+/**
+ * Claims up to `limit` due deliveries for one attempt each, with a lease so a crashed
+ * dispatcher's are retried. Tenants take turns, as jobs do (see `claimJobs`): each tenant's
+ * longest-due delivery, then each one's second, a round starting after `afterTenant` (byte
+ * order) and wrapping around. A tenant gets no more than `tenantRoom` minus what the caller
+ * already has in flight for it (`inFlightTenants` / `inFlightCounts`), so one tenant's
+ * receivers that never answer hold a bounded part of the dispatcher's slots, never all of them.
+ */
+export const claimDeliveries = (
+  limit: number,
+  leaseMs: number,
+  options: { afterTenant?: string; tenantRoom?: number; inFlight?: ReadonlyMap<string, number> } = {},
+): Sql => ({
+  text: `WITH RECURSIVE after_cursor(tenant_id) AS (
+      SELECT (SELECT min(tenant_id COLLATE "C") FROM webhook_deliveries WHERE status = 'pending' AND tenant_id COLLATE "C" > $3)
+      UNION ALL
+      SELECT (SELECT min(d.tenant_id COLLATE "C") FROM webhook_deliveries d WHERE d.status = 'pending' AND d.tenant_id COLLATE "C" > w.tenant_id)
+      FROM after_cursor w WHERE w.tenant_id IS NOT NULL
+    ), up_to_cursor(tenant_id) AS (
+      SELECT (SELECT min(tenant_id COLLATE "C") FROM webhook_deliveries WHERE status = 'pending' AND tenant_id COLLATE "C" <= $3)
+      UNION ALL
+      SELECT (SELECT min(d.tenant_id COLLATE "C") FROM webhook_deliveries d
+        WHERE d.status = 'pending' AND d.tenant_id COLLATE "C" > w.tenant_id AND d.tenant_id COLLATE "C" <= $3)
+      FROM up_to_cursor w WHERE w.tenant_id IS NOT NULL
+    ), in_flight AS (
+      SELECT * FROM unnest($5::text[], $6::integer[]) AS f(tenant_id, n)
+    ), due AS (
+      -- Lazy: the walk stops at the first $1 tenants (in round order) with due deliveries and room.
+      SELECT w.tenant_id, w.lap, c.available FROM (
+        SELECT tenant_id, 0 AS lap FROM after_cursor UNION ALL SELECT tenant_id, 1 FROM up_to_cursor
+      ) w CROSS JOIN LATERAL (
+        SELECT count(*) AS available FROM (
+          SELECT 1 FROM webhook_deliveries d
+          WHERE d.tenant_id COLLATE "C" = w.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+          ORDER BY d.next_attempt_at
+          LIMIT LEAST($1::integer, GREATEST(0, $4::integer - coalesce((SELECT sum(f.n) FROM in_flight f WHERE f.tenant_id = w.tenant_id), 0)::integer))
+        ) up_to_room
+      ) c
+      WHERE w.tenant_id IS NOT NULL AND c.available > 0
+      LIMIT $1
+    ), shares AS (
+      SELECT tenant_id, count(*) AS share FROM (
+        SELECT due.tenant_id FROM due CROSS JOIN generate_series(1, due.available) AS turn
+        ORDER BY turn, due.lap, due.tenant_id LIMIT $1
+      ) dealt GROUP BY tenant_id
+    ), next AS (
+      SELECT p.id FROM shares s CROSS JOIN LATERAL (
+        SELECT d.id FROM webhook_deliveries d
+        WHERE d.tenant_id COLLATE "C" = s.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at LIMIT s.share FOR UPDATE SKIP LOCKED
+      ) p
+      LIMIT $1
     )
     UPDATE webhook_deliveries d SET status = 'delivering', lease_token = gen_random_uuid(),
       lease_expires_at = now() + $2 * interval '1 millisecond', updated_at = now()
-    FROM due WHERE d.id = due.id
+    FROM next WHERE d.id = next.id
     RETURNING d.id, d.tenant_id, d.job_id, d.endpoint_id, d.url, d.event_type, d.payload, d.status, d.attempts,
       d.next_attempt_at, d.last_error, d.created_at, d.updated_at, d.delivered_at, d.lease_token`,
-  values: [limit, leaseMs],
+  values: [
+    limit,
+    leaseMs,
+    options.afterTenant ?? '',
+    options.tenantRoom ?? limit,
+    [...(options.inFlight?.keys() ?? [])],
+    [...(options.inFlight?.values() ?? [])],
+  ],
 });
 
 /** A dispatcher that died mid-attempt leaves its deliveries `delivering`; they become due again. */

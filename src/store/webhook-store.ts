@@ -1,5 +1,6 @@
 import { generateWebhookSecret } from '../webhooks/signing.ts';
 import type { Driver } from './driver.ts';
+import { roundEnd } from './tenant-rounds.ts';
 import { uuidv7 } from './uuid.ts';
 import * as q from './webhook-queries.ts';
 
@@ -117,8 +118,16 @@ export class WebhookStore {
     await this.driver.query(q.disableEndpoint(id, reason));
   }
 
-  async claim(limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
-    const rows = await this.driver.query<q.ClaimedDeliveryRow>(q.claimDeliveries(limit, leaseMs));
+  /** Where the next delivery claim starts its round of tenants (see `claimDeliveries`). */
+  private claimCursor = '';
+
+  /**
+   * Claims up to `limit` due deliveries, round robin across tenants, none for a tenant beyond
+   * `tenantRoom` minus its deliveries in `inFlight` (the caller's attempts under way, by tenant).
+   */
+  async claim(limit: number, leaseMs: number, fairness: { tenantRoom?: number; inFlight?: ReadonlyMap<string, number> } = {}): Promise<ClaimedDelivery[]> {
+    const rows = await this.driver.query<q.ClaimedDeliveryRow>(q.claimDeliveries(limit, leaseMs, { ...fairness, afterTenant: this.claimCursor }));
+    this.claimCursor = roundEnd(rows.map((row) => row.tenant_id), this.claimCursor) ?? this.claimCursor;
     return rows.map((r) => ({
       id: r.id,
       tenant: r.tenant_id,

@@ -6,6 +6,7 @@ import type { ClaimedDelivery, WebhookStore } from '../store/webhook-store.ts';
 import { postWebhook } from './deliver.ts';
 import { redactUrl } from './redact.ts';
 import { signWebhook } from './signing.ts';
+import { InvalidOptionError } from '../errors.ts';
 import { metrics } from '../observability/metrics.ts';
 import { type SsrfPolicy, UnsafeUrlError } from './ssrf.ts';
 
@@ -23,6 +24,14 @@ export interface DispatcherOptions {
   timeout?: Duration;
   /** Deliveries in flight at once. Default: `10`. */
   concurrency?: number;
+  /**
+   * Deliveries of one tenant in flight at once, at most: the rest of the slots stay free for
+   * the other tenants, so one tenant's receivers that never answer (each attempt waits out
+   * `timeout`) cannot hold up another tenant's webhooks. Per dispatcher (one per worker
+   * process). Slots are also claimed round robin across tenants. Default: half of
+   * `concurrency`, rounded up (`5`).
+   */
+  tenantConcurrency?: number;
   /** Backstop poll for due deliveries; expired delivery leases are taken back as often. Default: `"2s"`. */
   pollInterval?: Duration;
   /** Hosts, addresses or CIDRs exempt from the SSRF guard (local development, tests). Default: none. */
@@ -44,6 +53,9 @@ export class WebhookDispatcher {
   private readonly schedule: number[];
   private readonly timeoutMs: number;
   private readonly concurrency: number;
+  private readonly tenantConcurrency: number;
+  /** Attempts under way, by tenant (see `tenantConcurrency`). */
+  private readonly inFlightByTenant = new Map<string, number>();
   /** The backstop poll period, in ms (`pollInterval`). */
   readonly pollMs: number;
   private readonly inFlight = new Set<Promise<void>>();
@@ -65,6 +77,9 @@ export class WebhookDispatcher {
     this.schedule = (options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE).map((d) => toMs(d, 'retrySchedule'));
     this.timeoutMs = toMs(options.timeout ?? '15s', 'timeout');
     this.concurrency = options.concurrency ?? 10;
+    this.tenantConcurrency = options.tenantConcurrency ?? Math.ceil(this.concurrency / 2);
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new InvalidOptionError('webhooks.concurrency must be a whole number ≥ 1.');
+    if (!Number.isInteger(this.tenantConcurrency) || this.tenantConcurrency < 1) throw new InvalidOptionError('webhooks.tenantConcurrency must be a whole number ≥ 1.');
     this.pollMs = toMs(options.pollInterval ?? '2s', 'pollInterval');
   }
 
@@ -97,10 +112,15 @@ export class WebhookDispatcher {
           const free = this.concurrency - this.inFlight.size;
           if (free <= 0 || this.stopped) break;
           // The lease outlives one attempt with room to spare; an expired one means we died.
-          const claimed = await this.store.claim(free, this.timeoutMs * 4);
+          const claimed = await this.store.claim(free, this.timeoutMs * 4, { tenantRoom: this.tenantConcurrency, inFlight: this.inFlightByTenant });
           for (const delivery of claimed) {
+            const { tenant } = delivery;
+            this.inFlightByTenant.set(tenant, (this.inFlightByTenant.get(tenant) ?? 0) + 1);
             const attempt = this.attempt(delivery).finally(() => {
               this.inFlight.delete(attempt);
+              const left = (this.inFlightByTenant.get(tenant) ?? 1) - 1;
+              if (left > 0) this.inFlightByTenant.set(tenant, left);
+              else this.inFlightByTenant.delete(tenant);
               this.pump();
             });
             this.inFlight.add(attempt);
