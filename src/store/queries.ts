@@ -860,13 +860,13 @@ export const supersedeJobs = (tenant: string, key: string, newerId: string): Sql
 
 // ---------------------------------------------------------------- API keys
 
-export const insertApiKey = (id: string, tenant: string, secretHash: string, label: string | null, role: string): Sql => ({
-  text: `INSERT INTO api_keys (id, tenant_id, secret_hash, label, role) VALUES ($1, $2, $3, $4, $5)`,
-  values: [id, tenant, secretHash, label, role],
+export const insertApiKey = (id: string, tenant: string, secretHash: string, label: string | null, role: string, maxPriority: number | null = null): Sql => ({
+  text: `INSERT INTO api_keys (id, tenant_id, secret_hash, label, role, max_priority) VALUES ($1, $2, $3, $4, $5, $6)`,
+  values: [id, tenant, secretHash, label, role, maxPriority],
 });
 
 export const findApiKey = (id: string): Sql => ({
-  text: `SELECT tenant_id, secret_hash, role FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
+  text: `SELECT tenant_id, secret_hash, role, max_priority FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
   values: [id],
 });
 
@@ -878,7 +878,7 @@ export const revokeApiKey = (id: string): Sql => ({
 });
 
 export const listApiKeys = (): Sql => ({
-  text: `SELECT id, tenant_id, label, role, created_at, revoked_at FROM api_keys ORDER BY created_at`,
+  text: `SELECT id, tenant_id, label, role, max_priority, created_at, revoked_at FROM api_keys ORDER BY created_at`,
   values: [],
 });
 

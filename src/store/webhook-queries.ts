@@ -61,10 +61,18 @@ export const expireSecrets = (tenant: string, overlapMs: number): Sql => ({
 
 // ---------------------------------------------------------------- endpoints
 
-export const insertEndpoint = (id: string, tenant: string, url: string, events: string[]): Sql => ({
-  text: `INSERT INTO webhook_endpoints (id, tenant_id, url, events) VALUES ($1, $2, $3, $4::text[])
+/** Serializes the endpoint creations of one tenant for the rest of the transaction, so its count cannot be raced past. */
+export const lockTenantEndpoints = (tenant: string): Sql => ({
+  text: `SELECT pg_advisory_xact_lock(hashtext('waitless.endpoints'), hashtext(current_schema() || '/' || $1))`,
+  values: [tenant],
+});
+
+/** Registers an endpoint unless the tenant already has `max` (disabled ones count: delete one to make room). No row: refused. */
+export const insertEndpoint = (id: string, tenant: string, url: string, events: string[], max: number): Sql => ({
+  text: `INSERT INTO webhook_endpoints (id, tenant_id, url, events)
+    SELECT $1, $2, $3, $4::text[] WHERE (SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $2) < $5
     RETURNING id, url, events, created_at, disabled_at, disabled_reason`,
-  values: [id, tenant, url, events],
+  values: [id, tenant, url, events, max],
 });
 
 export const listEndpoints = (tenant: string): Sql => ({

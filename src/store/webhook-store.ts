@@ -101,9 +101,13 @@ export class WebhookStore {
     return { secret, ...(expired[0] ? { previousExpireAt: expired[0].expires_at.toISOString() } : {}) };
   }
 
-  async createEndpoint(tenant: string, url: string, events: string[]): Promise<WebhookEndpoint> {
-    const [row] = await this.driver.query<Parameters<typeof toEndpoint>[0]>(q.insertEndpoint(uuidv7(), tenant, url, events));
-    return toEndpoint(row!);
+  /** Registers an endpoint; undefined when the tenant already has `max` of them. */
+  async createEndpoint(tenant: string, url: string, events: string[], max: number): Promise<WebhookEndpoint | undefined> {
+    const [row] = await this.driver.transaction(async (tx) => {
+      await tx.query(q.lockTenantEndpoints(tenant));
+      return tx.query<Parameters<typeof toEndpoint>[0]>(q.insertEndpoint(uuidv7(), tenant, url, events, max));
+    });
+    return row && toEndpoint(row);
   }
 
   async listEndpoints(tenant: string): Promise<WebhookEndpoint[]> {

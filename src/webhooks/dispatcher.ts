@@ -36,7 +36,16 @@ export interface DispatcherOptions {
   pollInterval?: Duration;
   /** Hosts, addresses or CIDRs exempt from the SSRF guard (local development, tests). Default: none. */
   ssrf?: SsrfPolicy;
+  /**
+   * Webhook endpoints one tenant may register (disabled ones count until deleted); past it a
+   * create is refused with a `too_many_endpoints` error (HTTP 409). Counted in the database,
+   * so it holds across processes. Default: `20`.
+   */
+  endpointsPerTenant?: number;
 }
+
+/** Default of {@link DispatcherOptions.endpointsPerTenant}. */
+export const DEFAULT_ENDPOINTS_PER_TENANT = 20;
 
 /** The metrics' name for each next state of a delivery after an attempt. */
 const ATTEMPT_OUTCOMES = { succeeded: 'delivered', pending: 'retrying', failed: 'failed' } as const;
