@@ -429,7 +429,10 @@ const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => 
       UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), partial_output = '', output_from_seq = j.last_seq + 1,
         lease_expires_at = now() + ${leaseParam} * interval '1 millisecond', worker_id = ${workerParam},
         started_at = coalesce(j.started_at, now()), updated_at = now(), last_seq = j.last_seq + 1
-      FROM next WHERE j.id = next.id
+      -- An id list, not a join: the plan probes the primary key for each claimed job, even as a
+      -- prepared statement's generic plan, which cannot see how few rows next holds (a join
+      -- there was planned as a hash over the whole table).
+      WHERE j.id = ANY (ARRAY(SELECT id FROM next))
       RETURNING j.id, j.tenant_id, j.last_seq, j.attempt, j.lease_token
     ), ${appendEvent('status', `jsonb_build_object('status', 'running', 'attempt', attempt)`)}
     SELECT ${jobColumnsOf('j', {
