@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { InvalidOptionError } from '../src/errors.ts';
-import type { TenantLimits } from '../src/http/rate-limit.ts';
+import { Slots, TokenBuckets, type TenantLimits } from '../src/http/rate-limit.ts';
 import { defineJob } from '../src/job/definition.ts';
 import { BACKENDS, deferred, eventually, openEngine, startServer, type TestEngine, type TestServer } from './helpers.ts';
 
@@ -46,6 +46,35 @@ async function startReceiver(hold?: Promise<void>) {
       }),
   };
 }
+
+describe('token buckets and slots', () => {
+  it('refills a tenant’s bucket at its rate, says how long until the next token, and keeps tenants apart', () => {
+    let now = 0;
+    const buckets = new TokenBuckets(2, 3, () => now); // 2 a second, 3 at once
+    assert.deepEqual([buckets.take('a'), buckets.take('a'), buckets.take('a')], [0, 0, 0]);
+    assert.equal(buckets.take('a'), 500, 'the next token comes in 500 ms');
+    assert.equal(buckets.take('b'), 0, 'another tenant has its own bucket');
+    now += 500;
+    assert.equal(buckets.take('a'), 0);
+    now += 60_000;
+    // A long pause fills the bucket to its size, no more.
+    assert.deepEqual([buckets.take('a'), buckets.take('a'), buckets.take('a')], [0, 0, 0]);
+    assert.ok(buckets.take('a') > 0);
+  });
+
+  it('counts slots per key and frees each once, however often its release is called', () => {
+    const slots = new Slots(1);
+    const release = slots.acquire('k');
+    assert.ok(release);
+    assert.equal(slots.acquire('k'), undefined);
+    assert.ok(slots.acquire('other'));
+    release();
+    release();
+    assert.equal(slots.count('k'), 0);
+    assert.ok(slots.acquire('k'));
+    assert.equal(slots.acquire('k'), undefined, 'a second release did not free a slot it no longer held');
+  });
+});
 
 for (const backend of BACKENDS) {
   describe(`per-tenant limits on ${backend}`, () => {

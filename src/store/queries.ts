@@ -459,7 +459,7 @@ const unkeyedQueued = (table: string) => `${table}.status = 'queued' AND ${table
  *
  * One statement, cost bounded by the slots, not the backlog: the walk over the tenants is one
  * index probe per tenant and stops at `limit` tenants with due work; each of those is counted
- * up to `limit` jobs; the shares are dealt round robin; then each tenant's share is locked with
+ * as far as its share could reach; the shares are dealt round robin; then each tenant's share is locked with
  * `SKIP LOCKED` (a row another worker holds is passed over for the tenant's next one), so many
  * workers claim at once without waiting on each other. Each claim gets a fresh lease token that
  * every later write must present.
@@ -476,18 +476,24 @@ export const claimJobs = (names: string[], limit: number, workerId: string, leas
       UNION ALL
       SELECT (SELECT min(j.tenant_id COLLATE "C") FROM jobs j WHERE ${unkeyedQueued('j')} AND j.tenant_id COLLATE "C" > w.tenant_id AND j.tenant_id COLLATE "C" <= $5)
       FROM up_to_cursor w WHERE w.tenant_id IS NOT NULL
-    ), due AS (
+    ), due_tenants AS (
       -- The walk is lazy: it stops at the first $2 tenants (in round order) with due jobs of these names.
-      SELECT w.tenant_id, w.lap, c.available FROM (
+      SELECT w.tenant_id, w.lap FROM (
         SELECT tenant_id, 0 AS lap FROM after_cursor UNION ALL SELECT tenant_id, 1 FROM up_to_cursor
-      ) w CROSS JOIN LATERAL (
-        SELECT count(*) AS available FROM (
-          SELECT 1 FROM jobs d WHERE d.tenant_id COLLATE "C" = w.tenant_id AND ${unkeyedQueued('d')}
-            AND d.run_at <= now() AND d.name = ANY($1::text[])
-          ORDER BY d.priority DESC, d.run_at, d.id LIMIT $2) up_to_limit
-      ) c
-      WHERE w.tenant_id IS NOT NULL AND c.available > 0
+      ) w
+      WHERE w.tenant_id IS NOT NULL AND EXISTS (
+        SELECT 1 FROM jobs d WHERE d.tenant_id COLLATE "C" = w.tenant_id AND ${unkeyedQueued('d')}
+          AND d.run_at <= now() AND d.name = ANY($1::text[]))
       LIMIT $2
+    ), due AS (
+      -- Each tenant's due jobs, counted only as far as its share could reach: with D tenants
+      -- each having one, no tenant gets more than $2 - D + 1.
+      SELECT t.tenant_id, t.lap, c.available FROM due_tenants t CROSS JOIN LATERAL (
+        SELECT count(*) AS available FROM (
+          SELECT 1 FROM jobs d WHERE d.tenant_id COLLATE "C" = t.tenant_id AND ${unkeyedQueued('d')}
+            AND d.run_at <= now() AND d.name = ANY($1::text[])
+          ORDER BY d.priority DESC, d.run_at, d.id LIMIT $2::integer - (SELECT count(*) FROM due_tenants)::integer + 1) up_to_share
+      ) c
     ), shares AS (
       SELECT tenant_id, count(*) AS share FROM (
         SELECT due.tenant_id FROM due CROSS JOIN generate_series(1, due.available) AS turn

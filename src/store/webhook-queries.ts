@@ -120,20 +120,27 @@ export const claimDeliveries = (
       FROM up_to_cursor w WHERE w.tenant_id IS NOT NULL
     ), in_flight AS (
       SELECT * FROM unnest($5::text[], $6::integer[]) AS f(tenant_id, n)
-    ), due AS (
+    ), walked AS (
+      SELECT w.tenant_id, w.lap,
+        GREATEST(0, $4::integer - coalesce((SELECT sum(f.n) FROM in_flight f WHERE f.tenant_id = w.tenant_id), 0)::integer) AS room
+      FROM (SELECT tenant_id, 0 AS lap FROM after_cursor UNION ALL SELECT tenant_id, 1 FROM up_to_cursor) w
+      WHERE w.tenant_id IS NOT NULL
+    ), due_tenants AS (
       -- Lazy: the walk stops at the first $1 tenants (in round order) with due deliveries and room.
-      SELECT w.tenant_id, w.lap, c.available FROM (
-        SELECT tenant_id, 0 AS lap FROM after_cursor UNION ALL SELECT tenant_id, 1 FROM up_to_cursor
-      ) w CROSS JOIN LATERAL (
+      SELECT w.tenant_id, w.lap, w.room FROM walked w
+      WHERE w.room > 0 AND EXISTS (
+        SELECT 1 FROM webhook_deliveries d WHERE d.tenant_id COLLATE "C" = w.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now())
+      LIMIT $1
+    ), due AS (
+      -- Counted only as far as a share could reach: its room, and $1 - D + 1 with D tenants due.
+      SELECT t.tenant_id, t.lap, c.available FROM due_tenants t CROSS JOIN LATERAL (
         SELECT count(*) AS available FROM (
           SELECT 1 FROM webhook_deliveries d
-          WHERE d.tenant_id COLLATE "C" = w.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+          WHERE d.tenant_id COLLATE "C" = t.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now()
           ORDER BY d.next_attempt_at
-          LIMIT LEAST($1::integer, GREATEST(0, $4::integer - coalesce((SELECT sum(f.n) FROM in_flight f WHERE f.tenant_id = w.tenant_id), 0)::integer))
-        ) up_to_room
+          LIMIT LEAST(t.room, $1::integer - (SELECT count(*) FROM due_tenants)::integer + 1)
+        ) up_to_share
       ) c
-      WHERE w.tenant_id IS NOT NULL AND c.available > 0
-      LIMIT $1
     ), shares AS (
       SELECT tenant_id, count(*) AS share FROM (
         SELECT due.tenant_id FROM due CROSS JOIN generate_series(1, due.available) AS turn
@@ -149,7 +156,8 @@ export const claimDeliveries = (
     )
     UPDATE webhook_deliveries d SET status = 'delivering', lease_token = gen_random_uuid(),
       lease_expires_at = now() + $2 * interval '1 millisecond', updated_at = now()
-    FROM next WHERE d.id = next.id
+    -- An id list, not a join: a prepared statement's generic plan cannot see how few rows next holds.
+    WHERE d.id = ANY (ARRAY(SELECT id FROM next))
     RETURNING d.id, d.tenant_id, d.job_id, d.endpoint_id, d.url, d.event_type, d.payload, d.status, d.attempts,
       d.next_attempt_at, d.last_error, d.created_at, d.updated_at, d.delivered_at, d.lease_token`,
   values: [
