@@ -75,7 +75,7 @@ export const FLAGS = {
     type: 'string',
     env: 'WAITLESS_STREAMS_PER_KEY',
     arg: 'N',
-    help: 'serve, dev: event streams one API key may hold open, in this process (429 past\nit). 0: no limit. Default: 100.',
+    help: 'serve, dev: event streams one API key may hold open, in this process (429 past\nit). 0: no limit. Default: 1000.',
   },
   'webhook-endpoints': { type: 'string', env: 'WAITLESS_WEBHOOK_ENDPOINTS', arg: 'N', help: 'Webhook endpoints one tenant may register. Default: 20.' },
   'webhook-tenant-concurrency': {

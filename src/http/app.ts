@@ -74,7 +74,7 @@ export interface HttpOptions {
    * Per-tenant limits of this process: submits per second per tenant (`429` with
    * `Retry-After`) and event streams open per API key (`429`). Kept in this process's memory:
    * N processes admit N times as much. Default: see {@link TenantLimits} (1000 submits/s with a
-   * burst of 2000, 100 streams per key).
+   * burst of 2000, 1000 streams per key).
    */
   tenantLimits?: TenantLimits;
 }

@@ -20,7 +20,7 @@ export interface TenantLimits {
    * Event streams (`GET /v1/events`, `GET /v1/jobs/:id/events`) one API key may hold open at
    * once in this process (a job token's streams count per job); past it a stream is answered
    * `429`. A stream's slot is freed when it ends, whether the job finished or the client left.
-   * `0` turns the limit off. Default: `100`.
+   * `0` turns the limit off. Default: `1000`.
    */
   streamsPerKey?: number;
 }
@@ -111,7 +111,7 @@ function checkedLimit(value: number | undefined, fallback: number, name: string)
 export function tenantGuards(limits: TenantLimits = {}): TenantGuards {
   const rate = checkedLimit(limits.submitsPerSecond, 1000, 'submitsPerSecond');
   const burst = checkedLimit(limits.submitBurst, Math.max(1, 2 * rate), 'submitBurst');
-  const streams = checkedLimit(limits.streamsPerKey, 100, 'streamsPerKey');
+  const streams = checkedLimit(limits.streamsPerKey, 1000, 'streamsPerKey');
   const buckets = rate > 0 ? new TokenBuckets(rate, Math.max(1, burst)) : undefined;
   const slots = streams > 0 ? new Slots(streams) : undefined;
   return {
