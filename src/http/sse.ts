@@ -37,8 +37,11 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
   return streamSSE(c, async (stream) => {
     const subscription = hub.subscribe(p.tenant, p.jobId, p.after);
     const closed = metrics.sseOpened('job');
+    let ended = false;
     const release = () => {
       closed();
+      if (ended) return;
+      ended = true;
       p.onEnd?.();
     };
     stream.onAbort(() => {
@@ -95,8 +98,11 @@ export function streamTenantJobs(c: Context, hub: EventHub, p: TenantStreamParam
     // Fed by the hub from one read per window for every tenant stream of this process.
     const subscription = hub.subscribeTenant(p.tenant);
     const closed = metrics.sseOpened('tenant');
+    let ended = false;
     const release = () => {
       closed();
+      if (ended) return;
+      ended = true;
       p.onEnd?.();
     };
     stream.onAbort(() => {
