@@ -37,7 +37,8 @@ for (const backend of BACKENDS) {
   describe(`claims interleave tenants on ${backend}`, () => {
     let engine: TestEngine;
     before(async () => {
-      engine = await openEngine(backend, { jobs: [report, perUser] });
+      // No worker runs, so no dispatcher either: the delivery claims below are made by hand too.
+      engine = await openEngine(backend, { jobs: [report, perUser], webhooks: { ssrf: { allow: ['127.0.0.1'] } } });
     });
     after(async () => {
       await engine.close();
@@ -102,6 +103,25 @@ for (const backend of BACKENDS) {
       assert.equal(jobs.length, 4);
       assert.ok(jobs.some((c) => c.job.id === light.id), 'the one-key tenant’s job is in the first keyed claim');
       await clear();
+    });
+
+    it('puts another tenant’s webhook in the first delivery claim, and none of a tenant already at its room', async () => {
+      const { waitless } = engine;
+      const { store, webhooks } = internals(waitless);
+      const url = 'http://127.0.0.1:9/hooks';
+      await Promise.all(Array.from({ length: 20 }, (_, n) => waitless.submit(report, { n }, { tenant: 'loud', webhook: { url } })));
+      const { job: quiet } = await waitless.submit(report, { n: 0 }, { tenant: 'quiet', webhook: { url } });
+      // The jobs end: each leaves a delivery in the outbox, the loud tenant's first.
+      for (const c of await claim(21)) assert.equal(await store.finish(c.job.id, c.leaseToken, 'completed', 'done'), true);
+
+      const first = await webhooks.claim(4, 60_000);
+      assert.equal(first.length, 4);
+      assert.ok(first.some((d) => d.jobId === quiet.id), 'the quiet tenant’s delivery is in the first claim');
+      // The loud tenant already has 3 in flight and may have 3: the next claim leaves it out.
+      const loudInFlight = new Map([['loud', first.filter((d) => d.tenant === 'loud').length]]);
+      assert.deepEqual(await webhooks.claim(4, 60_000, { tenantRoom: 3, inFlight: loudInFlight }), []);
+      assert.equal((await webhooks.claim(4, 60_000, { tenantRoom: 5, inFlight: loudInFlight })).length, 2, 'room for two more');
+      await internals(waitless).driver.query({ text: `UPDATE webhook_deliveries SET status = 'failed'`, values: [] });
     });
   });
 }
