@@ -336,6 +336,9 @@ async function startServe(tree: Tree, schema: string, env: Record<string, string
   const cli = startCli(tree, ['serve', '--no-worker', '--jobs', tree.jobsModule, '--schema', schema, '--port', '0', '--host', '127.0.0.1'], {
     ...env,
     LOG_LEVEL: 'info',
+    // Capacity is measured, not the per-tenant limits (one key sends everything; older trees ignore these).
+    WAITLESS_SUBMIT_RATE: '0',
+    WAITLESS_STREAMS_PER_KEY: '0',
   });
   const line = await within(cli.logged('listening'), 60, 'serve to listen');
   return { cli, url: String(line.url) };

@@ -285,7 +285,8 @@ export async function serveInstrumented(waitless: Waitless): Promise<{ url: stri
       submits.push(performance.now() - t0);
     }
   };
-  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: 'default' } });
+  // Capacity is measured, not the per-tenant limits (one tenant sends everything).
+  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: 'default' }, tenantLimits: { submitsPerSecond: 0, streamsPerKey: 0 } });
   const fetch = async (request: Request) => {
     const t0 = performance.now();
     const response = await app.fetch(request);

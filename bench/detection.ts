@@ -168,7 +168,7 @@ waitless.startWorker({ concurrency: JOBS + 10 });
 
 /** Per job id: status GETs and SSE streams the server answered. */
 const requests = new Map<string, { status: number; events: number }>();
-const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: 'default' } });
+const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: 'default' }, tenantLimits: { submitsPerSecond: 0, streamsPerKey: 0 } });
 const counting = (request: Request) => {
   if (request.method === 'GET') {
     const m = /^\/v1\/jobs\/([0-9a-f-]{36})(\/events)?$/.exec(new URL(request.url).pathname);

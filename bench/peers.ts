@@ -648,7 +648,8 @@ async function waitlessHttpPg(tree: Tree): Promise<Adapter> {
   const port = await freePort();
   const server = spawnNode(
     ['--import', new URL('./peers-worker.ts', import.meta.url).href, main, 'serve', '--no-worker', '--jobs', join(tree.root, 'bench/jobs.ts'), '--schema', schema, '--port', String(port), '--host', '127.0.0.1'],
-    { cwd: tree.root, env: { DATABASE_URL: databaseUrl, WAITLESS_PEERS_PRELOAD: '1' } },
+    // Capacity is measured, not the per-tenant limits (one key sends everything; older trees ignore these).
+    { cwd: tree.root, env: { DATABASE_URL: databaseUrl, WAITLESS_PEERS_PRELOAD: '1', WAITLESS_SUBMIT_RATE: '0', WAITLESS_STREAMS_PER_KEY: '0' } },
   );
   const agent = new http.Agent({ keepAlive: true, maxSockets: enqueuers });
   const poll = await progressClient(WAITLESS_PROGRESS(`${schema}.jobs`));

@@ -11,6 +11,7 @@ import {
   JobUnsuccessfulError,
   NotRecoverableError,
   ResultTimeoutError,
+  TenantLimitError,
   UnknownJobError,
 } from './errors.ts';
 import { JOB_TOKEN_SECRET, JobTokens, type JobTokenScope, type MintedJobToken } from './access/job-tokens.ts';
@@ -32,7 +33,7 @@ import { WEBHOOK_EVENTS } from './store/queries.ts';
 import { type WebhookEndpoint, WebhookStore } from './store/webhook-store.ts';
 import { registerInternals } from './internals.ts';
 import { Housekeeping, purgeIdempotencyKeys, reclaimDeliveryLeases, reclaimJobLeases } from './maintenance/housekeeping.ts';
-import { type DispatcherOptions, WebhookDispatcher } from './webhooks/dispatcher.ts';
+import { DEFAULT_ENDPOINTS_PER_TENANT, type DispatcherOptions, WebhookDispatcher } from './webhooks/dispatcher.ts';
 import { checkWebhookUrl, UnsafeUrlError } from './webhooks/ssrf.ts';
 import { activeCarrier, submitSpan } from './observability/tracing.ts';
 
@@ -147,7 +148,10 @@ export interface WebhookAdmin {
   /** A new secret; the older ones stay valid for `overlapMs`. */
   rotateSecret: WebhookStore['rotateSecret'];
   listEndpoints: WebhookStore['listEndpoints'];
-  /** Registers an endpoint for the tenant's job events. Throws {@link InvalidWebhookError} unless `url` passes the SSRF guard. */
+  /**
+   * Registers an endpoint for the tenant's job events. Throws {@link InvalidWebhookError} unless `url` passes the SSRF guard,
+   * and a `too_many_endpoints` {@link TenantLimitError} when the tenant has `webhooks.endpointsPerTenant` already.
+   */
   createEndpoint(tenant: string, url: string, events: string[]): Promise<WebhookEndpoint>;
   /** False when the tenant has no endpoint with this id. */
   deleteEndpoint: WebhookStore['deleteEndpoint'];
@@ -389,7 +393,12 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
         const unknown = events.find((e) => !(WEBHOOK_EVENTS as readonly string[]).includes(e));
         if (unknown) throw new InvalidWebhookError(`Unknown webhook event "${unknown}". Use: ${WEBHOOK_EVENTS.join(', ')}.`);
         await waitless.checkWebhookUrl(url);
-        return webhooks.createEndpoint(tenant, url, events);
+        const max = options.webhooks?.endpointsPerTenant ?? DEFAULT_ENDPOINTS_PER_TENANT;
+        const endpoint = await webhooks.createEndpoint(tenant, url, events, max);
+        if (!endpoint) {
+          throw new TenantLimitError('too_many_endpoints', `Tenant "${tenant}" already has ${max} webhook endpoints, its limit. Delete one it no longer needs, then register this one.`, max);
+        }
+        return endpoint;
       },
       deleteEndpoint: (tenant, id) => webhooks.deleteEndpoint(tenant, id),
       listForJob: (tenant, jobId) => webhooks.listForJob(tenant, jobId),

@@ -30,7 +30,11 @@ export type WaitlessErrorCode =
   | 'lease_lost'
   | 'job_cancelled'
   | 'job_timeout'
-  | 'worker_shutdown';
+  | 'worker_shutdown'
+  | 'priority_above_cap'
+  | 'rate_limited'
+  | 'too_many_streams'
+  | 'too_many_endpoints';
 
 /** The base of every error Waitless throws at a caller. */
 export abstract class WaitlessError extends Error {
@@ -222,5 +226,37 @@ export class LimitExceededError extends WaitlessError {
     super(`${what} passed its limit of ${value} (${limit}).${advice ? ` ${advice}` : ''}`);
     this.limit = limit;
     this.max = max;
+  }
+}
+
+/** A submit asks for a priority above the cap of the API key it came with. */
+export class PriorityAboveCapError extends WaitlessError {
+  override name = 'PriorityAboveCapError';
+  readonly code = 'priority_above_cap';
+  readonly priority: number;
+  readonly maxPriority: number;
+  constructor(priority: number, maxPriority: number) {
+    super(`This API key may give a job a priority of at most ${maxPriority}; the submit asked for ${priority}. Submit with a priority ≤ ${maxPriority}, or use a key with a higher cap.`);
+    this.priority = priority;
+    this.maxPriority = maxPriority;
+  }
+}
+
+/**
+ * A per-tenant limit was reached: too many submits per second (`rate_limited`, retry after
+ * `retryAfterMs`), too many event streams open with one key (`too_many_streams`), or too many
+ * webhook endpoints registered (`too_many_endpoints`). `limit` is the limit that was reached.
+ */
+export class TenantLimitError extends WaitlessError {
+  override name = 'TenantLimitError';
+  readonly code: 'rate_limited' | 'too_many_streams' | 'too_many_endpoints';
+  readonly limit: number;
+  /** When it is worth trying again (rate limits only). */
+  readonly retryAfterMs: number | undefined;
+  constructor(code: TenantLimitError['code'], message: string, limit: number, retryAfterMs?: number) {
+    super(message);
+    this.code = code;
+    this.limit = limit;
+    this.retryAfterMs = retryAfterMs;
   }
 }

@@ -17,8 +17,10 @@ export {
   JobUnsuccessfulError,
   LimitExceededError,
   NotRecoverableError,
+  PriorityAboveCapError,
   ResultTimeoutError,
   SupersedeConflictError,
+  TenantLimitError,
   UnknownJobError,
   WaitlessError,
 } from './errors.ts';
@@ -39,6 +41,7 @@ export type { JobStatus } from './contract/statuses.ts';
 export type { JobPage, SubmitOutcome, SupersedePolicy } from './store/job-store.ts';
 export { createHttpApp, createHttpHandler } from './http/app.ts';
 export type { HttpOptions } from './http/app.ts';
+export type { TenantLimits } from './http/rate-limit.ts';
 export type { AuthMode } from './http/auth.ts';
 export { createNodeListener } from './http/node.ts';
 export type { NodeListenerOptions } from './http/node.ts';

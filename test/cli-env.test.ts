@@ -80,7 +80,7 @@ describe('WAITLESS_* variables', () => {
     }
     // Every configuration flag has its variable; only help and the arguments of keys create do not.
     const without = Object.entries(FLAGS).filter(([, flag]) => !('env' in flag)).map(([name]) => name);
-    assert.deepEqual(without.sort(), ['admin', 'help', 'label', 'tenant']);
+    assert.deepEqual(without.sort(), ['admin', 'help', 'label', 'max-priority', 'tenant']);
   });
 
   it('a bad value in a variable is reported naming the variable', async () => {

@@ -36,11 +36,14 @@ describe('waitless serve, keys and migrate on PostgreSQL', () => {
     const migrated = await run(process.execPath, [CLI, 'migrate', '--schema', schema], { env });
     assert.match(migrated.stdout, /migrations applied/);
 
-    const created = await run(process.execPath, [CLI, 'keys', 'create', '--tenant', 'acme', '--label', 'green', '--schema', schema], { env });
+    // The highest cap there is: the submits below are not refused, and keys list shows it.
+    const created = await run(process.execPath, [CLI, 'keys', 'create', '--tenant', 'acme', '--label', 'green', '--max-priority', '1000', '--schema', schema], { env });
     const token = /^(wl_\S+)$/m.exec(created.stdout)?.[1];
     assert.ok(token, `a key is printed: ${created.stdout}`);
+    assert.match(created.stdout, /priority at most 1000/);
     const listed = await run(process.execPath, [CLI, 'keys', 'list', '--schema', schema], { env });
     assert.match(listed.stdout, /acme\s+green/);
+    assert.match(listed.stdout, /max-priority 1000/);
     assert.ok(!listed.stdout.includes(token), 'the secret is never shown again');
 
     server = spawn(process.execPath, [CLI, 'serve', '--demo', '--port', '0', '--host', '127.0.0.1', '--schema', schema, '--webhook-allow', '127.0.0.1'], {

@@ -64,6 +64,26 @@ export const FLAGS = {
     arg: 'LIST',
     help: 'Delays between webhook attempts, e.g. 1s,5s,30s, or none.\nDefault: 5s,5m,30m,2h,5h,10h,10h.',
   },
+  'submit-rate': {
+    type: 'string',
+    env: 'WAITLESS_SUBMIT_RATE',
+    arg: 'N',
+    help: 'serve, dev: submits per second per tenant, in this process (429 with Retry-After\npast it; N processes admit N times it). 0: no limit. Default: 1000.',
+  },
+  'submit-burst': { type: 'string', env: 'WAITLESS_SUBMIT_BURST', arg: 'N', help: 'serve, dev: submits a tenant may make at once. Default: 2 × --submit-rate.' },
+  'streams-per-key': {
+    type: 'string',
+    env: 'WAITLESS_STREAMS_PER_KEY',
+    arg: 'N',
+    help: 'serve, dev: event streams one API key may hold open, in this process (429 past\nit). 0: no limit. Default: 1000.',
+  },
+  'webhook-endpoints': { type: 'string', env: 'WAITLESS_WEBHOOK_ENDPOINTS', arg: 'N', help: 'Webhook endpoints one tenant may register. Default: 20.' },
+  'webhook-tenant-concurrency': {
+    type: 'string',
+    env: 'WAITLESS_WEBHOOK_TENANT_CONCURRENCY',
+    arg: 'N',
+    help: 'Webhook deliveries of one tenant in flight at once, per process, so a tenant\nwhose receivers hang leaves the others room. Default: 5 (of 10).',
+  },
   'cors-origin': {
     type: 'string',
     env: 'WAITLESS_CORS_ORIGIN',
@@ -75,6 +95,11 @@ export const FLAGS = {
   tenant: { type: 'string', arg: 'NAME', help: 'keys create: the tenant the key belongs to.' },
   label: { type: 'string', arg: 'TEXT', help: 'keys create: a note shown by keys list.' },
   admin: { type: 'boolean', help: 'keys create: an admin key (may recover jobs and open the dashboard).' },
+  'max-priority': {
+    type: 'string',
+    arg: 'N',
+    help: 'keys create: the highest priority the key may give a job (-1000 to 1000); a\nsubmit above it is refused with 403. Default: none.',
+  },
   help: { type: 'boolean', short: 'h', help: 'This help.' },
 } as const satisfies Record<string, Flag>;
 

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { analyzeDocument, demoModelProblem } from '../demo/analyze-document.ts';
 import { createWaitless, DEFAULT_TENANT, type Waitless, type WaitlessOptions } from '../engine.ts';
 import { createHttpApp } from '../http/app.ts';
+import type { TenantLimits } from '../http/rate-limit.ts';
 import { healthRoutes } from '../http/health.ts';
 import { metricsRoute } from '../http/metrics-route.ts';
 import { internals } from '../internals.ts';
@@ -38,8 +39,8 @@ Usage:
                     [--poll-interval 2s] [--shutdown-grace 10s] [--flush-interval 200ms]
       Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /livez, /readyz, /healthz and /metrics.
   waitless migrate  Apply database migrations and exit.
-  waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
-      --admin keys may also recover jobs and open the dashboard.
+  waitless keys create --tenant NAME [--label TEXT] [--admin] [--max-priority N] | keys list | keys revoke ID
+      --admin keys may also recover jobs and open the dashboard; --max-priority caps the priority a key may set.
   waitless keys rotate-job-tokens [OVERLAP]
       A new secret for job tokens; those signed before stay valid for OVERLAP (default 24h), 0 ends them all now.
 
@@ -122,7 +123,33 @@ function webhookOptions(): DispatcherOptions {
   const retryFlag = values['webhook-retry'];
   // "none": one attempt and no retry (a receiver that misses it is left to its reconciler).
   const retry = retryFlag === 'none' ? [] : retryFlag?.split(',').map((d, i) => durationOption(d.trim(), `${origin('webhook-retry')}[${i}]`)!);
-  return { ...(allow.length ? { ssrf: { allow } } : {}), ...(retry ? { retrySchedule: retry } : {}) };
+  const endpointsPerTenant = countOption('webhook-endpoints');
+  const tenantConcurrency = countOption('webhook-tenant-concurrency');
+  if (tenantConcurrency === 0) fail(`${origin('webhook-tenant-concurrency')} must be at least 1`);
+  return {
+    ...(allow.length ? { ssrf: { allow } } : {}),
+    ...(retry ? { retrySchedule: retry } : {}),
+    ...(endpointsPerTenant !== undefined ? { endpointsPerTenant } : {}),
+    ...(tenantConcurrency !== undefined ? { tenantConcurrency } : {}),
+  };
+}
+
+/** A whole-number flag, or undefined when not given (the library's default applies). */
+function countOption(name: FlagName): number | undefined {
+  const value = values[name] as string | undefined;
+  return value === undefined ? undefined : intOption(value, origin(name), 0);
+}
+
+/** The per-tenant limits of the HTTP API (serve, dev). */
+function tenantLimitsOption(): TenantLimits {
+  const submitsPerSecond = countOption('submit-rate');
+  const submitBurst = countOption('submit-burst');
+  const streamsPerKey = countOption('streams-per-key');
+  return {
+    ...(submitsPerSecond !== undefined ? { submitsPerSecond } : {}),
+    ...(submitBurst !== undefined ? { submitBurst } : {}),
+    ...(streamsPerKey !== undefined ? { streamsPerKey } : {}),
+  };
 }
 
 /** Origins allowed to call the API from a browser, or undefined for same-origin only. */
@@ -289,7 +316,14 @@ async function dev(): Promise<void> {
   });
   waitless.startWorker(options);
   // Open, so guarded: only loopback Host names, and no state changes from pages on other sites.
-  const app = createHttpApp(waitless, { auth: { mode: 'none', tenant: DEFAULT_TENANT }, dashboard: true, cors, localOnly: true, metrics: metricsOption() ?? true });
+  const app = createHttpApp(waitless, {
+    auth: { mode: 'none', tenant: DEFAULT_TENANT },
+    dashboard: true,
+    cors,
+    localOnly: true,
+    metrics: metricsOption() ?? true,
+    tenantLimits: tenantLimitsOption(),
+  });
   bound.serve(withRootRedirect(app));
   const { server, url: base } = bound;
   waitless.logger.info({ url: base }, 'listening');
@@ -319,7 +353,13 @@ async function serveCommand(): Promise<void> {
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
   const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
   if (!values['no-worker']) waitless.startWorker(options);
-  const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys }, dashboard: true, cors, metrics: metricsOption() ?? false });
+  const app = createHttpApp(waitless, {
+    auth: { mode: 'api-key', keys: waitless.apiKeys },
+    dashboard: true,
+    cors,
+    metrics: metricsOption() ?? false,
+    tenantLimits: tenantLimitsOption(),
+  });
   bound.serve(withRootRedirect(app));
   const { server } = bound;
   waitless.logger.info({ url: bound.url }, 'listening');
@@ -366,11 +406,15 @@ async function keys(action: string | undefined): Promise<void> {
     const store = waitless.apiKeys;
     if (action === 'create') {
       if (!values.tenant) fail('keys create needs --tenant NAME');
-      const key = await store.create(values.tenant, { label: values.label, admin: values.admin ?? false });
-      process.stdout.write(`${key.role === 'admin' ? 'Admin key' : 'API key'} for tenant "${key.tenant}" (shown once, store it now):\n${key.token}\n`);
+      const cap = values['max-priority'];
+      if (cap !== undefined && !(/^-?\d+$/.test(cap) && Math.abs(Number(cap)) <= 1000)) fail(`--max-priority must be a whole number from -1000 to 1000, got "${cap}"`);
+      const key = await store.create(values.tenant, { label: values.label, admin: values.admin ?? false, ...(cap !== undefined ? { maxPriority: Number(cap) } : {}) });
+      const capped = key.maxPriority !== undefined ? `, priority at most ${key.maxPriority}` : '';
+      process.stdout.write(`${key.role === 'admin' ? 'Admin key' : 'API key'} for tenant "${key.tenant}"${capped} (shown once, store it now):\n${key.token}\n`);
     } else if (action === 'list') {
       for (const key of await store.list()) {
-        process.stdout.write(`${key.id}  ${key.tenant}  ${key.label ?? ''}  ${key.role}  ${key.createdAt}${key.revokedAt ? `  revoked ${key.revokedAt}` : ''}\n`);
+        const cap = key.maxPriority !== undefined ? `  max-priority ${key.maxPriority}` : '';
+        process.stdout.write(`${key.id}  ${key.tenant}  ${key.label ?? ''}  ${key.role}  ${key.createdAt}${cap}${key.revokedAt ? `  revoked ${key.revokedAt}` : ''}\n`);
       }
     } else if (action === 'revoke') {
       const id = positionals[2];

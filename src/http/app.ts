@@ -18,6 +18,8 @@ import { localOnly } from './local-only.ts';
 import { openApiDocument } from './openapi.ts';
 import { problem, problemFor } from './problem.ts';
 import { streamJobEvents, streamTenantJobs } from './sse.ts';
+import { tenantGuards, type TenantLimits } from './rate-limit.ts';
+import { cappedPriority } from '../store/api-keys.ts';
 import { addWebhookRoutes } from './webhook-routes.ts';
 import { metricsRoute } from './metrics-route.ts';
 import { withIncomingTrace } from '../observability/tracing.ts';
@@ -69,6 +71,13 @@ export interface HttpOptions {
    * (a long-poll gets its `?wait=` on top; event streams are not bounded). Default: `30_000` ms.
    */
   requestTimeoutMs?: number;
+  /**
+   * Per-tenant limits of this process: submits per second per tenant (`429` with
+   * `Retry-After`) and event streams open per API key (`429`). Kept in this process's memory:
+   * N processes admit N times as much. Default: see {@link TenantLimits} (1000 submits/s with a
+   * burst of 2000, 1000 streams per key).
+   */
+  tenantLimits?: TenantLimits;
 }
 
 /** Event types a job token's stream leaves out. */
@@ -83,6 +92,12 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
   const base = options.basePath?.replace(/\/$/, '') ?? '';
   const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
   const maxWait = options.maxWaitSeconds ?? 60;
+  const guards = tenantGuards(options.tenantLimits);
+  /** Who holds a stream's slot: the API key, or a job token's job, or (no keys) the tenant. */
+  const streamHolder = (c: Context<AuthEnv>) => {
+    const caller = c.get('caller');
+    return caller.kind === 'job-token' ? `job:${caller.jobId}` : caller.keyId ? `key:${caller.keyId}` : `tenant:${c.get('tenant')}`;
+  };
   const links = (id: string) => ({
     self: `${base}/v1/jobs/${id}`,
     events: `${base}/v1/jobs/${id}/events`,
@@ -174,7 +189,10 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
     return c.json({ tenant: c.get('tenant'), role: caller.role }, 200, { 'cache-control': 'no-store' });
   });
 
-  app.get('/v1/events', (c) => streamTenantJobs(c, hub, { tenant: c.get('tenant'), heartbeatMs: options.sseHeartbeatMs ?? 15_000, view: summary }));
+  app.get('/v1/events', (c) => {
+    const release = guards.stream(streamHolder(c));
+    return streamTenantJobs(c, hub, { tenant: c.get('tenant'), heartbeatMs: options.sseHeartbeatMs ?? 15_000, view: summary, onEnd: release });
+  });
 
   app.post(
     '/v1/jobs/:name',
@@ -190,6 +208,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
       await next();
     },
     async (c) => {
+      // Before the body is read: a tenant over its rate costs the server as little as possible.
+      guards.submit(c.get('tenant'));
       const name = c.req.param('name');
       const key = c.req.header('idempotency-key');
       if (key !== undefined && !IDEMPOTENCY_KEY_PATTERN.test(key)) {
@@ -204,13 +224,15 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
           'The body is {"input": …, "webhook"?: {"url", "events"?}, "token"?: {"cancel"?, "ttlSeconds"?}, "priority"?, "runAt"? | "delay"?, "supersede"?: {"key", "policy"?}, "context"?, "concurrencyKey"?}.',
       });
       if (envelope instanceof Response) return envelope;
+      const caller = c.get('caller');
+      const priority = cappedPriority(envelope.priority, caller.kind === 'key' ? caller.maxPriority : undefined);
       const traceHeaders = { traceparent: c.req.header('traceparent'), tracestate: c.req.header('tracestate') };
       const { job, created } = await withIncomingTrace(traceHeaders, () => waitless.submit(name, envelope.input, {
         tenant: c.get('tenant'),
         idempotencyKey: key,
         webhook: envelope.webhook,
         apiBaseUrl: `${new URL(c.req.url).origin}${base}`,
-        priority: envelope.priority,
+        priority,
         runAt: envelope.runAt,
         delay: envelope.delay as Duration | undefined,
         supersede: envelope.supersede,
@@ -296,7 +318,8 @@ export function createHttpApp(waitless: Waitless, options: HttpOptions): Hono<Au
     const hide = c.get('caller').kind === 'job-token' ? OPERATOR_EVENTS : undefined;
     // A stream opened with a job token ends when the token does, as any request with it would be refused then.
     const endWhen = whileJobTokenValid(c, jobTokens);
-    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, hide, endWhen });
+    const release = guards.stream(streamHolder(c));
+    return streamJobEvents(c, hub, { tenant, jobId: id, after, heartbeatMs: options.sseHeartbeatMs ?? 15_000, hide, endWhen, onEnd: release });
   });
 
   app.get('/v1/jobs/:id/logs', async (c) => {

@@ -13,8 +13,11 @@ export type AuthMode =
    */
   | { mode: 'api-key'; keys: ApiKeyStore; cacheMs?: number };
 
-/** Who is calling: a key of a role, or a browser holding a token for one job. */
-export type Caller = { kind: 'key'; role: ApiKeyRole } | { kind: 'job-token'; jobId: string; scopes: JobTokenScope[] };
+/**
+ * Who is calling: a key of a role (its id, absent when the API runs without keys, and the
+ * highest priority it may set, absent when any), or a browser holding a token for one job.
+ */
+export type Caller = { kind: 'key'; role: ApiKeyRole; keyId?: string; maxPriority?: number } | { kind: 'job-token'; jobId: string; scopes: JobTokenScope[] };
 
 export type AuthEnv = { Variables: { tenant: string; caller: Caller } };
 
@@ -56,7 +59,7 @@ export function authenticate(
   onKeyRevoked?: (listener: (keyId: string | undefined) => void) => void,
 ): MiddlewareHandler<AuthEnv> {
   const cacheMs = auth.mode === 'api-key' ? (auth.cacheMs ?? 10_000) : 0;
-  const cache = new Map<string, { tenant: string; role: ApiKeyRole; until: number }>();
+  const cache = new Map<string, { id: string; tenant: string; role: ApiKeyRole; maxPriority?: number; until: number }>();
   const verifying = new Map<string, ReturnType<ApiKeyStore['verify']>>();
   // Bumped by every revocation: a lookup that began before it may have seen the key still valid, so is not cached.
   let revocations = 0;
@@ -125,7 +128,7 @@ export function authenticate(
       }
     }
     c.set('tenant', owner.tenant);
-    c.set('caller', { kind: 'key', role: owner.role });
+    c.set('caller', { kind: 'key', role: owner.role, keyId: owner.id, ...(owner.maxPriority !== undefined ? { maxPriority: owner.maxPriority } : {}) });
     await next();
   };
 }

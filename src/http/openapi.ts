@@ -76,14 +76,18 @@ const problemResponse = (description: string) => ({ description, content: { 'app
 const PROBLEM_RESPONSES = {
   BadRequest: problemResponse('Malformed JSON, a body that does not match, or a bad query parameter or header.'),
   Unauthorized: problemResponse('Missing, unknown or revoked API key; an expired or forged job token.'),
-  Forbidden: problemResponse('A job token used outside its job, or an action that needs an admin key.'),
+  Forbidden: problemResponse('A job token used outside its job, an action that needs an admin key, or a priority above the key\'s cap (`/problems/priority-above-cap`, with `maxPriority`).'),
   NotFound: problemResponse('No such job (or not one of this tenant), endpoint or delivery.'),
-  Conflict: problemResponse('The request conflicts with the current state (see `type`).'),
+  Conflict: problemResponse('The request conflicts with the current state (see `type`), e.g. the tenant already has as many webhook endpoints as it may (`/problems/too-many-endpoints`).'),
   ContentTooLarge: problemResponse('The body is larger than the server accepts.'),
   UnsupportedMediaType: problemResponse('The body is not sent as `application/json`.'),
   UnprocessableContent: problemResponse('The request is well-formed but refused (invalid input, option or webhook, reused Idempotency-Key).'),
   ServiceUnavailable: {
     ...problemResponse('A dependency cannot be reached right now; try again after `Retry-After`.'),
+    headers: { 'Retry-After': { $ref: '#/components/headers/Retry-After' } },
+  },
+  TooManyRequests: {
+    ...problemResponse('A per-tenant limit was reached (`/problems/rate-limited`: submits per second; `/problems/too-many-streams`: open streams of the key); `limit` says which value. Try again after `Retry-After`.'),
     headers: { 'Retry-After': { $ref: '#/components/headers/Retry-After' } },
   },
 } as const;
@@ -98,6 +102,7 @@ const STATUS_OF: Record<ProblemName, string> = {
   ContentTooLarge: '413',
   UnsupportedMediaType: '415',
   UnprocessableContent: '422',
+  TooManyRequests: '429',
   ServiceUnavailable: '503',
 };
 const problems = (...names: ProblemName[]) => Object.fromEntries(names.map((name) => [STATUS_OF[name], { $ref: `#/components/responses/${name}` }]));
@@ -186,7 +191,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
               },
               content: json(ref('SubmitResponse')),
             },
-            ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'Conflict', 'ContentTooLarge', 'UnsupportedMediaType', 'UnprocessableContent', 'ServiceUnavailable'),
+            ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'Conflict', 'ContentTooLarge', 'UnsupportedMediaType', 'UnprocessableContent', 'TooManyRequests', 'ServiceUnavailable'),
           },
         },
       },
@@ -311,7 +316,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
             content: { 'text/event-stream': { schema: { type: 'string', description: 'SSE frames; `data:` carries a JobEvent.' } } },
           },
           '204': { description: 'The job is done and the client has every event: stop reconnecting.' },
-          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound'),
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'NotFound', 'TooManyRequests'),
         },
       },
     },
@@ -413,7 +418,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         security: STREAM,
         responses: {
           '200': { description: 'The event stream.', content: { 'text/event-stream': { schema: { type: 'string', description: 'SSE frames; `data:` carries a job summary.' } } } },
-          ...problems('Unauthorized', 'Forbidden'),
+          ...problems('Unauthorized', 'Forbidden', 'TooManyRequests'),
         },
       },
     },
@@ -457,7 +462,7 @@ export function openApiDocument(waitless: Waitless, options: OpenApiOptions = {}
         requestBody: { required: true, content: json(ref('WebhookEndpointRequest')) },
         responses: {
           '201': { description: 'The endpoint.', content: json(ref('WebhookEndpoint')) },
-          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'ContentTooLarge', 'UnsupportedMediaType', 'UnprocessableContent', 'ServiceUnavailable'),
+          ...problems('BadRequest', 'Unauthorized', 'Forbidden', 'Conflict', 'ContentTooLarge', 'UnsupportedMediaType', 'UnprocessableContent', 'ServiceUnavailable'),
         },
       },
     },

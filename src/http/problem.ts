@@ -1,6 +1,15 @@
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { InputValidationError, LimitExceededError, NotRecoverableError, SupersedeConflictError, WaitlessError, type WaitlessErrorCode } from '../errors.ts';
+import {
+  InputValidationError,
+  LimitExceededError,
+  NotRecoverableError,
+  PriorityAboveCapError,
+  SupersedeConflictError,
+  TenantLimitError,
+  WaitlessError,
+  type WaitlessErrorCode,
+} from '../errors.ts';
 
 /** An RFC 9457 problem detail. Extra members carry machine-readable specifics. */
 export interface Problem {
@@ -28,8 +37,11 @@ interface ProblemSpec {
   title: string;
   /** Extension members beyond `detail` (the error's message). */
   members?: (error: WaitlessError, base: string) => Record<string, unknown>;
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | ((error: WaitlessError) => Record<string, string>);
 }
+
+/** The members of a tenant limit's problem: the limit reached. */
+const limitMembers = (error: WaitlessError) => (error instanceof TenantLimitError ? { limit: error.limit } : {});
 
 /**
  * Every engine error code and its answer: the one place where codes become statuses and
@@ -84,6 +96,23 @@ export const PROBLEMS: Record<WaitlessErrorCode, ProblemSpec | null> = {
   job_cancelled: null,
   job_timeout: null,
   worker_shutdown: null,
+  // Permission, not a malformed body: the same submit is fine with another key.
+  priority_above_cap: {
+    status: 403,
+    type: '/problems/priority-above-cap',
+    title: 'Priority above the key’s cap',
+    members: (error) => (error instanceof PriorityAboveCapError ? { priority: error.priority, maxPriority: error.maxPriority } : {}),
+  },
+  rate_limited: {
+    status: 429,
+    type: '/problems/rate-limited',
+    title: 'Too Many Requests',
+    members: limitMembers,
+    // Whole seconds, at least 1: a client retrying at once would only be refused again.
+    headers: (error) => ({ 'retry-after': String(Math.max(1, Math.ceil((error instanceof TenantLimitError ? (error.retryAfterMs ?? 1000) : 1000) / 1000))) }),
+  },
+  too_many_streams: { status: 429, type: '/problems/too-many-streams', title: 'Too Many Streams', members: limitMembers, headers: { 'retry-after': '5' } },
+  too_many_endpoints: { status: 409, type: '/problems/too-many-endpoints', title: 'Too many webhook endpoints', members: limitMembers },
 };
 
 /** The problem+json answer for an engine error, or undefined when it is the server's fault (500). */
@@ -91,5 +120,6 @@ export function problemFor(c: Context, error: unknown, base: string): Response |
   if (!(error instanceof WaitlessError)) return undefined;
   const spec = PROBLEMS[error.code];
   if (!spec) return undefined;
-  return problem(c, spec.status, { ...(spec.type ? { type: spec.type } : {}), title: spec.title, detail: error.message, ...spec.members?.(error, base) }, spec.headers);
+  const headers = typeof spec.headers === 'function' ? spec.headers(error) : spec.headers;
+  return problem(c, spec.status, { ...(spec.type ? { type: spec.type } : {}), title: spec.title, detail: error.message, ...spec.members?.(error, base) }, headers);
 }

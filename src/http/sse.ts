@@ -20,6 +20,8 @@ export interface StreamParams {
    * see `whileJobTokenValid`). Default: none.
    */
   endWhen?: (end: () => void) => () => void;
+  /** Called once the stream is over, however it ended (the job finished, the client left, the server stops). Default: none. */
+  onEnd?: () => void;
 }
 
 /**
@@ -34,7 +36,14 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
   c.header('cache-control', 'no-cache');
   return streamSSE(c, async (stream) => {
     const subscription = hub.subscribe(p.tenant, p.jobId, p.after);
-    const release = metrics.sseOpened('job');
+    const closed = metrics.sseOpened('job');
+    let ended = false;
+    const release = () => {
+      closed();
+      if (ended) return;
+      ended = true;
+      p.onEnd?.();
+    };
     stream.onAbort(() => {
       subscription.close();
       release();
@@ -71,6 +80,8 @@ export interface TenantStreamParams {
   heartbeatMs: number;
   /** What a message carries for a job. */
   view: (job: Job) => unknown;
+  /** Called once the stream is over, however it ended (the client left, the server stops). Default: none. */
+  onEnd?: () => void;
 }
 
 /**
@@ -86,7 +97,14 @@ export function streamTenantJobs(c: Context, hub: EventHub, p: TenantStreamParam
   return streamSSE(c, async (stream) => {
     // Fed by the hub from one read per window for every tenant stream of this process.
     const subscription = hub.subscribeTenant(p.tenant);
-    const release = metrics.sseOpened('tenant');
+    const closed = metrics.sseOpened('tenant');
+    let ended = false;
+    const release = () => {
+      closed();
+      if (ended) return;
+      ended = true;
+      p.onEnd?.();
+    };
     stream.onAbort(() => {
       subscription.close();
       release();

@@ -7,6 +7,7 @@ import { isTerminal } from '../contract/statuses.ts';
 import type { Driver } from './driver.ts';
 import * as q from './queries.ts';
 import { GroupCommit } from './group-commit.ts';
+import { roundEnd } from './tenant-rounds.ts';
 import { uuidv7 } from './uuid.ts';
 import { metrics } from '../observability/metrics.ts';
 
@@ -314,43 +315,73 @@ export class JobStore {
 
   // ---------------------------------------------------------------- worker side
 
-  /** Claims up to `limit` due jobs without a concurrency key, in one statement. */
+  /** Where this store's next unkeyed claim starts its round of tenants (see `claimJobs`). */
+  private claimCursor = '';
+
+  /** Claims up to `limit` due jobs without a concurrency key, round robin across tenants, in one statement. */
   async claim(names: string[], limit: number, workerId: string, leaseMs: number): Promise<ClaimedJob[]> {
     if (limit < 1 || names.length === 0) return [];
-    const rows = await this.driver.query<q.ClaimedJobRow>(q.claimJobs(names, limit, workerId, leaseMs));
+    const rows = await this.driver.query<q.ClaimedJobRow>(q.claimJobs(names, limit, workerId, leaseMs, this.claimCursor));
+    this.claimCursor = roundEnd(rows.map((row) => row.tenant_id), this.claimCursor) ?? this.claimCursor;
     return rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms, traceContext: row.trace_context }));
   }
+
+  /** Where this store's next keyed claim starts its round of tenants (see `dueConcurrencyKeys`). */
+  private keyedClaimCursor = '';
 
   /**
    * Claims up to `limit` due jobs with a concurrency key, key by key, each in a transaction
    * holding the key's lock, so per-key limits hold across every worker process. `more` says
    * some may be left that a second look could take (keys it had no room or no lock for).
+   * Tenants take turns: the keys come round robin by tenant, and on a first pass each tenant
+   * gets at most its share of the slots; keys that filled their share are visited again with
+   * what the others left.
    */
   async claimKeyed(names: string[], limit: number, workerId: string, leaseMs: number): Promise<{ jobs: ClaimedJob[]; more: boolean }> {
     if (limit < 1 || names.length === 0) return { jobs: [], more: false };
     const rows: q.ClaimedJobRow[] = [];
     let left = limit;
     let more = false;
-    try {
-      if (left > 0) {
-        const keys = await this.driver.query<{ tenant_id: string; concurrency_key: string; concurrency_limit: number }>(q.dueConcurrencyKeys(names, left * 4));
-        more = keys.length === left * 4;
-        for (const key of keys) {
-          if (left <= 0) {
-            more = true;
-            break;
-          }
-          const claimed = await this.driver.transaction(async (tx) => {
-            const [lock] = await tx.query<{ locked: boolean }>(q.tryLockConcurrencyKey(key.tenant_id, key.concurrency_key));
-            if (!lock?.locked) {
-              more = true; // another worker is at this key now; it may leave some for us
-              return [];
-            }
-            return tx.query<q.ClaimedJobRow>(q.claimKeyedJobs(names, key.tenant_id, key.concurrency_key, key.concurrency_limit, left, workerId, leaseMs));
-          });
-          rows.push(...claimed);
-          left -= claimed.length;
+    type Key = { tenant_id: string; concurrency_key: string; concurrency_limit: number };
+    const claimKey = (key: Key, want: number) =>
+      this.driver.transaction(async (tx) => {
+        const [lock] = await tx.query<{ locked: boolean }>(q.tryLockConcurrencyKey(key.tenant_id, key.concurrency_key));
+        if (!lock?.locked) {
+          more = true; // another worker is at this key now; it may leave some for us
+          return [];
         }
+        return tx.query<q.ClaimedJobRow>(q.claimKeyedJobs(names, key.tenant_id, key.concurrency_key, key.concurrency_limit, want, workerId, leaseMs));
+      });
+    try {
+      const keys = await this.driver.query<Key>(q.dueConcurrencyKeys(names, left * 4, this.keyedClaimCursor));
+      more = keys.length === left * 4;
+      const share = Math.ceil(limit / Math.max(1, new Set(keys.map((key) => key.tenant_id)).size));
+      const taken = new Map<string, number>();
+      const again: Key[] = [];
+      for (const key of keys) {
+        if (left <= 0) {
+          more = true;
+          break;
+        }
+        const want = Math.min(left, share - (taken.get(key.tenant_id) ?? 0));
+        if (want <= 0) {
+          again.push(key);
+          continue;
+        }
+        const claimed = await claimKey(key, want);
+        rows.push(...claimed);
+        left -= claimed.length;
+        taken.set(key.tenant_id, (taken.get(key.tenant_id) ?? 0) + claimed.length);
+        if (claimed.length === want) again.push(key); // it may have more free slots and due jobs
+      }
+      for (const key of again) {
+        if (left <= 0) {
+          more = true;
+          break;
+        }
+        const claimed = await claimKey(key, left);
+        rows.push(...claimed);
+        left -= claimed.length;
       }
     } catch (error) {
       // The jobs claimed so far are committed and ours: run them, or they would sit `running`
@@ -358,6 +389,7 @@ export class JobStore {
       if (rows.length === 0) throw error;
       more = true;
     }
+    this.keyedClaimCursor = roundEnd(rows.map((row) => row.tenant_id), this.keyedClaimCursor) ?? this.keyedClaimCursor;
     return { jobs: rows.map((row) => ({ job: toJob(row), tenant: row.tenant_id, leaseToken: row.lease_token, timeoutMs: row.timeout_ms, traceContext: row.trace_context })), more };
   }
 

@@ -436,11 +436,14 @@ export const recoverJob = (tenant: string, id: string, attempts: number): Sql =>
 // ---------------------------------------------------------------- worker: claim, lease, fencing
 
 /** Marks the jobs in `next` running under fresh leases, appends their events, and answers them. */
-const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => `WITH ${nextCte}, changed AS (
+const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => `WITH RECURSIVE ${nextCte}, changed AS (
       UPDATE jobs j SET status = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(), partial_output = '', output_from_seq = j.last_seq + 1,
         lease_expires_at = now() + ${leaseParam} * interval '1 millisecond', worker_id = ${workerParam},
         started_at = coalesce(j.started_at, now()), updated_at = now(), last_seq = j.last_seq + 1
-      FROM next WHERE j.id = next.id
+      -- An id list, not a join: the plan probes the primary key for each claimed job, even as a
+      -- prepared statement's generic plan, which cannot see how few rows next holds (a join
+      -- there was planned as a hash over the whole table).
+      WHERE j.id = ANY (ARRAY(SELECT id FROM next))
       RETURNING j.id, j.tenant_id, j.last_seq, j.attempt, j.lease_token
     ), ${appendEvent('status', `jsonb_build_object('status', 'running', 'attempt', attempt)`)}
     SELECT ${jobColumnsOf('j', {
@@ -453,23 +456,74 @@ const claimFrom = (nextCte: string, leaseParam: string, workerParam: string) => 
     })}, c.lease_token
     FROM changed c JOIN jobs j ON j.id = c.id`;
 
+/** Queued jobs without a concurrency key (the predicate of the `jobs_claimable_by_tenant` index). */
+const unkeyedQueued = (table: string) => `${table}.status = 'queued' AND ${table}.concurrency_key IS NULL`;
+
 /**
- * Claims up to `limit` due jobs of the given names that have no concurrency key. `SKIP LOCKED`
- * lets many workers claim at once without waiting on each other; each claim gets a fresh
- * lease token that every later write must present.
+ * Claims up to `limit` due jobs of the given names that have no concurrency key, taking them
+ * round robin across the tenants with due work: each tenant's first job (by priority, then due
+ * time), then each one's second, and so on. Priority orders a tenant's own jobs only, so a
+ * tenant with a deep backlog or high priorities delays another tenant's next job by at most one
+ * turn per tenant ahead of it in the round. A round starts after `afterTenant` (byte order; the
+ * tenant the caller's previous claim ended on) and wraps around, so that when there are more
+ * tenants with due work than free slots, each claim serves the ones the last one did not.
+ *
+ * One statement, cost bounded by the slots, not the backlog: the walk over the tenants is one
+ * index probe per tenant and stops at `limit` tenants with due work; each of those is counted
+ * as far as its share could reach; the shares are dealt round robin; then each tenant's share is locked with
+ * `SKIP LOCKED` (a row another worker holds is passed over for the tenant's next one), so many
+ * workers claim at once without waiting on each other. Each claim gets a fresh lease token that
+ * every later write must present.
  */
-export const claimJobs = (names: string[], limit: number, workerId: string, leaseMs: number): Sql => ({
+export const claimJobs = (names: string[], limit: number, workerId: string, leaseMs: number, afterTenant = ''): Sql => ({
   text: claimFrom(
-    `next AS (
-      SELECT id FROM jobs
-      WHERE status = 'queued' AND run_at <= now() AND name = ANY($1::text[]) AND concurrency_key IS NULL
-      ORDER BY priority DESC, run_at, id
-      LIMIT $2 FOR UPDATE SKIP LOCKED
+    `after_cursor(tenant_id) AS (
+      SELECT (SELECT min(tenant_id COLLATE "C") FROM jobs WHERE ${unkeyedQueued('jobs')} AND tenant_id COLLATE "C" > $5)
+      UNION ALL
+      SELECT (SELECT min(j.tenant_id COLLATE "C") FROM jobs j WHERE ${unkeyedQueued('j')} AND j.tenant_id COLLATE "C" > w.tenant_id)
+      FROM after_cursor w WHERE w.tenant_id IS NOT NULL
+    ), up_to_cursor(tenant_id) AS (
+      SELECT (SELECT min(tenant_id COLLATE "C") FROM jobs WHERE ${unkeyedQueued('jobs')} AND tenant_id COLLATE "C" <= $5)
+      UNION ALL
+      SELECT (SELECT min(j.tenant_id COLLATE "C") FROM jobs j WHERE ${unkeyedQueued('j')} AND j.tenant_id COLLATE "C" > w.tenant_id AND j.tenant_id COLLATE "C" <= $5)
+      FROM up_to_cursor w WHERE w.tenant_id IS NOT NULL
+    ), due_tenants AS (
+      -- The walk is lazy: it stops at the first $2 tenants (in round order) with due jobs of these names.
+      SELECT w.tenant_id, w.lap FROM (
+        SELECT tenant_id, 0 AS lap FROM after_cursor UNION ALL SELECT tenant_id, 1 FROM up_to_cursor
+      ) w
+      WHERE w.tenant_id IS NOT NULL AND EXISTS (
+        SELECT 1 FROM jobs d WHERE d.tenant_id COLLATE "C" = w.tenant_id AND ${unkeyedQueued('d')}
+          AND d.run_at <= now() AND d.name = ANY($1::text[]))
+      LIMIT $2
+    ), due AS (
+      -- Each tenant's due jobs, counted only as far as its share could reach: with D tenants
+      -- each having one, no tenant gets more than $2 - D + 1.
+      SELECT t.tenant_id, t.lap, c.available FROM due_tenants t CROSS JOIN LATERAL (
+        SELECT count(*) AS available FROM (
+          SELECT 1 FROM jobs d WHERE d.tenant_id COLLATE "C" = t.tenant_id AND ${unkeyedQueued('d')}
+            AND d.run_at <= now() AND d.name = ANY($1::text[])
+          ORDER BY d.priority DESC, d.run_at, d.id LIMIT $2::integer - (SELECT count(*) FROM due_tenants)::integer + 1) up_to_share
+      ) c
+    ), shares AS (
+      SELECT tenant_id, count(*) AS share FROM (
+        SELECT due.tenant_id FROM due CROSS JOIN generate_series(1, due.available) AS turn
+        ORDER BY turn, due.lap, due.tenant_id LIMIT $2
+      ) dealt GROUP BY tenant_id
+    ), next AS (
+      SELECT p.id FROM shares s CROSS JOIN LATERAL (
+        SELECT id FROM jobs j WHERE j.tenant_id COLLATE "C" = s.tenant_id AND ${unkeyedQueued('j')}
+          AND j.run_at <= now() AND j.name = ANY($1::text[])
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT s.share FOR UPDATE SKIP LOCKED
+      ) p
+      -- Never more than $2 (the shares add up to it); said here so the plan expects a few rows, not a scan's worth.
+      LIMIT $2
     )`,
     '$3',
     '$4',
   ),
-  values: [names, limit, leaseMs, workerId],
+  values: [names, limit, leaseMs, workerId, afterTenant],
 });
 
 /** How long until the next queued job of these names falls due (by the database's clock, so app clocks may drift). */
@@ -482,16 +536,23 @@ export const nextDueInMs = (names: string[]): Sql => ({
 /**
  * Keys with due work and a free slot: each is claimed on its own, under its lock (see
  * {@link claimKeyedJobs}). Full keys are left out here, so they cannot crowd out the keys
- * behind them. (The count is re-checked under the lock: this one may be stale.)
+ * behind them. (The count is re-checked under the lock: this one may be stale.) The keys come
+ * round robin across tenants, as in {@link claimJobs}: each tenant's first key (by its best
+ * priority, then its longest-due job), then each one's second, a round starting after
+ * `afterTenant` (byte order) — so one tenant's many keys cannot push another's out of the list.
  */
-export const dueConcurrencyKeys = (names: string[], limit: number): Sql => ({
-  text: `SELECT q.tenant_id, q.concurrency_key, min(q.concurrency_limit) AS concurrency_limit FROM jobs q
-    WHERE q.status = 'queued' AND q.run_at <= now() AND q.name = ANY($1::text[]) AND q.concurrency_key IS NOT NULL
-    GROUP BY q.tenant_id, q.concurrency_key
-    HAVING (SELECT count(*) FROM jobs r
-      WHERE r.tenant_id = q.tenant_id AND r.concurrency_key = q.concurrency_key AND r.status = 'running') < min(q.concurrency_limit)
-    ORDER BY max(q.priority) DESC, min(q.run_at) LIMIT $2`,
-  values: [names, limit],
+export const dueConcurrencyKeys = (names: string[], limit: number, afterTenant = ''): Sql => ({
+  text: `SELECT tenant_id, concurrency_key, concurrency_limit FROM (
+      SELECT q.tenant_id, q.concurrency_key, min(q.concurrency_limit) AS concurrency_limit,
+        row_number() OVER (PARTITION BY q.tenant_id ORDER BY max(q.priority) DESC, min(q.run_at), q.concurrency_key) AS turn
+      FROM jobs q
+      WHERE q.status = 'queued' AND q.run_at <= now() AND q.name = ANY($1::text[]) AND q.concurrency_key IS NOT NULL
+      GROUP BY q.tenant_id, q.concurrency_key
+      HAVING (SELECT count(*) FROM jobs r
+        WHERE r.tenant_id = q.tenant_id AND r.concurrency_key = q.concurrency_key AND r.status = 'running') < min(q.concurrency_limit)
+    ) keyed
+    ORDER BY turn, tenant_id COLLATE "C" <= $3, tenant_id COLLATE "C" LIMIT $2`,
+  values: [names, limit, afterTenant],
 });
 
 /**
@@ -840,13 +901,13 @@ export const supersedeJobs = (tenant: string, key: string, newerId: string): Sql
 
 // ---------------------------------------------------------------- API keys
 
-export const insertApiKey = (id: string, tenant: string, secretHash: string, label: string | null, role: string): Sql => ({
-  text: `INSERT INTO api_keys (id, tenant_id, secret_hash, label, role) VALUES ($1, $2, $3, $4, $5)`,
-  values: [id, tenant, secretHash, label, role],
+export const insertApiKey = (id: string, tenant: string, secretHash: string, label: string | null, role: string, maxPriority: number | null = null): Sql => ({
+  text: `INSERT INTO api_keys (id, tenant_id, secret_hash, label, role, max_priority) VALUES ($1, $2, $3, $4, $5, $6)`,
+  values: [id, tenant, secretHash, label, role, maxPriority],
 });
 
 export const findApiKey = (id: string): Sql => ({
-  text: `SELECT tenant_id, secret_hash, role FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
+  text: `SELECT tenant_id, secret_hash, role, max_priority FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
   values: [id],
 });
 
@@ -858,7 +919,7 @@ export const revokeApiKey = (id: string): Sql => ({
 });
 
 export const listApiKeys = (): Sql => ({
-  text: `SELECT id, tenant_id, label, role, created_at, revoked_at FROM api_keys ORDER BY created_at`,
+  text: `SELECT id, tenant_id, label, role, max_priority, created_at, revoked_at FROM api_keys ORDER BY created_at`,
   values: [],
 });
 

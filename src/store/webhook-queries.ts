@@ -63,10 +63,18 @@ export const expireSecrets = (tenant: string, overlapMs: number): Sql => ({
 
 // ---------------------------------------------------------------- endpoints
 
-export const insertEndpoint = (id: string, tenant: string, url: string, events: string[]): Sql => ({
-  text: `INSERT INTO webhook_endpoints (id, tenant_id, url, events) VALUES ($1, $2, $3, $4::text[])
+/** Serializes the endpoint creations of one tenant for the rest of the transaction, so its count cannot be raced past. */
+export const lockTenantEndpoints = (tenant: string): Sql => ({
+  text: `SELECT pg_advisory_xact_lock(hashtext('waitless.endpoints'), hashtext(current_schema() || '/' || $1))`,
+  values: [tenant],
+});
+
+/** Registers an endpoint unless the tenant already has `max` (disabled ones count: delete one to make room). No row: refused. */
+export const insertEndpoint = (id: string, tenant: string, url: string, events: string[], max: number): Sql => ({
+  text: `INSERT INTO webhook_endpoints (id, tenant_id, url, events)
+    SELECT $1, $2, $3, $4::text[] WHERE (SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $2) < $5
     RETURNING id, url, events, created_at, disabled_at, disabled_reason`,
-  values: [id, tenant, url, events],
+  values: [id, tenant, url, events, max],
 });
 
 export const listEndpoints = (tenant: string): Sql => ({
@@ -88,19 +96,81 @@ export const disableEndpoint = (id: string, reason: string): Sql => ({
 
 // ---------------------------------------------------------------- deliveries
 
-/** Claims due deliveries for one attempt each, with a lease so a crashed dispatcher's are retried. */
-export const claimDeliveries = (limit: number, leaseMs: number): Sql => ({
-  text: `WITH due AS (
-      SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()
-      ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED
+/**
+ * Claims up to `limit` due deliveries for one attempt each, with a lease so a crashed
+ * dispatcher's are retried. Tenants take turns, as jobs do (see `claimJobs`): each tenant's
+ * longest-due delivery, then each one's second, a round starting after `afterTenant` (byte
+ * order) and wrapping around. A tenant gets no more than `tenantRoom` minus what the caller
+ * already has in flight for it (`inFlightTenants` / `inFlightCounts`), so one tenant's
+ * receivers that never answer hold a bounded part of the dispatcher's slots, never all of them.
+ */
+export const claimDeliveries = (
+  limit: number,
+  leaseMs: number,
+  options: { afterTenant?: string; tenantRoom?: number; inFlight?: ReadonlyMap<string, number> } = {},
+): Sql => ({
+  text: `WITH RECURSIVE after_cursor(tenant_id) AS (
+      SELECT (SELECT min(tenant_id COLLATE "C") FROM webhook_deliveries WHERE status = 'pending' AND tenant_id COLLATE "C" > $3)
+      UNION ALL
+      SELECT (SELECT min(d.tenant_id COLLATE "C") FROM webhook_deliveries d WHERE d.status = 'pending' AND d.tenant_id COLLATE "C" > w.tenant_id)
+      FROM after_cursor w WHERE w.tenant_id IS NOT NULL
+    ), up_to_cursor(tenant_id) AS (
+      SELECT (SELECT min(tenant_id COLLATE "C") FROM webhook_deliveries WHERE status = 'pending' AND tenant_id COLLATE "C" <= $3)
+      UNION ALL
+      SELECT (SELECT min(d.tenant_id COLLATE "C") FROM webhook_deliveries d
+        WHERE d.status = 'pending' AND d.tenant_id COLLATE "C" > w.tenant_id AND d.tenant_id COLLATE "C" <= $3)
+      FROM up_to_cursor w WHERE w.tenant_id IS NOT NULL
+    ), in_flight AS (
+      SELECT * FROM unnest($5::text[], $6::integer[]) AS f(tenant_id, n)
+    ), walked AS (
+      SELECT w.tenant_id, w.lap,
+        GREATEST(0, $4::integer - coalesce((SELECT sum(f.n) FROM in_flight f WHERE f.tenant_id = w.tenant_id), 0)::integer) AS room
+      FROM (SELECT tenant_id, 0 AS lap FROM after_cursor UNION ALL SELECT tenant_id, 1 FROM up_to_cursor) w
+      WHERE w.tenant_id IS NOT NULL
+    ), due_tenants AS (
+      -- Lazy: the walk stops at the first $1 tenants (in round order) with due deliveries and room.
+      SELECT w.tenant_id, w.lap, w.room FROM walked w
+      WHERE w.room > 0 AND EXISTS (
+        SELECT 1 FROM webhook_deliveries d WHERE d.tenant_id COLLATE "C" = w.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now())
+      LIMIT $1
+    ), due AS (
+      -- Counted only as far as a share could reach: its room, and $1 - D + 1 with D tenants due.
+      SELECT t.tenant_id, t.lap, c.available FROM due_tenants t CROSS JOIN LATERAL (
+        SELECT count(*) AS available FROM (
+          SELECT 1 FROM webhook_deliveries d
+          WHERE d.tenant_id COLLATE "C" = t.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+          ORDER BY d.next_attempt_at
+          LIMIT LEAST(t.room, $1::integer - (SELECT count(*) FROM due_tenants)::integer + 1)
+        ) up_to_share
+      ) c
+    ), shares AS (
+      SELECT tenant_id, count(*) AS share FROM (
+        SELECT due.tenant_id FROM due CROSS JOIN generate_series(1, due.available) AS turn
+        ORDER BY turn, due.lap, due.tenant_id LIMIT $1
+      ) dealt GROUP BY tenant_id
+    ), next AS (
+      SELECT p.id FROM shares s CROSS JOIN LATERAL (
+        SELECT d.id FROM webhook_deliveries d
+        WHERE d.tenant_id COLLATE "C" = s.tenant_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at LIMIT s.share FOR UPDATE SKIP LOCKED
+      ) p
+      LIMIT $1
     )
     UPDATE webhook_deliveries d SET status = 'delivering', lease_token = gen_random_uuid(),
       lease_expires_at = now() + $2 * interval '1 millisecond', updated_at = now()
-    FROM due WHERE d.id = due.id
+    -- An id list, not a join: a prepared statement's generic plan cannot see how few rows next holds.
+    WHERE d.id = ANY (ARRAY(SELECT id FROM next))
     RETURNING d.id, d.tenant_id, d.job_id, d.endpoint_id, d.url, d.event_type, d.payload, d.status, d.attempts,
       d.next_attempt_at, d.last_error, d.created_at, d.updated_at, d.delivered_at, d.lease_token,
       (SELECT j.trace_context FROM jobs j WHERE j.id = d.job_id) AS trace_context`,
-  values: [limit, leaseMs],
+  values: [
+    limit,
+    leaseMs,
+    options.afterTenant ?? '',
+    options.tenantRoom ?? limit,
+    [...(options.inFlight?.keys() ?? [])],
+    [...(options.inFlight?.values() ?? [])],
+  ],
 });
 
 /** A dispatcher that died mid-attempt leaves its deliveries `delivering`; they become due again. */

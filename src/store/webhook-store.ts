@@ -1,5 +1,6 @@
 import { generateWebhookSecret } from '../webhooks/signing.ts';
 import type { Driver } from './driver.ts';
+import { roundEnd } from './tenant-rounds.ts';
 import { uuidv7 } from './uuid.ts';
 import * as q from './webhook-queries.ts';
 
@@ -102,9 +103,13 @@ export class WebhookStore {
     return { secret, ...(expired[0] ? { previousExpireAt: expired[0].expires_at.toISOString() } : {}) };
   }
 
-  async createEndpoint(tenant: string, url: string, events: string[]): Promise<WebhookEndpoint> {
-    const [row] = await this.driver.query<Parameters<typeof toEndpoint>[0]>(q.insertEndpoint(uuidv7(), tenant, url, events));
-    return toEndpoint(row!);
+  /** Registers an endpoint; undefined when the tenant already has `max` of them. */
+  async createEndpoint(tenant: string, url: string, events: string[], max: number): Promise<WebhookEndpoint | undefined> {
+    const [row] = await this.driver.transaction(async (tx) => {
+      await tx.query(q.lockTenantEndpoints(tenant));
+      return tx.query<Parameters<typeof toEndpoint>[0]>(q.insertEndpoint(uuidv7(), tenant, url, events, max));
+    });
+    return row && toEndpoint(row);
   }
 
   async listEndpoints(tenant: string): Promise<WebhookEndpoint[]> {
@@ -119,8 +124,16 @@ export class WebhookStore {
     await this.driver.query(q.disableEndpoint(id, reason));
   }
 
-  async claim(limit: number, leaseMs: number): Promise<ClaimedDelivery[]> {
-    const rows = await this.driver.query<q.ClaimedDeliveryRow>(q.claimDeliveries(limit, leaseMs));
+  /** Where the next delivery claim starts its round of tenants (see `claimDeliveries`). */
+  private claimCursor = '';
+
+  /**
+   * Claims up to `limit` due deliveries, round robin across tenants, none for a tenant beyond
+   * `tenantRoom` minus its deliveries in `inFlight` (the caller's attempts under way, by tenant).
+   */
+  async claim(limit: number, leaseMs: number, fairness: { tenantRoom?: number; inFlight?: ReadonlyMap<string, number> } = {}): Promise<ClaimedDelivery[]> {
+    const rows = await this.driver.query<q.ClaimedDeliveryRow>(q.claimDeliveries(limit, leaseMs, { ...fairness, afterTenant: this.claimCursor }));
+    this.claimCursor = roundEnd(rows.map((row) => row.tenant_id), this.claimCursor) ?? this.claimCursor;
     return rows.map((r) => ({
       id: r.id,
       tenant: r.tenant_id,

@@ -6,6 +6,7 @@ import type { ClaimedDelivery, WebhookStore } from '../store/webhook-store.ts';
 import { postWebhook } from './deliver.ts';
 import { redactUrl } from './redact.ts';
 import { signWebhook } from './signing.ts';
+import { InvalidOptionError } from '../errors.ts';
 import { metrics } from '../observability/metrics.ts';
 import { carrierOf, recordHttpStatus, webhookSpan } from '../observability/tracing.ts';
 import { type SsrfPolicy, UnsafeUrlError } from './ssrf.ts';
@@ -24,11 +25,28 @@ export interface DispatcherOptions {
   timeout?: Duration;
   /** Deliveries in flight at once. Default: `10`. */
   concurrency?: number;
+  /**
+   * Deliveries of one tenant in flight at once, at most: the rest of the slots stay free for
+   * the other tenants, so one tenant's receivers that never answer (each attempt waits out
+   * `timeout`) cannot hold up another tenant's webhooks. Per dispatcher (one per worker
+   * process). Slots are also claimed round robin across tenants. Default: half of
+   * `concurrency`, rounded up (`5`).
+   */
+  tenantConcurrency?: number;
   /** Backstop poll for due deliveries; expired delivery leases are taken back as often. Default: `"2s"`. */
   pollInterval?: Duration;
   /** Hosts, addresses or CIDRs exempt from the SSRF guard (local development, tests). Default: none. */
   ssrf?: SsrfPolicy;
+  /**
+   * Webhook endpoints one tenant may register (disabled ones count until deleted); past it a
+   * create is refused with a `too_many_endpoints` error (HTTP 409). Counted in the database,
+   * so it holds across processes. Default: `20`.
+   */
+  endpointsPerTenant?: number;
 }
+
+/** Default of {@link DispatcherOptions.endpointsPerTenant}. */
+export const DEFAULT_ENDPOINTS_PER_TENANT = 20;
 
 /** The metrics' name for each next state of a delivery after an attempt. */
 const ATTEMPT_OUTCOMES = { succeeded: 'delivered', pending: 'retrying', failed: 'failed' } as const;
@@ -45,6 +63,9 @@ export class WebhookDispatcher {
   private readonly schedule: number[];
   private readonly timeoutMs: number;
   private readonly concurrency: number;
+  private readonly tenantConcurrency: number;
+  /** Attempts under way, by tenant (see `tenantConcurrency`). */
+  private readonly inFlightByTenant = new Map<string, number>();
   /** The backstop poll period, in ms (`pollInterval`). */
   readonly pollMs: number;
   private readonly inFlight = new Set<Promise<void>>();
@@ -66,6 +87,9 @@ export class WebhookDispatcher {
     this.schedule = (options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE).map((d) => toMs(d, 'retrySchedule'));
     this.timeoutMs = toMs(options.timeout ?? '15s', 'timeout');
     this.concurrency = options.concurrency ?? 10;
+    this.tenantConcurrency = options.tenantConcurrency ?? Math.ceil(this.concurrency / 2);
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new InvalidOptionError('webhooks.concurrency must be a whole number ≥ 1.');
+    if (!Number.isInteger(this.tenantConcurrency) || this.tenantConcurrency < 1) throw new InvalidOptionError('webhooks.tenantConcurrency must be a whole number ≥ 1.');
     this.pollMs = toMs(options.pollInterval ?? '2s', 'pollInterval');
   }
 
@@ -98,10 +122,15 @@ export class WebhookDispatcher {
           const free = this.concurrency - this.inFlight.size;
           if (free <= 0 || this.stopped) break;
           // The lease outlives one attempt with room to spare; an expired one means we died.
-          const claimed = await this.store.claim(free, this.timeoutMs * 4);
+          const claimed = await this.store.claim(free, this.timeoutMs * 4, { tenantRoom: this.tenantConcurrency, inFlight: this.inFlightByTenant });
           for (const delivery of claimed) {
+            const { tenant } = delivery;
+            this.inFlightByTenant.set(tenant, (this.inFlightByTenant.get(tenant) ?? 0) + 1);
             const attempt = this.attempt(delivery).finally(() => {
               this.inFlight.delete(attempt);
+              const left = (this.inFlightByTenant.get(tenant) ?? 1) - 1;
+              if (left > 0) this.inFlightByTenant.set(tenant, left);
+              else this.inFlightByTenant.delete(tenant);
               this.pump();
             });
             this.inFlight.add(attempt);
