@@ -12,8 +12,9 @@ import { metricsRoute } from '../http/metrics-route.ts';
 import { internals } from '../internals.ts';
 import { problem } from '../http/problem.ts';
 import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
-import { type Duration, toMs } from '../job/duration.ts';
+import { type Duration, formatDuration, toMs } from '../job/duration.ts';
 import { MigrationError } from '../store/migrate.ts';
+import type { PruneReport, RetentionOptions } from '../maintenance/retention.ts';
 import type { WorkerOptions } from '../worker/worker.ts';
 import type { DispatcherOptions } from '../webhooks/dispatcher.ts';
 import { flagsHelp, type FlagName, type ParsedFlags, parseFlags } from './flags.ts';
@@ -38,6 +39,11 @@ Usage:
                     [--poll-interval 2s] [--shutdown-grace 10s] [--flush-interval 200ms]
       Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /livez, /readyz, /healthz and /metrics.
   waitless migrate  Apply database migrations and exit.
+  waitless prune    [--dry-run] [--older-than D] [--jobs ./jobs.ts] [--retention D] [--retention-failed D]
+      Delete now the finished jobs past their retention (with their events, steps and webhook
+      deliveries), expired idempotency keys and signing secrets; print the rows per table.
+      Workers do this on their own every 10 minutes unless --no-prune; --jobs applies the
+      definitions' own retention.
   waitless keys create --tenant NAME [--label TEXT] [--admin] | keys list | keys revoke ID
       --admin keys may also recover jobs and open the dashboard.
   waitless keys rotate-job-tokens [OVERLAP]
@@ -123,6 +129,19 @@ function webhookOptions(): DispatcherOptions {
   // "none": one attempt and no retry (a receiver that misses it is left to its reconciler).
   const retry = retryFlag === 'none' ? [] : retryFlag?.split(',').map((d, i) => durationOption(d.trim(), `${origin('webhook-retry')}[${i}]`)!);
   return { ...(allow.length ? { ssrf: { allow } } : {}), ...(retry ? { retrySchedule: retry } : {}) };
+}
+
+/** The engine's retention from --retention and --retention-failed; false with --no-prune (for workers). */
+function retentionOption(forWorkers: boolean): RetentionOptions | false {
+  if (forWorkers && values['no-prune']) return false;
+  const duration = (name: FlagName) => {
+    const ms = durationOption(values[name] as string | undefined, origin(name));
+    if (ms !== undefined && ms < 1000) fail(`${origin(name)} must be at least 1s`);
+    return ms;
+  };
+  const retention = duration('retention');
+  const failed = duration('retention-failed');
+  return { ...(retention !== undefined ? { default: retention } : {}), ...(failed !== undefined ? { failed } : {}) };
 }
 
 /** Origins allowed to call the API from a browser, or undefined for same-origin only. */
@@ -286,6 +305,7 @@ async function dev(): Promise<void> {
     migrate: !values['no-migrate'],
     logger,
     webhooks: webhookOptions(),
+    retention: retentionOption(true),
   });
   waitless.startWorker(options);
   // Open, so guarded: only loopback Host names, and no state changes from pages on other sites.
@@ -317,7 +337,7 @@ async function serveCommand(): Promise<void> {
   const bound = await bind(values.host ?? '0.0.0.0');
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
-  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
+  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions(), retention: retentionOption(true) });
   if (!values['no-worker']) waitless.startWorker(options);
   const app = createHttpApp(waitless, { auth: { mode: 'api-key', keys: waitless.apiKeys }, dashboard: true, cors, metrics: metricsOption() ?? false });
   bound.serve(withRootRedirect(app));
@@ -338,7 +358,7 @@ async function worker(): Promise<void> {
   const bound = values.port === undefined ? undefined : await bind(values.host ?? '0.0.0.0');
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
-  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
+  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions(), retention: retentionOption(true) });
   const running = waitless.startWorker(options);
   logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
   const health = new Hono()
@@ -358,6 +378,30 @@ async function migrateCommand(): Promise<void> {
   const waitless = await openServerEngine({ jobs: [] });
   await waitless.close();
   process.stdout.write('migrations applied\n');
+}
+
+/** `waitless prune`: one pruning run now, by the same rules (and lock) as the workers'. */
+async function pruneCommand(): Promise<void> {
+  const retention = retentionOption(false);
+  const olderThan = durationOption(values['older-than'], '--older-than');
+  if (olderThan !== undefined && olderThan < 1000) fail('--older-than must be at least 1s');
+  const jobs = values.jobs ? await loadJobs(values.jobs, false) : [];
+  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger, migrate: !values['no-migrate'], retention });
+  try {
+    const report = await waitless.prune({ dryRun: values['dry-run'] ?? false, ...(olderThan !== undefined ? { olderThan } : {}) });
+    process.stdout.write(pruneSummary(report, olderThan));
+  } finally {
+    await waitless.close();
+  }
+}
+
+function pruneSummary(report: PruneReport, olderThanMs: number | undefined): string {
+  if (report.skipped) return 'another process is pruning this database right now; nothing was deleted (try again later)\n';
+  const rule = olderThanMs === undefined ? 'past their retention' : `finished more than ${formatDuration(olderThanMs)} ago`;
+  const head = report.dryRun ? `dry run: would delete, ${rule}:` : `deleted, ${rule}:`;
+  const rows = Object.entries(report.deleted).map(([table, n]) => `  ${table.padEnd(20)}${String(n).padStart(10)}`);
+  const tail = report.dryRun ? '' : `  (${report.statements} statements, the longest ${Math.round(report.longestStatementMs)} ms)\n`;
+  return `${head}\n${rows.join('\n')}\n${tail}`;
 }
 
 async function keys(action: string | undefined): Promise<void> {
@@ -412,6 +456,7 @@ const commands: Record<string, () => Promise<void>> = {
   serve: serveCommand,
   worker,
   migrate: migrateCommand,
+  prune: pruneCommand,
   keys: () => keys(positionals[1]),
 };
 const run = commands[command];
