@@ -99,9 +99,11 @@ for (const backend of BACKENDS) {
       try {
         const { waitless } = engine;
         waitless.startWorker({ pollInterval: 50 });
-        const old = await run(engine, 'echo', { n: 1 }, 'default', 'old-key');
-        const recent = await run(engine, 'echo', { n: 2 }, 'default', 'recent-key');
-        const waiting = await run(engine, 'echo', { n: 3 });
+        const [old, recent, waiting] = await Promise.all([
+          run(engine, 'echo', { n: 1 }, 'default', 'old-key'),
+          run(engine, 'echo', { n: 2 }, 'default', 'recent-key'),
+          run(engine, 'echo', { n: 3 }),
+        ]);
         const oldDelivery = await addDelivery(engine, old, 'succeeded');
         const pendingDelivery = await addDelivery(engine, waiting, 'pending');
         const running = (await waitless.submit('held', { gate: `${backend}-running` })).job;
@@ -181,12 +183,10 @@ for (const backend of BACKENDS) {
           ['strict', 'echo', 3, true], // ...which says nothing of completed jobs: the engine's 30 days
           ['strict', 'brief', 2, false], // ...nor of the definition's
         ];
-        const jobs: Job[] = [];
-        for (const [tenant, name, hours] of cases) {
-          const job = await run(engine, name, name === 'echo' ? { n: hours } : {}, tenant);
-          assert.equal(job.status, name === 'fails' ? 'failed' : 'completed');
-          await age(engine, job.id, hours);
-          jobs.push(job);
+        const jobs = await Promise.all(cases.map(([tenant, name, hours]) => run(engine, name, name === 'echo' ? { n: hours } : {}, tenant)));
+        for (const [i, [, name, hours]] of cases.entries()) {
+          assert.equal(jobs[i]!.status, name === 'fails' ? 'failed' : 'completed');
+          await age(engine, jobs[i]!.id, hours);
         }
         const dry = await engine.waitless.prune({ dryRun: true });
         const report = await engine.waitless.prune();
@@ -223,14 +223,14 @@ describe('retention options', () => {
 if (BACKENDS.includes('postgres')) {
   describe('pruning across processes (postgres)', () => {
     it('one process prunes at a time: another engine and `waitless prune` skip while it runs, then the CLI reports per table', async () => {
-      const a = await openEngine('postgres', { jobs: JOBS, retention: { interval: '1h' } });
+      // A's worker does not prune on its own (its first round could be the one the test holds).
+      const a = await openEngine('postgres', { jobs: JOBS, retention: false });
       const b = await openEngine('postgres', { jobs: JOBS, schema: a.schema, retention: { interval: '1h' } });
       const blocker = new pg.Client({ connectionString: POSTGRES_URL });
       await blocker.connect();
       try {
         a.waitless.startWorker({ pollInterval: 50 });
-        const first = await run(a, 'echo', { n: 1 });
-        const second = await run(a, 'echo', { n: 2 });
+        const [first, second] = await Promise.all([run(a, 'echo', { n: 1 }), run(a, 'echo', { n: 2 })]);
         await age(a, first.id, 31 * 24);
         await age(a, second.id, 31 * 24);
         // Hold engine A's run at its last table (after it took the pruning lock): a transaction
@@ -238,7 +238,7 @@ if (BACKENDS.includes('postgres')) {
         await blocker.query(`BEGIN; LOCK TABLE ${a.schema}.webhook_secrets IN ACCESS EXCLUSIVE MODE`);
         const runA = a.waitless.prune();
         await eventually(async () => {
-          const { rows } = await blocker.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%webhook_secrets%' AND pid <> pg_backend_pid()`);
+          const { rows } = await blocker.query(`SELECT 1 FROM pg_locks WHERE NOT granted AND relation = '${a.schema}.webhook_secrets'::regclass`);
           return rows.length > 0;
         }, "engine A's run waiting at webhook_secrets");
         const reportB = await b.waitless.prune();
@@ -261,9 +261,6 @@ if (BACKENDS.includes('postgres')) {
         assert.equal(pruned.code, 0, pruned.stderr);
         assert.match(pruned.stdout, /deleted, past their retention:\n\s+jobs\s+1\n\s+job_events\s+[1-9]\d*\n\s+job_steps\s+1\n/);
         assert.equal(await a.waitless.get(third.id), undefined);
-        const bad = await runCli(['prune', '--schema', a.schema, '--older-than', 'ages']);
-        assert.equal(bad.code, 2);
-        assert.match(bad.stderr, /--older-than must be a duration/);
       } finally {
         await blocker.query('ROLLBACK').catch(() => {});
         await blocker.end();
@@ -286,7 +283,8 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
   });
 }
 
-for (const backend of BACKENDS) {
+// The reconciler's SQL is the same on both backends; one is enough for its few statements.
+for (const backend of BACKENDS.filter((b) => b === 'postgres' || !BACKENDS.includes('postgres'))) {
   describe(`reconciler retention on ${backend}`, () => {
     it('forgets settled jobs and handled webhook ids past its retention, never pending ones', async () => {
       const schema = freshSchema();
