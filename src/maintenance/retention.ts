@@ -63,6 +63,8 @@ export interface PruneReport {
   statements: number;
   /** The longest single delete statement, in ms. */
   longestStatementMs: number;
+  /** The whole run, in ms (the lock included). */
+  durationMs: number;
 }
 
 /** Options of one pruning run. */
@@ -186,15 +188,18 @@ export class Retention {
       olderThanMs === undefined
         ? retentionGroups(this.policy, this.definitions)
         : (Object.keys(q.RETENTION_KINDS) as q.RetentionKind[]).map((kind) => ({ kind, retentionMs: olderThanMs, notTenants: [], notNames: [] }));
-    const report: PruneReport = { skipped: false, dryRun: options.dryRun === true, deleted: emptyCounts(), statements: 0, longestStatementMs: 0 };
+    const started = performance.now();
+    const report: PruneReport = { skipped: false, dryRun: options.dryRun === true, deleted: emptyCounts(), statements: 0, longestStatementMs: 0, durationMs: 0 };
     if (options.dryRun) {
       await this.count(groups, report.deleted);
-      return report;
+      return { ...report, durationMs: performance.now() - started };
     }
     const ran = await this.exclusively(() => this.delete(groups, report, options.signal));
+    report.durationMs = performance.now() - started;
     if (!ran) return { ...report, skipped: true };
     if (report.deleted.jobs + report.deleted.idempotency_keys + report.deleted.webhook_secrets > 0) {
-      this.log.info({ deleted: report.deleted, statements: report.statements, longestStatementMs: Math.round(report.longestStatementMs) }, 'pruned rows past their retention');
+      const { deleted, statements, longestStatementMs, durationMs } = report;
+      this.log.info({ deleted, statements, longestStatementMs: Math.round(longestStatementMs), durationMs: Math.round(durationMs) }, 'pruned rows past their retention');
     }
     return report;
   }
