@@ -44,6 +44,8 @@ export interface ResolvedRetentionRule {
 export const DEFAULT_RETENTION_MS = 30 * 86_400_000;
 /** Shortest retention accepted: a shorter one would be a unit mistake (ms for days). */
 export const MIN_RETENTION_MS = 1000;
+/** Longest retention accepted: 100 years (further is "forever", and overflows an interval). */
+export const MAX_RETENTION_MS = 100 * 365 * 86_400_000;
 /** How long a used idempotency key still finds its job (at most: it goes with its job). */
 export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
 const DEFAULT_INTERVAL_MS = 10 * 60_000;
@@ -88,6 +90,7 @@ function retentionMs(value: Duration, what: string, fail: (message: string) => E
     throw fail(`${what} must be a duration such as 24h or 720h (30 days), or a number of milliseconds.`);
   }
   if (ms < MIN_RETENTION_MS) throw fail(`${what} must be at least 1s, got ${JSON.stringify(value)}.`);
+  if (ms > MAX_RETENTION_MS) throw fail(`${what} must be at most 100 years (876000h), got ${JSON.stringify(value)}.`);
   return ms;
 }
 
@@ -227,7 +230,8 @@ export class Retention {
         return true;
       }
       // The transaction does nothing but hold the lock; the deletes run on other connections,
-      // each its own short transaction, so no delete waits for the run to end to commit.
+      // each its own short transaction, so no delete waits for the run to end to commit. Idle in
+      // its transaction with no snapshot and no transaction id, it holds back no vacuum.
       return await this.driver.transaction(async (tx) => {
         const [row] = await tx.query<{ locked: boolean }>(q.tryLockPruning());
         if (!row?.locked) return false;
