@@ -2,7 +2,7 @@ import type { PGlite } from '@electric-sql/pglite';
 import { verifyWebhook } from '../client/verify.ts';
 import { type Duration, formatDuration, toMs } from '../job/duration.ts';
 import type { Job } from '../job/model.ts';
-import { DEFAULT_RETENTION_MS, MIN_RETENTION_MS } from '../maintenance/retention.ts';
+import { DEFAULT_RETENTION_MS, MAX_RETENTION_MS, MIN_RETENTION_MS } from '../maintenance/retention.ts';
 import { assertSchemaName, type Driver, type Queryable } from '../store/driver.ts';
 import { migrate } from '../store/migrate.ts';
 import { createPgDriver } from '../store/pg-driver.ts';
@@ -135,7 +135,7 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
   if (cadenceMs.length === 0) throw new TypeError('cadence needs at least one delay');
   const pollMs = toMs(options.pollInterval ?? '1s', 'pollInterval');
   const retentionMs = options.retention === undefined ? DEFAULT_RETENTION_MS : toMs(options.retention, 'retention');
-  if (retentionMs < MIN_RETENTION_MS) throw new TypeError(`retention must be at least 1s, got ${JSON.stringify(options.retention)}.`);
+  if (retentionMs < MIN_RETENTION_MS || retentionMs > MAX_RETENTION_MS) throw new TypeError(`retention must be from 1s to 100 years, got ${JSON.stringify(options.retention)}.`);
   const database = options.database ?? './.waitless-reconciler';
   const driver: Driver = options.pglite
     ? await createPgliteDriver({ instance: options.pglite, schema })
