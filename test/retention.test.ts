@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
@@ -94,116 +94,115 @@ async function addDelivery(engine: TestEngine, job: Job, status: 'pending' | 'su
 
 for (const backend of BACKENDS) {
   describe(`retention on ${backend}`, () => {
-    it('deletes old finished jobs with their events, steps, deliveries and keys; keeps unfinished, recent and still-delivering ones', async () => {
-      const engine = await openEngine(backend, { jobs: JOBS, retention: { interval: '1h' } });
-      try {
-        const { waitless } = engine;
-        waitless.startWorker({ pollInterval: 50 });
-        const [old, recent, waiting] = await Promise.all([
-          run(engine, 'echo', { n: 1 }, 'default', 'old-key'),
-          run(engine, 'echo', { n: 2 }, 'default', 'recent-key'),
-          run(engine, 'echo', { n: 3 }),
-        ]);
-        const oldDelivery = await addDelivery(engine, old, 'succeeded');
-        const pendingDelivery = await addDelivery(engine, waiting, 'pending');
-        const running = (await waitless.submit('held', { gate: `${backend}-running` })).job;
-        await eventually(async () => (await waitless.get(running.id))?.status === 'running', 'held job running');
-        const queued = (await waitless.submit('echo', { n: 4 }, { delay: '1h' })).job;
-        for (const job of [old, waiting]) await age(engine, job.id, 31 * 24);
-        await age(engine, recent.id, 29 * 24);
-        // Unfinished jobs created long ago are not finished: no retention applies to them.
-        await internals(waitless).driver.query({ text: `UPDATE jobs SET created_at = now() - interval '400 days', started_at = now() - interval '400 days' WHERE id = ANY($1::uuid[])`, values: [[running.id, queued.id]] });
-        // An idempotency key past its day (its job stays), and a signing secret whose overlap ended.
-        await internals(waitless).driver.query({ text: `UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'recent-key'`, values: [] });
-        await waitless.webhooks.secrets('default');
-        await waitless.webhooks.rotateSecret('default', 0);
-        const eventsOfOld = await count(engine, 'job_events WHERE job_id = $1', [old.id]);
-
-        const dry = await waitless.prune({ dryRun: true });
-        assert.equal(await count(engine, 'jobs'), 5, 'a dry run deletes nothing');
-        // The worker's own housekeeping round does the same as prune() would.
-        await internals(waitless).housekeeping.runNow('retention');
-
-        const ids = (await internals(waitless).driver.query<{ id: string }>({ text: 'SELECT id FROM jobs', values: [] })).map((r) => r.id);
-        assert.deepEqual(new Set(ids), new Set([recent.id, waiting.id, running.id, queued.id]), 'only the old finished job went');
-        assert.equal(await waitless.get(old.id), undefined);
-        assert.equal(await count(engine, 'job_events WHERE job_id = $1', [old.id]), 0);
-        assert.equal(await count(engine, 'job_steps WHERE job_id = $1', [old.id]), 0);
-        assert.equal(await count(engine, 'webhook_deliveries WHERE id = $1', [oldDelivery]), 0);
-        assert.equal(await count(engine, 'webhook_attempts WHERE delivery_id = $1', [oldDelivery]), 0);
-        assert.equal(await count(engine, 'webhook_deliveries WHERE id = $1', [pendingDelivery]), 1, 'a pending delivery keeps its job');
-        assert.equal(await count(engine, 'idempotency_keys'), 0, "the old job's key went with it, the expired one on its own");
-        assert.equal(await count(engine, 'webhook_secrets'), 1, 'the expired secret went; the one signing now stays');
-        assert.deepEqual(dry.deleted, {
-          jobs: 1,
-          job_events: eventsOfOld,
-          job_steps: 1,
-          webhook_deliveries: 1,
-          webhook_attempts: 1,
-          idempotency_keys: 2,
-          webhook_secrets: 1,
-        });
-        // A replayed submit under a forgotten key is a new request: a new job, not an error.
-        const replay = await waitless.submit('echo', { n: 1 }, { idempotencyKey: 'old-key' });
-        assert.equal(replay.created, true);
-
-        // Once its delivery is done, the job that waited for it goes too; nothing else changes.
-        await internals(waitless).driver.query({ text: `UPDATE webhook_deliveries SET status = 'succeeded' WHERE id = $1`, values: [pendingDelivery] });
-        const report = await waitless.prune();
-        assert.equal(report.skipped, false);
-        assert.equal(report.deleted.jobs, 1);
-        assert.equal(report.deleted.webhook_deliveries, 1);
-        assert.equal(await waitless.get(waiting.id), undefined);
-        assert.ok(await waitless.get(running.id));
-        assert.ok(await waitless.get(recent.id));
-      } finally {
-        gates.gate(`${backend}-running`).resolve();
-        await engine.close();
-      }
-    });
-
-    it('applies the tenant rule over the definition, the definition over the default, and keeps failed jobs longer', async () => {
-      const engine = await openEngine(backend, {
+    // One engine for both tests (opening PGlite is the slow part): the first works in tenant
+    // `default`, the second in tenants of its own, after it.
+    let engine: TestEngine;
+    before(async () => {
+      engine = await openEngine(backend, {
         jobs: JOBS,
         retention: { default: '720h', failed: '2160h', tenants: { archive: { default: '8760h' }, strict: { failed: '2h' } } },
       });
-      try {
-        engine.waitless.startWorker({ pollInterval: 50 });
-        // [tenant, job, hours ago, kept?]
-        const cases: Array<[string, string, number, boolean]> = [
-          ['default', 'echo', 31 * 24, false], // the engine's 30 days
-          ['default', 'echo', 29 * 24, true],
-          ['default', 'brief', 2, false], // the definition's own hour
-          ['default', 'fails', 31 * 24, true], // failed: 90 days
-          ['default', 'fails', 91 * 24, false],
-          ['archive', 'echo', 300 * 24, true], // the tenant's year
-          ['archive', 'brief', 2, true], // the tenant wins over the definition
-          ['archive', 'fails', 366 * 24, false], // the tenant's default speaks for failed jobs too
-          ['strict', 'fails', 3, false], // the tenant's failed rule
-          ['strict', 'echo', 3, true], // ...which says nothing of completed jobs: the engine's 30 days
-          ['strict', 'brief', 2, false], // ...nor of the definition's
-        ];
-        const jobs = await Promise.all(cases.map(([tenant, name, hours]) => run(engine, name, name === 'echo' ? { n: hours } : {}, tenant)));
-        for (const [i, [, name, hours]] of cases.entries()) {
-          assert.equal(jobs[i]!.status, name === 'fails' ? 'failed' : 'completed');
-          await age(engine, jobs[i]!.id, hours);
-        }
-        const dry = await engine.waitless.prune({ dryRun: true });
-        const report = await engine.waitless.prune();
-        const doomed = cases.filter(([, , , kept]) => !kept).length;
-        assert.equal(report.deleted.jobs, doomed);
-        assert.equal(dry.deleted.jobs, doomed);
-        assert.equal(dry.deleted.job_events, report.deleted.job_events, 'the dry run counted what the run deleted');
-        for (const [i, [tenant, name, hours, kept]] of cases.entries()) {
-          const job = await engine.waitless.get(jobs[i]!.id, { tenant });
-          assert.equal(Boolean(job), kept, `${tenant}/${name} finished ${hours} h ago: ${kept ? 'kept' : 'deleted'}`);
-        }
-        // An operator's override for one run: everything finished over an hour ago.
-        const all = await engine.waitless.prune({ olderThan: '1h' });
-        assert.equal(all.deleted.jobs, cases.length - doomed);
-      } finally {
-        await engine.close();
+      engine.waitless.startWorker({ pollInterval: 50 });
+    });
+    after(async () => {
+      gates.gate(`${backend}-running`).resolve();
+      await engine.close();
+    });
+
+    it('deletes old finished jobs with their events, steps, deliveries and keys; keeps unfinished, recent and still-delivering ones', async () => {
+      const { waitless } = engine;
+      const [old, recent, waiting] = await Promise.all([
+        run(engine, 'echo', { n: 1 }, 'default', 'old-key'),
+        run(engine, 'echo', { n: 2 }, 'default', 'recent-key'),
+        run(engine, 'echo', { n: 3 }),
+      ]);
+      const oldDelivery = await addDelivery(engine, old, 'succeeded');
+      const pendingDelivery = await addDelivery(engine, waiting, 'pending');
+      const running = (await waitless.submit('held', { gate: `${backend}-running` })).job;
+      await eventually(async () => (await waitless.get(running.id))?.status === 'running', 'held job running');
+      const queued = (await waitless.submit('echo', { n: 4 }, { delay: '1h' })).job;
+      for (const job of [old, waiting]) await age(engine, job.id, 31 * 24);
+      await age(engine, recent.id, 29 * 24);
+      // Unfinished jobs created long ago are not finished: no retention applies to them.
+      await internals(waitless).driver.query({ text: `UPDATE jobs SET created_at = now() - interval '400 days', started_at = now() - interval '400 days' WHERE id = ANY($1::uuid[])`, values: [[running.id, queued.id]] });
+      // An idempotency key past its day (its job stays), and a signing secret whose overlap ended.
+      await internals(waitless).driver.query({ text: `UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'recent-key'`, values: [] });
+      await waitless.webhooks.secrets('default');
+      await waitless.webhooks.rotateSecret('default', 0);
+      const eventsOfOld = await count(engine, 'job_events WHERE job_id = $1', [old.id]);
+
+      const dry = await waitless.prune({ dryRun: true });
+      assert.equal(await count(engine, 'jobs'), 5, 'a dry run deletes nothing');
+      // The worker's own housekeeping round does the same as prune() would.
+      await internals(waitless).housekeeping.runNow('retention');
+
+      const ids = (await internals(waitless).driver.query<{ id: string }>({ text: 'SELECT id FROM jobs', values: [] })).map((r) => r.id);
+      assert.deepEqual(new Set(ids), new Set([recent.id, waiting.id, running.id, queued.id]), 'only the old finished job went');
+      assert.equal(await waitless.get(old.id), undefined);
+      assert.equal(await count(engine, 'job_events WHERE job_id = $1', [old.id]), 0);
+      assert.equal(await count(engine, 'job_steps WHERE job_id = $1', [old.id]), 0);
+      assert.equal(await count(engine, 'webhook_deliveries WHERE id = $1', [oldDelivery]), 0);
+      assert.equal(await count(engine, 'webhook_attempts WHERE delivery_id = $1', [oldDelivery]), 0);
+      assert.equal(await count(engine, 'webhook_deliveries WHERE id = $1', [pendingDelivery]), 1, 'a pending delivery keeps its job');
+      assert.equal(await count(engine, 'idempotency_keys'), 0, "the old job's key went with it, the expired one on its own");
+      assert.equal(await count(engine, 'webhook_secrets'), 1, 'the expired secret went; the one signing now stays');
+      assert.deepEqual(dry.deleted, {
+        jobs: 1,
+        job_events: eventsOfOld,
+        job_steps: 1,
+        webhook_deliveries: 1,
+        webhook_attempts: 1,
+        idempotency_keys: 2,
+        webhook_secrets: 1,
+      });
+      // A replayed submit under a forgotten key is a new request: a new job, not an error.
+      const replay = await waitless.submit('echo', { n: 1 }, { idempotencyKey: 'old-key' });
+      assert.equal(replay.created, true);
+
+      // Once its delivery is done, the job that waited for it goes too; nothing else changes.
+      await internals(waitless).driver.query({ text: `UPDATE webhook_deliveries SET status = 'succeeded' WHERE id = $1`, values: [pendingDelivery] });
+      const report = await waitless.prune();
+      assert.equal(report.skipped, false);
+      assert.equal(report.deleted.jobs, 1);
+      assert.equal(report.deleted.webhook_deliveries, 1);
+      assert.equal(await waitless.get(waiting.id), undefined);
+      assert.ok(await waitless.get(running.id));
+      assert.ok(await waitless.get(recent.id));
+    });
+
+    it('applies the tenant rule over the definition, the definition over the default, and keeps failed jobs longer', async () => {
+      // [tenant, job, hours ago, kept?]
+      const cases: Array<[string, string, number, boolean]> = [
+        ['plain', 'echo', 31 * 24, false], // the engine's 30 days
+        ['plain', 'echo', 29 * 24, true],
+        ['plain', 'brief', 2, false], // the definition's own hour
+        ['plain', 'fails', 31 * 24, true], // failed: 90 days
+        ['plain', 'fails', 91 * 24, false],
+        ['archive', 'echo', 300 * 24, true], // the tenant's year
+        ['archive', 'brief', 2, true], // the tenant wins over the definition
+        ['archive', 'fails', 366 * 24, false], // the tenant's default speaks for failed jobs too
+        ['strict', 'fails', 3, false], // the tenant's failed rule
+        ['strict', 'echo', 3, true], // ...which says nothing of completed jobs: the engine's 30 days
+        ['strict', 'brief', 2, false], // ...nor of the definition's
+      ];
+      const jobs = await Promise.all(cases.map(([tenant, name, hours]) => run(engine, name, name === 'echo' ? { n: hours } : {}, tenant)));
+      for (const [i, [, name, hours]] of cases.entries()) {
+        assert.equal(jobs[i]!.status, name === 'fails' ? 'failed' : 'completed');
+        await age(engine, jobs[i]!.id, hours);
       }
+      const dry = await engine.waitless.prune({ dryRun: true });
+      const report = await engine.waitless.prune();
+      const doomed = cases.filter(([, , , kept]) => !kept).length;
+      assert.equal(report.deleted.jobs, doomed);
+      assert.equal(dry.deleted.jobs, doomed);
+      assert.equal(dry.deleted.job_events, report.deleted.job_events, 'the dry run counted what the run deleted');
+      for (const [i, [tenant, name, hours, kept]] of cases.entries()) {
+        const job = await engine.waitless.get(jobs[i]!.id, { tenant });
+        assert.equal(Boolean(job), kept, `${tenant}/${name} finished ${hours} h ago: ${kept ? 'kept' : 'deleted'}`);
+      }
+      // An operator's override for one run: everything finished over an hour ago.
+      await engine.waitless.prune({ olderThan: '1h' });
+      for (const [i, [tenant]] of cases.entries()) assert.equal(await engine.waitless.get(jobs[i]!.id, { tenant }), undefined);
     });
   });
 }
