@@ -7,7 +7,12 @@
  * pruned per table, the prune rate, and the longest single delete statement.
  *
  *   node bench/retention.ts [--duration 90] [--rate 100] [--retention 5s] [--interval 1s]
- *                           [--batch 500] [--sample 5] [--database URL]
+ *                           [--batch 500] [--sample 5] [--vacuum 10] [--database URL]
+ *
+ * Deleted rows leave dead tuples whose space only VACUUM makes reusable: in production
+ * autovacuum does it (on by default). `--vacuum S` runs a plain `VACUUM (ANALYZE)` of the job
+ * tables every S seconds, as autovacuum would, for a server where it is off; `--vacuum 0` runs
+ * none (then the row counts stay flat and the sizes do not).
  *
  * Environment (used when the flag is absent): WAITLESS_BENCH_DATABASE_URL.
  */
@@ -21,7 +26,7 @@ import { createWaitless } from '../src/engine.ts';
 import { defineJob } from '../src/job/definition.ts';
 import type { Duration } from '../src/job/duration.ts';
 import { toMs } from '../src/job/duration.ts';
-import { DEFAULT_POSTGRES_URL, dropSchema, freshSchema, numberOption, printMachine, printTable, sleep } from './common.ts';
+import { DEFAULT_POSTGRES_URL, dropSchema, freshSchema, numberOption, printMachine, printTable, sleep, withClient } from './common.ts';
 
 const { values } = parseArgs({
   options: {
@@ -31,6 +36,7 @@ const { values } = parseArgs({
     interval: { type: 'string' },
     batch: { type: 'string' },
     sample: { type: 'string' },
+    vacuum: { type: 'string' },
     database: { type: 'string' },
   },
 });
@@ -41,6 +47,7 @@ const interval = (values.interval ?? '1s') as Duration;
 const batchSize = numberOption(values.batch, 'WAITLESS_BENCH_BATCH', 500);
 const sampleS = numberOption(values.sample, 'WAITLESS_BENCH_SAMPLE', 5);
 const databaseUrl = values.database ?? DEFAULT_POSTGRES_URL;
+const vacuumS = values.vacuum === '0' ? 0 : numberOption(values.vacuum, 'WAITLESS_BENCH_VACUUM', 10);
 
 const work = defineJob({
   name: 'bench-retention',
@@ -78,7 +85,11 @@ const logger = pino(
 
 async function main(): Promise<void> {
   await printMachine(databaseUrl);
-  console.log(`\nretention ${retention}, pruning every ${interval} in batches of ${batchSize}; ${rate} jobs/s for ${durationS} s; a sample every ${sampleS} s\n`);
+  const autovacuum = await withClient(databaseUrl, async (c) => (await c.query<{ a: string }>(`SELECT current_setting('autovacuum') AS a`)).rows[0]!.a);
+  console.log(
+    `\nretention ${retention}, pruning every ${interval} in batches of ${batchSize}; ${rate} jobs/s for ${durationS} s; a sample every ${sampleS} s; ` +
+      `autovacuum ${autovacuum}; ${vacuumS ? `VACUUM (ANALYZE) of the job tables every ${vacuumS} s` : 'no VACUUM of our own'}\n`,
+  );
   const receiver = createServer((request, response) => {
     request.resume();
     request.on('end', () => response.writeHead(200).end());
@@ -100,11 +111,28 @@ async function main(): Promise<void> {
   const samples: (string | number)[][] = [];
   const sizes: { t: number; rows: Record<string, number>; bytes: Record<string, number> }[] = [];
   let submitted = 0;
+  let stopVacuum = false;
+  const vacuumMs: number[] = [];
   let failedSubmits = 0;
   try {
     waitless.startWorker({ concurrency: 50, pollInterval: 200 });
     const started = Date.now();
     const end = started + durationS * 1000;
+    // Autovacuum's part, when asked: its own connection, a plain VACUUM (no table lock that
+    // blocks reads or writes), timed.
+    const vacuuming = (async () => {
+      if (!vacuumS) return;
+      await withClient(databaseUrl, async (c) => {
+        await c.query(`SET search_path TO ${schema}`);
+        while (!stopVacuum) {
+          await sleep(vacuumS * 1000);
+          if (stopVacuum) break;
+          const t0 = performance.now();
+          await c.query(`VACUUM (ANALYZE) ${TABLES.join(', ')}`);
+          vacuumMs.push(performance.now() - t0);
+        }
+      });
+    })();
     // Open loop: a tenth of the rate every 100 ms, whatever the engine does meanwhile.
     const submitter = (async () => {
       const perTick = Math.max(1, Math.round(rate / 10));
@@ -138,8 +166,10 @@ async function main(): Promise<void> {
       samples.push([t, submitted, Number(row.unfinished), ...TABLES.map((table) => rowsOf[table]!), mb('jobs'), mb('job_events'), mb('job_steps'), mb('webhook_deliveries'), mb('webhook_attempts'), Number(row.dead), Number(row.autovacuums)]);
       if (Date.now() >= end) break;
     }
-    await submitter;
+    stopVacuum = true;
+    await Promise.all([submitter, vacuuming]);
   } finally {
+    stopVacuum = true;
     await waitless.close();
     await client.end();
     await new Promise<void>((resolve) => receiver.close(() => resolve()));
@@ -157,6 +187,7 @@ async function main(): Promise<void> {
   const statements = runs.reduce((a, r) => a + r.statements, 0);
   const longest = Math.max(0, ...runs.map((r) => r.longestStatementMs));
   console.log(`\nsubmitted ${submitted} jobs (${(submitted / durationS).toFixed(0)}/s), ${failedSubmits} submits failed`);
+  if (vacuumMs.length) console.log(`${vacuumMs.length} VACUUM runs, the longest ${Math.round(Math.max(...vacuumMs))} ms`);
   console.log(`pruned, per table: ${Object.entries(totals).map(([t, n]) => `${t} ${n}`).join(', ')}`);
   console.log(
     `${runs.length} prune runs that deleted something, ${statements} statements, ${(pruneMs / 1000).toFixed(1)} s pruning in all: ` +
