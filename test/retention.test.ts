@@ -201,6 +201,7 @@ for (const backend of BACKENDS) {
         assert.equal(Boolean(job), kept, `${tenant}/${name} finished ${hours} h ago: ${kept ? 'kept' : 'deleted'}`);
       }
       // An operator's override for one run: everything finished over an hour ago.
+      await assert.rejects(engine.waitless.prune({ olderThan: '10ms' }), (error: unknown) => error instanceof InvalidOptionError && /olderThan must be at least 1s/.test(error.message));
       await engine.waitless.prune({ olderThan: '1h' });
       for (const [i, [tenant]] of cases.entries()) assert.equal(await engine.waitless.get(jobs[i]!.id, { tenant }), undefined);
     });
@@ -211,6 +212,7 @@ describe('retention options', () => {
   it('refuses a retention that is not a duration, or under a second', async () => {
     assert.throws(() => defineJob({ name: 'x', input: z.object({}), retention: '30 days' as never, run: async () => ({}) }), /Job "x": retention must be a duration/);
     assert.throws(() => defineJob({ name: 'x', input: z.object({}), retention: { failed: 5 }, run: async () => ({}) }), /retention.failed must be at least 1s/);
+    await assert.rejects(openEngine('pglite', { jobs: [], retention: { failed: '876001h' } }), /retention.failed must be at most 100 years/);
     await assert.rejects(openEngine('pglite', { jobs: [], retention: { tenants: { a: { default: 'soon' as never } } } }), (error: unknown) => {
       assert.ok(error instanceof InvalidOptionError);
       assert.match(error.message, /retention.tenants\["a"\].default must be a duration/);

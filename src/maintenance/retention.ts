@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { InvalidOptionError } from '../errors.ts';
 import { type Duration, formatDuration, toMs } from '../job/duration.ts';
 import type { Driver } from '../store/driver.ts';
 import * as q from '../store/retention-queries.ts';
@@ -186,7 +187,7 @@ export class Retention {
 
   /** One pruning run. See {@link PruneOptions}. */
   async run(options: PruneOptions = {}): Promise<PruneReport> {
-    const olderThanMs = options.olderThan === undefined ? undefined : retentionMs(options.olderThan, 'olderThan', (m) => new TypeError(m));
+    const olderThanMs = options.olderThan === undefined ? undefined : retentionMs(options.olderThan, 'olderThan', (m) => new InvalidOptionError(m));
     const groups =
       olderThanMs === undefined
         ? retentionGroups(this.policy, this.definitions)
