@@ -255,6 +255,11 @@ if (BACKENDS.includes('postgres')) {
         // Done: the CLI runs now, with the rules of its own flags.
         const third = await run(a, 'echo', { n: 3 });
         await age(a, third.id, 3);
+        // The tenant's own rule (4 h) keeps it from the engine's (2 h)...
+        const kept = await runCli(['prune', '--schema', a.schema, '--retention', '2h', '--dry-run'], { WAITLESS_RETENTION_TENANTS: 'other=1h,default=4h/1h' });
+        assert.equal(kept.code, 0, kept.stderr);
+        assert.match(kept.stdout, /dry run: would delete, past their retention:\n\s+jobs\s+0\n/);
+        // ...and without it, the engine's rule applies.
         const dry = await runCli(['prune', '--schema', a.schema, '--retention', '2h', '--dry-run']);
         assert.equal(dry.code, 0, dry.stderr);
         assert.match(dry.stdout, /dry run: would delete, past their retention:\n\s+jobs\s+1\n/);
@@ -273,10 +278,10 @@ if (BACKENDS.includes('postgres')) {
 }
 
 /** Runs the CLI to its end (killed after 60 s), registered so that a failing test leaves no process. */
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runCli(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WAITLESS_') && k !== 'DATABASE_URL'));
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { env: { ...env, LOG_LEVEL: 'silent', DATABASE_URL: POSTGRES_URL }, timeout: 60_000, killSignal: 'SIGKILL' }, (error, stdout, stderr) => {
+    const child = execFile(process.execPath, [CLI, ...args], { env: { ...env, LOG_LEVEL: 'silent', DATABASE_URL: POSTGRES_URL, ...extraEnv }, timeout: 60_000, killSignal: 'SIGKILL' }, (error, stdout, stderr) => {
       children.delete(child);
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr });
     });

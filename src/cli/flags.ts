@@ -82,6 +82,12 @@ export const FLAGS = {
     arg: 'D',
     help: 'How long failed and timed-out jobs are kept. Default: --retention.',
   },
+  'retention-tenants': {
+    type: 'string',
+    env: 'WAITLESS_RETENTION_TENANTS',
+    arg: 'LIST',
+    help: 'Retention per tenant, winning over the rest: tenant=D, or tenant=D/F to keep\nits failed jobs for F, comma separated, e.g. acme=8760h,trial=24h/168h.',
+  },
   'no-prune': { type: 'boolean', env: 'WAITLESS_NO_PRUNE', help: 'Workers do not delete old jobs; run `waitless prune` (e.g. from cron) instead.' },
   // Arguments of one `prune`: a variable left in the environment must not change every run.
   'dry-run': { type: 'boolean', help: 'prune: count what would be deleted, delete nothing.' },

@@ -40,6 +40,7 @@ Usage:
       Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /livez, /readyz, /healthz and /metrics.
   waitless migrate  Apply database migrations and exit.
   waitless prune    [--dry-run] [--older-than D] [--jobs ./jobs.ts] [--retention D] [--retention-failed D]
+                    [--retention-tenants LIST]
       Delete now the finished jobs past their retention (with their events, steps and webhook
       deliveries), expired idempotency keys and signing secrets; print the rows per table.
       Workers do this on their own every 10 minutes unless --no-prune; --jobs applies the
@@ -141,7 +142,23 @@ function retentionOption(forWorkers: boolean): RetentionOptions | false {
   };
   const retention = duration('retention');
   const failed = duration('retention-failed');
-  return { ...(retention !== undefined ? { default: retention } : {}), ...(failed !== undefined ? { failed } : {}) };
+  const tenants: Record<string, { default: number; failed?: number }> = {};
+  for (const entry of (values['retention-tenants'] ?? '').split(',').map((e) => e.trim()).filter(Boolean)) {
+    const match = /^(.+)=([^=/]+)(?:\/([^=/]+))?$/.exec(entry);
+    if (!match) fail(`${origin('retention-tenants')} takes tenant=D or tenant=D/F entries, e.g. acme=8760h,trial=24h/168h; got "${entry}"`);
+    const [, tenant, base, failedOfTenant] = match;
+    const ms = (value: string) => {
+      const n = durationOption(value, `${origin('retention-tenants')} (${tenant})`)!;
+      if (n < 1000) fail(`${origin('retention-tenants')} (${tenant}) must be at least 1s`);
+      return n;
+    };
+    tenants[tenant!] = { default: ms(base!), ...(failedOfTenant !== undefined ? { failed: ms(failedOfTenant) } : {}) };
+  }
+  return {
+    ...(retention !== undefined ? { default: retention } : {}),
+    ...(failed !== undefined ? { failed } : {}),
+    ...(Object.keys(tenants).length ? { tenants } : {}),
+  };
 }
 
 /** Origins allowed to call the API from a browser, or undefined for same-origin only. */
