@@ -132,7 +132,7 @@ function webhookOptions(): DispatcherOptions {
   return { ...(allow.length ? { ssrf: { allow } } : {}), ...(retry ? { retrySchedule: retry } : {}) };
 }
 
-/** The engine's retention from --retention and --retention-failed; false with --no-prune (for workers). */
+/** The engine's retention from --retention, --retention-failed and --retention-tenants; false with --no-prune (for workers). */
 function retentionOption(forWorkers: boolean): RetentionOptions | false {
   if (forWorkers && values['no-prune']) return false;
   const duration = (name: FlagName) => {

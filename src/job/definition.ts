@@ -161,7 +161,8 @@ export interface JobOptions<Schema extends z.ZodType, Result> {
    * deliveries) before it is deleted: a duration (e.g. `'168h'`), or `{ default, failed }` to
    * keep failed and timed-out jobs for another time. A tenant's rule in the engine's
    * `retention.tenants` wins over this. Applied by processes that load this definition; the
-   * others treat its jobs by the engine's rule. Default: the engine's `retention` (30 days).
+   * others treat its jobs by their tenant's rule or the engine's. Default: the engine's
+   * `retention` (30 days).
    */
   retention?: RetentionRule | Duration;
 }
