@@ -77,7 +77,7 @@ const logger = pino(
   {
     write(line: string) {
       const entry = JSON.parse(line) as { msg?: string; level?: number } & PruneRun;
-      if (entry.msg === 'pruned rows past their retention') runs.push(entry);
+      if (entry.msg?.startsWith('pruned rows past their retention')) runs.push(entry);
       else if ((entry.level ?? 0) >= 50) process.stderr.write(line);
     },
   },

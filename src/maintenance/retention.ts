@@ -51,6 +51,12 @@ export const MAX_RETENTION_MS = 100 * 365 * 86_400_000;
 export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
 const DEFAULT_INTERVAL_MS = 10 * 60_000;
 const DEFAULT_BATCH_SIZE = 500;
+/**
+ * Longest a worker's pruning round deletes before it leaves the rest to the next round, so a
+ * backlog (the first round after an upgrade, a retention just shortened) is worked off in
+ * steps rather than by one process deleting for an hour.
+ */
+const ROUND_BUDGET_MS = 60_000;
 
 /** Rows deleted per table by one pruning run (or, in a dry run, that would be). */
 export type PruneCounts = q.PruneCountsRow & { webhook_secrets: number };
@@ -68,6 +74,8 @@ export interface PruneReport {
   longestStatementMs: number;
   /** The whole run, in ms (the lock included). */
   durationMs: number;
+  /** False when the run was stopped (its signal) before it was done: the rest waits for the next one. */
+  complete: boolean;
 }
 
 /** Options of one pruning run. */
@@ -193,17 +201,22 @@ export class Retention {
         ? retentionGroups(this.policy, this.definitions)
         : (Object.keys(q.RETENTION_KINDS) as q.RetentionKind[]).map((kind) => ({ kind, retentionMs: olderThanMs, notTenants: [], notNames: [] }));
     const started = performance.now();
-    const report: PruneReport = { skipped: false, dryRun: options.dryRun === true, deleted: emptyCounts(), statements: 0, longestStatementMs: 0, durationMs: 0 };
+    const report: PruneReport = { skipped: false, dryRun: options.dryRun === true, deleted: emptyCounts(), statements: 0, longestStatementMs: 0, durationMs: 0, complete: true };
     if (options.dryRun) {
       await this.count(groups, report.deleted);
       return { ...report, durationMs: performance.now() - started };
     }
-    const ran = await this.exclusively(() => this.delete(groups, report, options.signal));
+    const ran = await this.exclusively(async () => {
+      report.complete = await this.delete(groups, report, options.signal);
+    });
     report.durationMs = performance.now() - started;
     if (!ran) return { ...report, skipped: true };
     if (report.deleted.jobs + report.deleted.idempotency_keys + report.deleted.webhook_secrets > 0) {
       const { deleted, statements, longestStatementMs, durationMs } = report;
-      this.log.info({ deleted, statements, longestStatementMs: Math.round(longestStatementMs), durationMs: Math.round(durationMs) }, 'pruned rows past their retention');
+      this.log.info(
+        { deleted, statements, longestStatementMs: Math.round(longestStatementMs), durationMs: Math.round(durationMs), complete: report.complete },
+        report.complete ? 'pruned rows past their retention' : 'pruned rows past their retention; the rest in the next round',
+      );
     }
     return report;
   }
@@ -214,7 +227,7 @@ export class Retention {
       name: 'retention',
       everyMs: this.policy.intervalMs,
       run: async (signal) => {
-        await this.run({ signal });
+        await this.run({ signal: AbortSignal.any([signal, AbortSignal.timeout(ROUND_BUDGET_MS)]) });
       },
     };
   }
@@ -244,7 +257,8 @@ export class Retention {
     }
   }
 
-  private async delete(groups: q.RetentionGroup[], report: PruneReport, signal: AbortSignal | undefined): Promise<void> {
+  /** Deletes batch by batch; false when the signal stopped it first. */
+  private async delete(groups: q.RetentionGroup[], report: PruneReport, signal: AbortSignal | undefined): Promise<boolean> {
     const { batchSize } = this.policy;
     const timed = async <Row,>(sql: Parameters<Driver['query']>[0]): Promise<Row[]> => {
       const started = performance.now();
@@ -256,7 +270,7 @@ export class Retention {
     const counts = report.deleted;
     for (const group of groups) {
       for (;;) {
-        if (signal?.aborted) return;
+        if (signal?.aborted) return false;
         const [row] = await timed<q.PruneCountsRow>(q.deleteExpiredJobs(group, batchSize));
         if (!row) break;
         for (const key of Object.keys(row) as (keyof q.PruneCountsRow)[]) counts[key] += row[key];
@@ -264,17 +278,18 @@ export class Retention {
       }
     }
     for (;;) {
-      if (signal?.aborted) return;
+      if (signal?.aborted) return false;
       const n = (await timed(q.deleteExpiredIdempotencyKeys(IDEMPOTENCY_KEY_TTL_MS, batchSize))).length;
       counts.idempotency_keys += n;
       if (n < batchSize) break;
     }
     for (;;) {
-      if (signal?.aborted) return;
+      if (signal?.aborted) return false;
       const n = (await timed(q.deleteExpiredSecrets(batchSize))).length;
       counts.webhook_secrets += n;
       if (n < batchSize) break;
     }
+    return true;
   }
 
   private async count(groups: q.RetentionGroup[], counts: PruneCounts): Promise<void> {
