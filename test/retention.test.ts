@@ -190,8 +190,13 @@ for (const backend of BACKENDS) {
         assert.equal(jobs[i]!.status, name === 'fails' ? 'failed' : 'completed');
         await age(engine, jobs[i]!.id, hours);
       }
+      // A run whose signal is spent deletes nothing and says it is not done (a worker's round
+      // stops so when its time is up, and the next round goes on).
+      const stopped = await engine.waitless.prune({ signal: AbortSignal.abort() });
+      assert.deepEqual([stopped.complete, stopped.deleted.jobs], [false, 0]);
       const dry = await engine.waitless.prune({ dryRun: true });
       const report = await engine.waitless.prune();
+      assert.equal(report.complete, true);
       const doomed = cases.filter(([, , , kept]) => !kept).length;
       assert.equal(report.deleted.jobs, doomed);
       assert.equal(dry.deleted.jobs, doomed);
