@@ -32,7 +32,8 @@ import { Worker, type WorkerOptions } from './worker/worker.ts';
 import { WEBHOOK_EVENTS } from './store/queries.ts';
 import { type WebhookEndpoint, WebhookStore } from './store/webhook-store.ts';
 import { registerInternals } from './internals.ts';
-import { Housekeeping, purgeIdempotencyKeys, reclaimDeliveryLeases, reclaimJobLeases } from './maintenance/housekeeping.ts';
+import { Housekeeping, reclaimDeliveryLeases, reclaimJobLeases } from './maintenance/housekeeping.ts';
+import { type PruneOptions, type PruneReport, Retention, type RetentionOptions, resolveRetentionOptions } from './maintenance/retention.ts';
 import { DEFAULT_ENDPOINTS_PER_TENANT, type DispatcherOptions, WebhookDispatcher } from './webhooks/dispatcher.ts';
 import { checkWebhookUrl, UnsafeUrlError } from './webhooks/ssrf.ts';
 import { activeCarrier, submitSpan } from './observability/tracing.ts';
@@ -81,6 +82,14 @@ export interface WaitlessOptions {
    * progress, events). Default: input and result 1 MiB, output 4 MiB per attempt, progress 64 KiB per report, 25 000 events per job.
    */
   limits?: JobLimits;
+  /**
+   * How long finished jobs are kept (with their events, steps, webhook deliveries and
+   * idempotency key) before they are deleted, per tenant and for failed jobs; pruning runs in
+   * every process with a worker, one process at a time, every `interval`. `false`: workers do
+   * not prune (run `waitless prune` or {@link Waitless.prune} instead). A definition's own
+   * `retention` applies where no tenant rule does. Default: 30 days for every job, every 10 minutes.
+   */
+  retention?: RetentionOptions | false;
 }
 
 export interface SubmitOptions {
@@ -225,6 +234,12 @@ export interface Waitless {
    * {@link ResultTimeoutError} after `timeout` ms, and with the signal's reason on abort.
    */
   result<R = unknown>(id: string, options?: ResultOptions): Promise<R>;
+  /**
+   * Deletes now what is past its retention (see {@link WaitlessOptions.retention}), in small
+   * batches, and reports the rows per table; `dryRun` only counts them. Answers `skipped: true`,
+   * having done nothing, while another process is pruning the same database.
+   */
+  prune(options?: PruneOptions): Promise<PruneReport>;
   /** Starts a worker in this process. It is stopped by `close()`. */
   startWorker(options?: WorkerOptions): Worker;
   /** Stops workers started here (gracefully), notifications and the database connection. */
@@ -358,6 +373,7 @@ async function openDriver(options: WaitlessOptions, schema: string): Promise<Dri
 export async function createWaitless(options: WaitlessOptions): Promise<Waitless> {
   const schema = assertSchemaName(options.schema ?? 'waitless');
   const jobs = withLimits(collectJobs(options.jobs), checkLimits(options.limits, 'createWaitless'));
+  const retentionPolicy = resolveRetentionOptions(options.retention || undefined, (message) => new InvalidOptionError(message));
   const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
   const driver = await openDriver(options, schema);
   try {
@@ -379,6 +395,9 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
   const webhooks = new WebhookStore(driver);
   let dispatcher: WebhookDispatcher | undefined;
   const housekeeping = new Housekeeping(logger.child({ component: 'housekeeping' }));
+  // Jobs of definitions this process does not load follow their tenant's rule or the engine's.
+  const definitionRetention = new Map([...jobs].map(([name, definition]) => [name, definition.retention]));
+  const retention = new Retention(driver, retentionPolicy, definitionRetention, logger.child({ component: 'retention' }));
   const tenantOf = (o?: { tenant?: string }) => o?.tenant ?? DEFAULT_TENANT;
 
   const waitless: Waitless = {
@@ -541,14 +560,16 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
       throw new JobUnsuccessfulError(job);
     },
 
+    prune: (pruneOptions) => retention.run(pruneOptions),
+
     startWorker(workerOptions) {
       const worker = new Worker(store, notifier, jobs, logger.child({ component: 'worker' }), workerOptions).start();
       workers.push(worker);
       dispatcher ??= new WebhookDispatcher(webhooks, notifier, logger.child({ component: 'webhooks' }), options.webhooks).start();
       housekeeping
         .schedule(reclaimJobLeases(store, logger.child({ component: 'worker' }), worker.pollMs))
-        .schedule(purgeIdempotencyKeys(store))
         .schedule(reclaimDeliveryLeases(webhooks, dispatcher.pollMs));
+      if (options.retention !== false) housekeeping.schedule(retention.task());
       return worker;
     },
 

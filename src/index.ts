@@ -36,6 +36,7 @@ export { JobCancelledError, JobTimeoutError, LeaseLostError, NonRetryableError, 
 export type { JobError } from './job/errors.ts';
 export type { Job, JobEvent, JobEventType, JobLogEntry, JobLogLine, JobStep, JobUsage } from './job/model.ts';
 export type { RetryPolicy } from './job/retry.ts';
+export type { PruneCounts, PruneOptions, PruneReport, RetentionOptions, RetentionRule } from './maintenance/retention.ts';
 export { JOB_STATUSES, isTerminal } from './contract/statuses.ts';
 export type { JobStatus } from './contract/statuses.ts';
 export type { JobPage, SubmitOutcome, SupersedePolicy } from './store/job-store.ts';

@@ -78,9 +78,9 @@ describe('WAITLESS_* variables', () => {
       assert.match(stdout, new RegExp(`--${name}\\b`), `--${name} in the help`);
       if ('env' in flag) assert.match(stdout, new RegExp(`\\(env ${flag.env}\\)`), `${flag.env} in the help`);
     }
-    // Every configuration flag has its variable; only help and the arguments of keys create do not.
+    // Every configuration flag has its variable; only help and the arguments of one keys create or prune do not.
     const without = Object.entries(FLAGS).filter(([, flag]) => !('env' in flag)).map(([name]) => name);
-    assert.deepEqual(without.sort(), ['admin', 'help', 'label', 'max-priority', 'tenant']);
+    assert.deepEqual(without.sort(), ['admin', 'dry-run', 'help', 'label', 'max-priority', 'older-than', 'tenant']);
   });
 
   it('a bad value in a variable is reported naming the variable', async () => {

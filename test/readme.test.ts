@@ -34,6 +34,11 @@ interface Checked {
 /** Every ```ts, ```tsx and ```js block of the README is one of these (the test fails on one that is not). */
 const CHECKED: Checked[] = [
   {
+    // Retention: a definition's own rule, the engine's, per tenant, and a dry run.
+    marker: "tenants: { acme: { default: '8760h' } }",
+    postlude: "export const counted: number = deleted.jobs + deleted.job_events + deleted.webhook_deliveries;",
+  },
+  {
     // A job, as every endpoint shows it: exactly the client's JobView, no more, no less.
     marker: 'interface JobView {',
     postlude: [

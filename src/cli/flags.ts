@@ -90,6 +90,28 @@ export const FLAGS = {
     arg: 'LIST',
     help: 'Origins whose pages may call the API (browsers with job tokens), comma\nseparated. Default: none.',
   },
+  retention: {
+    type: 'string',
+    env: 'WAITLESS_RETENTION',
+    arg: 'D',
+    help: 'How long finished jobs are kept (with their events, steps and webhook\ndeliveries) before workers and prune delete them. Default: 720h (30 days).',
+  },
+  'retention-failed': {
+    type: 'string',
+    env: 'WAITLESS_RETENTION_FAILED',
+    arg: 'D',
+    help: 'How long failed and timed-out jobs are kept. Default: --retention.',
+  },
+  'retention-tenants': {
+    type: 'string',
+    env: 'WAITLESS_RETENTION_TENANTS',
+    arg: 'LIST',
+    help: 'Retention per tenant, winning over the rest: tenant=D, or tenant=D/F to keep\nits failed jobs for F, comma separated, e.g. acme=8760h,trial=24h/168h.',
+  },
+  'no-prune': { type: 'boolean', env: 'WAITLESS_NO_PRUNE', help: 'Workers do not delete old jobs; run `waitless prune` (e.g. from cron) instead.' },
+  // Arguments of one `prune`: a variable left in the environment must not change every run.
+  'dry-run': { type: 'boolean', help: 'prune: count what would be deleted, delete nothing.' },
+  'older-than': { type: 'string', arg: 'D', help: 'prune: delete every job finished more than D ago, whatever the\nretention rules say (they still apply when absent).' },
   // Arguments of one `keys create`, not configuration: a variable left in a deployment's
   // environment must not turn every key created there into an admin key.
   tenant: { type: 'string', arg: 'NAME', help: 'keys create: the tenant the key belongs to.' },

@@ -13,8 +13,9 @@ import { metricsRoute } from '../http/metrics-route.ts';
 import { internals } from '../internals.ts';
 import { problem } from '../http/problem.ts';
 import { type AnyJobDefinition, isJobDefinition } from '../job/definition.ts';
-import { type Duration, toMs } from '../job/duration.ts';
+import { type Duration, formatDuration, toMs } from '../job/duration.ts';
 import { MigrationError } from '../store/migrate.ts';
+import type { PruneReport, RetentionOptions } from '../maintenance/retention.ts';
 import type { WorkerOptions } from '../worker/worker.ts';
 import type { DispatcherOptions } from '../webhooks/dispatcher.ts';
 import { flagsHelp, type FlagName, type ParsedFlags, parseFlags } from './flags.ts';
@@ -39,6 +40,12 @@ Usage:
                     [--poll-interval 2s] [--shutdown-grace 10s] [--flush-interval 200ms]
       Only run jobs, on PostgreSQL (DATABASE_URL); with --port, answers GET /livez, /readyz, /healthz and /metrics.
   waitless migrate  Apply database migrations and exit.
+  waitless prune    [--dry-run] [--older-than D] [--jobs ./jobs.ts] [--retention D] [--retention-failed D]
+                    [--retention-tenants LIST]
+      Delete now the finished jobs past their retention (with their events, steps and webhook
+      deliveries), expired idempotency keys and signing secrets; print the rows per table.
+      Workers do this on their own every 10 minutes unless --no-prune; --jobs applies the
+      definitions' own retention.
   waitless keys create --tenant NAME [--label TEXT] [--admin] [--max-priority N] | keys list | keys revoke ID
       --admin keys may also recover jobs and open the dashboard; --max-priority caps the priority a key may set.
   waitless keys rotate-job-tokens [OVERLAP]
@@ -149,6 +156,35 @@ function tenantLimitsOption(): TenantLimits {
     ...(submitsPerSecond !== undefined ? { submitsPerSecond } : {}),
     ...(submitBurst !== undefined ? { submitBurst } : {}),
     ...(streamsPerKey !== undefined ? { streamsPerKey } : {}),
+  };
+}
+
+/** The engine's retention from --retention, --retention-failed and --retention-tenants; false with --no-prune (for workers). */
+function retentionOption(forWorkers: boolean): RetentionOptions | false {
+  if (forWorkers && values['no-prune']) return false;
+  const duration = (name: FlagName) => {
+    const ms = durationOption(values[name] as string | undefined, origin(name));
+    if (ms !== undefined && ms < 1000) fail(`${origin(name)} must be at least 1s`);
+    return ms;
+  };
+  const retention = duration('retention');
+  const failed = duration('retention-failed');
+  const tenants: Record<string, { default: number; failed?: number }> = {};
+  for (const entry of (values['retention-tenants'] ?? '').split(',').map((e) => e.trim()).filter(Boolean)) {
+    const match = /^(.+)=([^=/]+)(?:\/([^=/]+))?$/.exec(entry);
+    if (!match) fail(`${origin('retention-tenants')} takes tenant=D or tenant=D/F entries, e.g. acme=8760h,trial=24h/168h; got "${entry}"`);
+    const [, tenant, base, failedOfTenant] = match;
+    const ms = (value: string) => {
+      const n = durationOption(value, `${origin('retention-tenants')} (${tenant})`)!;
+      if (n < 1000) fail(`${origin('retention-tenants')} (${tenant}) must be at least 1s`);
+      return n;
+    };
+    tenants[tenant!] = { default: ms(base!), ...(failedOfTenant !== undefined ? { failed: ms(failedOfTenant) } : {}) };
+  }
+  return {
+    ...(retention !== undefined ? { default: retention } : {}),
+    ...(failed !== undefined ? { failed } : {}),
+    ...(Object.keys(tenants).length ? { tenants } : {}),
   };
 }
 
@@ -313,6 +349,7 @@ async function dev(): Promise<void> {
     migrate: !values['no-migrate'],
     logger,
     webhooks: webhookOptions(),
+    retention: retentionOption(true),
   });
   waitless.startWorker(options);
   // Open, so guarded: only loopback Host names, and no state changes from pages on other sites.
@@ -351,7 +388,7 @@ async function serveCommand(): Promise<void> {
   const bound = await bind(values.host ?? '0.0.0.0');
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
-  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
+  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions(), retention: retentionOption(true) });
   if (!values['no-worker']) waitless.startWorker(options);
   const app = createHttpApp(waitless, {
     auth: { mode: 'api-key', keys: waitless.apiKeys },
@@ -378,7 +415,7 @@ async function worker(): Promise<void> {
   const bound = values.port === undefined ? undefined : await bind(values.host ?? '0.0.0.0');
   const jobs = await loadJobs(values.jobs, values.demo ?? false);
   if (jobs.length === 0) fail('no jobs: pass --jobs ./your-jobs.ts (or --demo)');
-  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions() });
+  const waitless = await openServerEngine({ jobs, migrate: !values['no-migrate'], webhooks: webhookOptions(), retention: retentionOption(true) });
   const running = waitless.startWorker(options);
   logger.info({ workerId: running.id, jobs: [...waitless.jobs.keys()] }, 'worker started');
   const health = new Hono()
@@ -398,6 +435,30 @@ async function migrateCommand(): Promise<void> {
   const waitless = await openServerEngine({ jobs: [] });
   await waitless.close();
   process.stdout.write('migrations applied\n');
+}
+
+/** `waitless prune`: one pruning run now, by the same rules (and lock) as the workers'. */
+async function pruneCommand(): Promise<void> {
+  const retention = retentionOption(false);
+  const olderThan = durationOption(values['older-than'], '--older-than');
+  if (olderThan !== undefined && olderThan < 1000) fail('--older-than must be at least 1s');
+  const jobs = values.jobs ? await loadJobs(values.jobs, false) : [];
+  const waitless = await createWaitless({ jobs, database: serverDatabase(), schema: values.schema, logger, migrate: !values['no-migrate'], retention });
+  try {
+    const report = await waitless.prune({ dryRun: values['dry-run'] ?? false, ...(olderThan !== undefined ? { olderThan } : {}) });
+    process.stdout.write(pruneSummary(report, olderThan));
+  } finally {
+    await waitless.close();
+  }
+}
+
+function pruneSummary(report: PruneReport, olderThanMs: number | undefined): string {
+  if (report.skipped) return 'another process is pruning this database right now; nothing was deleted (try again later)\n';
+  const rule = olderThanMs === undefined ? 'past their retention' : `finished more than ${formatDuration(olderThanMs)} ago`;
+  const head = report.dryRun ? `dry run: would delete, ${rule}:` : `deleted, ${rule}:`;
+  const rows = Object.entries(report.deleted).map(([table, n]) => `  ${table.padEnd(20)}${String(n).padStart(10)}`);
+  const tail = report.dryRun ? '' : `  (${report.statements} statements, the longest ${Math.round(report.longestStatementMs)} ms)\n`;
+  return `${head}\n${rows.join('\n')}\n${tail}`;
 }
 
 async function keys(action: string | undefined): Promise<void> {
@@ -456,6 +517,7 @@ const commands: Record<string, () => Promise<void>> = {
   serve: serveCommand,
   worker,
   migrate: migrateCommand,
+  prune: pruneCommand,
   keys: () => keys(positionals[1]),
 };
 const run = commands[command];

@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { JobLogLine } from './model.ts';
 import { type Duration, toMs } from './duration.ts';
 import { type ResolvedRetryPolicy, type RetryPolicy, resolveRetryPolicy } from './retry.ts';
+import { type ResolvedRetentionRule, type RetentionRule, resolveRetentionRule } from '../maintenance/retention.ts';
 
 /** A progress report from a handler. Every field is optional; omitted ones keep no value. */
 export interface ProgressUpdate {
@@ -203,6 +204,15 @@ export interface JobOptions<Schema extends z.ZodType, Result> {
   logs?: JobLogLimits;
   /** Size limits: input, result, output, progress, events. Default: the engine's `limits`, else {@link DEFAULT_LIMITS}. */
   limits?: JobLimits;
+  /**
+   * How long a finished job of this kind is kept (with its events, steps and webhook
+   * deliveries) before it is deleted: a duration (e.g. `'168h'`), or `{ default, failed }` to
+   * keep failed and timed-out jobs for another time. A tenant's rule in the engine's
+   * `retention.tenants` wins over this. Applied by processes that load this definition; the
+   * others treat its jobs by their tenant's rule or the engine's. Default: the engine's
+   * `retention` (30 days).
+   */
+  retention?: RetentionRule | Duration;
 }
 
 /** A job definition, ready to register with `createWaitless({ jobs })`. */
@@ -219,6 +229,8 @@ export interface JobDefinition<Schema extends z.ZodType = z.ZodType, Result = un
   readonly logs: Required<JobLogLimits>;
   /** The size limits this definition sets (the rest come from the engine, or the defaults). */
   readonly limits: JobLimits;
+  /** The definition's own retention, in ms, if it has one. */
+  readonly retention?: ResolvedRetentionRule;
   /** Marks the object as a definition, so a module's other exports are ignored. */
   readonly kind: 'waitless.job';
 }
@@ -270,6 +282,7 @@ export function defineJob<Schema extends z.ZodType, Result>(options: JobOptions<
     ...(options.fallback ? { fallback: options.fallback } : {}),
     ...(options.relevant ? { relevant: options.relevant } : {}),
     ...(options.concurrency ? { concurrency: { ...options.concurrency } } : {}),
+    ...(options.retention !== undefined ? { retention: resolveRetentionRule(options.retention, `Job "${options.name}": retention`) } : {}),
   });
 }
 

@@ -23,13 +23,10 @@ interface Entry {
   running?: Promise<void>;
 }
 
-/** How long a used idempotency key still finds its job. */
-export const IDEMPOTENCY_KEY_TTL_MS = 24 * 3_600_000;
-const PURGE_EVERY_MS = 3_600_000;
-
 /**
  * Periodic maintenance of a Waitless database, one home and one schedule for all of it: taking
- * back expired job leases and webhook-delivery leases, and purging old idempotency keys. One
+ * back expired job leases and webhook-delivery leases, and pruning rows past their retention
+ * (finished jobs, idempotency keys, signing secrets: see `retention.ts`). One
  * timer ticks at the shortest period; each task runs when it is due, never overlapping itself.
  */
 export class Housekeeping {
@@ -110,13 +107,6 @@ export const reclaimJobLeases = (store: JobStore, log: Logger, everyMs: number):
     const reclaimed = await store.reclaimExpiredLeases();
     for (const job of reclaimed) log.warn({ jobId: job.id, status: job.status }, 'lease expired; job taken back');
   },
-});
-
-/** Idempotency keys older than {@link IDEMPOTENCY_KEY_TTL_MS} are forgotten. */
-export const purgeIdempotencyKeys = (store: JobStore): HousekeepingTask => ({
-  name: 'purge-idempotency-keys',
-  everyMs: PURGE_EVERY_MS,
-  run: () => store.purgeIdempotencyKeys(IDEMPOTENCY_KEY_TTL_MS),
 });
 
 /** Webhook deliveries whose dispatcher died mid-attempt become due again. */

@@ -4,4 +4,4 @@
  * @packageDocumentation
  */
 export { createReconciler, DEFAULT_CADENCE } from './reconciler.ts';
-export type { JobSource, Reconciler, ReconcilerOptions, TrackedJob } from './reconciler.ts';
+export type { JobSource, Reconciler, ReconcilerOptions, ReconcilerPruneCounts, TrackedJob } from './reconciler.ts';

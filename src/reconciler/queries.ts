@@ -77,3 +77,23 @@ export const markWebhookSeen = (webhookId: string): Sql => ({
   text: `INSERT INTO seen_webhooks (webhook_id) VALUES ($1) ON CONFLICT DO NOTHING`,
   values: [webhookId],
 });
+
+/** Settled jobs settled more than `keepMs` ago, up to `limit` a statement; pending ones are never touched. */
+export const deleteSettled = (keepMs: number, limit: number): Sql => ({
+  text: `WITH doomed AS (
+      SELECT job_id FROM tracked_jobs WHERE state <> 'pending' AND settled_at < now() - $1 * interval '1 millisecond'
+      ORDER BY settled_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM tracked_jobs t USING doomed WHERE t.job_id = doomed.job_id RETURNING 1`,
+  values: [keepMs, limit],
+});
+
+/** Webhook ids handled more than `keepMs` ago, up to `limit` a statement. */
+export const deleteSeenWebhooks = (keepMs: number, limit: number): Sql => ({
+  text: `WITH doomed AS (
+      SELECT webhook_id FROM seen_webhooks WHERE seen_at < now() - $1 * interval '1 millisecond'
+      ORDER BY seen_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM seen_webhooks s USING doomed WHERE s.webhook_id = doomed.webhook_id RETURNING 1`,
+  values: [keepMs, limit],
+});

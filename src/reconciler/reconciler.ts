@@ -2,6 +2,7 @@ import type { PGlite } from '@electric-sql/pglite';
 import { verifyWebhook } from '../client/verify.ts';
 import { type Duration, formatDuration, toMs } from '../job/duration.ts';
 import type { Job } from '../job/model.ts';
+import { DEFAULT_RETENTION_MS, MAX_RETENTION_MS, MIN_RETENTION_MS } from '../maintenance/retention.ts';
 import { assertSchemaName, type Driver, type Queryable } from '../store/driver.ts';
 import { migrate } from '../store/migrate.ts';
 import { createPgDriver } from '../store/pg-driver.ts';
@@ -14,6 +15,9 @@ import * as q from './queries.ts';
  * 60, 60, 120, 240, then 480 × 8 seconds: about 72 minutes in all.
  */
 export const DEFAULT_CADENCE: readonly Duration[] = ['60s', '60s', '120s', '240s', ...Array<Duration>(8).fill('480s')];
+
+const PRUNE_EVERY_MS = 10 * 60_000;
+const PRUNE_BATCH = 500;
 
 /** What the reconciler knows of one remote job. */
 export interface TrackedJob {
@@ -69,6 +73,19 @@ export interface ReconcilerOptions {
   schema?: string;
   /** How often due checks are looked for. Default: `"1s"`. */
   pollInterval?: Duration;
+  /**
+   * How long a settled job and a handled webhook's id are remembered; then they are deleted
+   * (every 10 minutes while started, in small batches, or on demand with `prune()`). Pending
+   * jobs are never deleted. A webhook redelivered for a job forgotten by then is answered as
+   * for a job not tracked. Default: `"720h"` (30 days).
+   */
+  retention?: Duration;
+}
+
+/** Rows deleted by {@link Reconciler.prune}, per table. */
+export interface ReconcilerPruneCounts {
+  tracked_jobs: number;
+  seen_webhooks: number;
 }
 
 /** The consumer-side safety net. */
@@ -84,6 +101,8 @@ export interface Reconciler {
   /** Settles a job from a status the app obtained itself. No-op unless it is done and pending. */
   settle(job: Job, by?: 'webhook' | 'poll'): Promise<TrackedJob | undefined>;
   get(jobId: string): Promise<TrackedJob | undefined>;
+  /** Deletes now the settled jobs and webhook ids older than `retention` (also done every 10 minutes while started). */
+  prune(): Promise<ReconcilerPruneCounts>;
   /** Starts the status checks (resuming those of earlier runs). */
   start(): this;
   /** Stops the checks and closes the database (unless it was passed in). */
@@ -115,6 +134,8 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
   const cadenceMs = (options.cadence ?? DEFAULT_CADENCE).map((d) => toMs(d, 'cadence'));
   if (cadenceMs.length === 0) throw new TypeError('cadence needs at least one delay');
   const pollMs = toMs(options.pollInterval ?? '1s', 'pollInterval');
+  const retentionMs = options.retention === undefined ? DEFAULT_RETENTION_MS : toMs(options.retention, 'retention');
+  if (retentionMs < MIN_RETENTION_MS || retentionMs > MAX_RETENTION_MS) throw new TypeError(`retention must be from 1s to 100 years, got ${JSON.stringify(options.retention)}.`);
   const database = options.database ?? './.waitless-reconciler';
   const driver: Driver = options.pglite
     ? await createPgliteDriver({ instance: options.pglite, schema })
@@ -125,6 +146,7 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
   const totalWaitMs = cadenceMs.reduce((a, b) => a + b, 0);
   let timer: NodeJS.Timeout | undefined;
   let checking = false;
+  let prunedAt = 0;
   const inFlight = new Set<Promise<unknown>>();
 
   const publish = (tracked: TrackedJob | undefined) => {
@@ -203,6 +225,27 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
     }
   }
 
+  /** Batches of short statements (safe in many processes at once: SKIP LOCKED); pending rows are never touched. */
+  async function prune(): Promise<ReconcilerPruneCounts> {
+    const counts: ReconcilerPruneCounts = { tracked_jobs: 0, seen_webhooks: 0 };
+    for (const [table, sql] of [['tracked_jobs', q.deleteSettled], ['seen_webhooks', q.deleteSeenWebhooks]] as const) {
+      for (;;) {
+        const n = (await driver.query(sql(retentionMs, PRUNE_BATCH))).length;
+        counts[table] += n;
+        if (n < PRUNE_BATCH) break;
+      }
+    }
+    return counts;
+  }
+
+  function pruneWhenDue(): void {
+    if (Date.now() - prunedAt < PRUNE_EVERY_MS) return;
+    prunedAt = Date.now();
+    const p = prune().catch(() => {});
+    inFlight.add(p);
+    void p.finally(() => inFlight.delete(p));
+  }
+
   const reconciler: Reconciler = {
     async track(jobId, context) {
       const [row] = await driver.query<q.TrackedRow>(q.track(jobId, context, cadenceMs[0]!));
@@ -235,9 +278,14 @@ export async function createReconciler(options: ReconcilerOptions): Promise<Reco
       const [row] = await driver.query<q.TrackedRow>(q.getTracked(jobId));
       return row && toTracked(row);
     },
+    prune,
     start() {
-      timer ??= setInterval(() => void runDueChecks().catch(() => {}), pollMs);
+      timer ??= setInterval(() => {
+        void runDueChecks().catch(() => {});
+        pruneWhenDue();
+      }, pollMs);
       void runDueChecks().catch(() => {});
+      pruneWhenDue();
       return reconciler;
     },
     async close() {

@@ -477,8 +477,4 @@ export class JobStore {
     for (const job of taken) metrics.leaseExpired(job.name, job.status);
     return taken;
   }
-
-  async purgeIdempotencyKeys(keepMs: number): Promise<void> {
-    await this.driver.query(q.purgeIdempotencyKeys(keepMs));
-  }
 }

@@ -293,12 +293,6 @@ export const findIdempotencyKey = (tenant: string, key: string): Sql => ({
   values: [tenant, key],
 });
 
-/** Keys are kept for at least `keepMs` (24 h by default), then forgotten. */
-export const purgeIdempotencyKeys = (keepMs: number): Sql => ({
-  text: `DELETE FROM idempotency_keys WHERE created_at < now() - $1 * interval '1 millisecond'`,
-  values: [keepMs],
-});
-
 // ---------------------------------------------------------------- reads
 
 export const getJob = (tenant: string, id: string): Sql => ({
