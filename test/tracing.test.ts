@@ -256,3 +256,33 @@ test('in one process: the worker continues the submitter trace, a routed submit 
 });
 
 after(() => exporter.shutdown());
+
+test('a worker stopped by SIGTERM sends the spans its SDK still held before it exits', async (t) => {
+  const llm = await startFakeOpenAI({ tokenDelayMs: 1 });
+  t.after(() => llm.close());
+  const engine = await openEngine('postgres', { jobs: [tracedSummary] });
+  t.after(() => engine.close());
+  const dir = mkdtempSync(join(tmpdir(), 'waitless-spans-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const spansFile = join(dir, 'spans.jsonl');
+  const preload = pathToFileURL(new URL('./fixtures/otel-export-to-file.ts', import.meta.url).pathname).href;
+  const worker = new WorkerProcess({
+    jobs: 'test/fixtures/tracing-jobs.ts',
+    database: POSTGRES_URL,
+    schema: engine.schema,
+    args: ['--poll-interval', '200ms'],
+    // Spans are held in a batch the SDK would send only an hour later.
+    env: { NODE_OPTIONS: `--import=${preload}`, WAITLESS_TEST_SPANS_FILE: spansFile, WAITLESS_TEST_SPANS_BATCH: '1', [OPENAI_URL_ENV]: llm.baseURL },
+  });
+  t.after(() => killAll([worker]));
+  await within(worker.ready, 20_000, 'the worker process to start');
+  const { job } = await engine.waitless.submit(tracedSummary, { text: 'last job before shutdown' });
+  await within(engine.waitless.result(job.id), 15_000, 'the job to complete');
+  assert.equal(existsSync(spansFile), false, 'nothing sent yet: the batch holds the spans');
+
+  worker.signal('SIGTERM');
+  assert.deepEqual(await within(worker.exited, 20_000, 'the worker to exit'), { code: 0, signal: null });
+  const spans = readFileSync(spansFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as SpanRecord);
+  const processSpan = only(spans, (s) => s.name === 'process traced-summary', 'process span');
+  assert.equal(processSpan.attributes['messaging.message.id'], job.id);
+});

@@ -22,6 +22,7 @@ import { flagsHelp, type FlagName, type ParsedFlags, parseFlags } from './flags.
 import { prettyDestination } from './log-format.ts';
 import { waitForDatabase } from './wait-for-database.ts';
 import { resolveOwnNameToSource } from './source-entries.ts';
+import { flushTraces } from '../observability/tracing.ts';
 
 // Run from the source (a clone, however started): a jobs module's `import … from 'waitless'`
 // gets these same files, one copy of every class, no build needed. Installed, this is dist/,
@@ -265,11 +266,12 @@ function onShutdown(stop: () => Promise<void>): void {
     if (stopping) process.exit(130);
     stopping = true;
     logger.info({ signal }, 'shutting down; press Ctrl-C again to force');
+    // The spans of the last jobs are sent before exiting: process.exit skips the SDK's own hooks.
     stop().then(
-      () => process.exit(0),
+      () => flushTraces().then(() => process.exit(0)),
       (error: unknown) => {
         logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
+        void flushTraces().then(() => process.exit(1));
       },
     );
   };

@@ -339,3 +339,23 @@ export function recordHttpStatus(span: Span, status: number | undefined, error?:
     span.setStatus({ code: SpanStatusCode.ERROR, message: error });
   }
 }
+
+/**
+ * Sends the spans the registered SDK still buffers (its `forceFlush`), waiting at most
+ * `timeoutMs`: the CLI calls it before it exits on a signal, when the SDK's own exit hooks no
+ * longer run. Nothing to do without an SDK.
+ */
+export async function flushTraces(timeoutMs = 5_000): Promise<void> {
+  const provider = trace.getTracerProvider() as { getDelegate?: () => unknown; forceFlush?: () => Promise<void> };
+  const sdk = (provider.getDelegate?.() ?? provider) as { forceFlush?: () => Promise<void> };
+  if (typeof sdk.forceFlush !== 'function') return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    sdk.forceFlush().catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
+}
