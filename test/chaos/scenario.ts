@@ -502,6 +502,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       text: `SELECT job_id, name, status, attempt, result FROM job_steps`,
       values: [],
     });
+    const stepEvents = await driver.query<{ job_id: string; name: string; attempt: number }>({
+      text: `SELECT job_id, data->>'name' AS name, (data->>'attempt')::int AS attempt FROM job_events
+        WHERE type = 'step' AND data->>'status' = 'completed' ORDER BY job_id, seq`,
+      values: [],
+    });
     const deliveries = await driver.query<{ id: string; job_id: string; event_type: string; status: string; attempts: number; last_error: string | null }>({
       text: 'SELECT id, job_id, event_type, status, attempts, last_error FROM webhook_deliveries',
       values: [],
@@ -542,7 +547,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     fail('superseded jobs not cancelled', gatedIds.filter((id) => byId.get(id)?.status !== 'cancelled').map(describe));
     const completed = pipelineIds.filter((id) => byId.get(id)?.status === 'completed');
 
-    // Steps: a recorded step ran its side effect once, on the attempt that recorded it, never after.
+    // Steps: a recorded step ran its side effect once, on the attempt that recorded it, never
+    // after. "Recorded" is read from the job's event log (append-only: a record overwritten by a
+    // later run would hide in job_steps, which keeps the last one), and job_steps must agree.
     const callsByStep = new Map<string, EffectRecord[]>();
     for (const call of effects.calls) {
       const key = `${call.jobId}/${call.step}`;
@@ -550,26 +557,31 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     }
     const recordedSteps = steps.filter((s) => s.status === 'completed');
     const recorded = new Map(recordedSteps.map((s) => [`${s.job_id}/${s.name}`, s]));
+    const recordings = new Map<string, number[]>();
+    for (const e of stepEvents) recordings.set(`${e.job_id}/${e.name}`, [...(recordings.get(`${e.job_id}/${e.name}`) ?? []), e.attempt]);
+    fail('steps recorded more than once', [...recordings].filter(([, list]) => list.length > 1).map(([key, list]) => `${key} on attempts ${list.join(',')}`));
+    fail('steps whose record disagrees with their event', recordedSteps.filter((s) => recordings.get(`${s.job_id}/${s.name}`)?.[0] !== s.attempt).map((s) => `${s.job_id}/${s.name}: row says attempt ${s.attempt}, events ${JSON.stringify(recordings.get(`${s.job_id}/${s.name}`))}`));
     const repeatedAfterRecord: string[] = [];
     const sameAttemptTwice: string[] = [];
     const unrecordedRepeats: string[] = [];
     let unrecordedRepeatCount = 0;
     const receiptMismatch: string[] = [];
     for (const [key, calls] of callsByStep) {
-      const step = recorded.get(key);
-      if (!step) {
+      const first = recordings.get(key)?.[0];
+      if (first === undefined) {
         if (calls.length > 1) unrecordedRepeats.push(`${key}: attempts ${calls.map((c) => c.attempt).join(',')} (never recorded)`);
         unrecordedRepeatCount += Math.max(0, calls.length - 1);
         continue;
       }
-      const onRecorded = calls.filter((c) => c.attempt === step.attempt);
-      const after = calls.filter((c) => c.attempt > step.attempt);
-      const before = calls.filter((c) => c.attempt < step.attempt);
-      if (after.length > 0) repeatedAfterRecord.push(`${key} recorded on attempt ${step.attempt}, run again on ${after.map((c) => c.attempt).join(',')}`);
-      if (onRecorded.length !== 1) sameAttemptTwice.push(`${key} recorded on attempt ${step.attempt}, side effect ${onRecorded.length} times on it`);
+      const onRecorded = calls.filter((c) => c.attempt === first);
+      const after = calls.filter((c) => c.attempt > first);
+      const before = calls.filter((c) => c.attempt < first);
+      if (after.length > 0) repeatedAfterRecord.push(`${key} recorded on attempt ${first}, run again on ${after.map((c) => c.attempt).join(',')}`);
+      if (onRecorded.length !== 1) sameAttemptTwice.push(`${key} recorded on attempt ${first}, side effect ${onRecorded.length} times on it`);
       unrecordedRepeatCount += before.length;
-      if (before.length > 0) unrecordedRepeats.push(`${key}: attempts ${before.map((c) => c.attempt).join(',')} before the one recorded (${step.attempt})`);
-      if (onRecorded.length === 1 && step.result !== onRecorded[0]!.receipt) receiptMismatch.push(`${key}: recorded ${JSON.stringify(step.result)}, made ${onRecorded[0]!.receipt}`);
+      if (before.length > 0) unrecordedRepeats.push(`${key}: attempts ${before.map((c) => c.attempt).join(',')} before the one recorded (${first})`);
+      const step = recorded.get(key);
+      if (onRecorded.length === 1 && step?.result !== onRecorded[0]!.receipt) receiptMismatch.push(`${key}: recorded ${JSON.stringify(step?.result)}, made ${onRecorded[0]!.receipt}`);
     }
     fail('recorded steps whose side effect ran again afterwards', repeatedAfterRecord);
     fail('recorded steps whose side effect ran other than once on the recording attempt', sameAttemptTwice);
@@ -614,7 +626,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       seed: o.seed,
       violations,
       unrecordedRepeats,
-      workerTails: [...deaths, ...workers.filter((w) => w.lines.length > 0).map((w) => `worker ${w.pid}:\n${w.tail(15)}`)],
+      workerTails: [...deaths, ...workers.filter((w) => w.lines.length > 0).map(troubleSummary)],
       figures: {
         'jobs submitted (pipeline + superseded)': `${pipelineIds.length} + ${gatedIds.length}`,
         'submit requests (second sends of a key)': `${[...answers.values()].reduce((n, list) => n + list.length, 0)} (${thePlan.resubmits.length})`,
@@ -654,6 +666,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     for (const close of closers.reverse()) await close().catch(() => {});
     await engine?.close().catch(() => {});
   }
+}
+
+/** What a worker logged as trouble, one line per kind with its count: its raw lines carry whole stacks. */
+function troubleSummary(worker: WorkerProcess): string {
+  const counts = new Map<string, number>();
+  for (const line of worker.troubles()) counts.set(line.slice(0, 200), (counts.get(line.slice(0, 200)) ?? 0) + 1);
+  return `worker ${worker.pid}${worker.exitedAlready ? '' : ' (alive)'}:\n${[...counts].map(([line, n]) => `  ${n} × ${line}`).join('\n')}`;
 }
 
 /** The report as lines of `name: value`, for the bench's output and a failing test's message. */
