@@ -507,6 +507,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         WHERE type = 'step' AND data->>'status' = 'completed' ORDER BY job_id, seq`,
       values: [],
     });
+    // How each attempt that was taken back or retried ended: why a side effect ran again.
+    const requeues = await driver.query<{ job_id: string; attempt: number; reason: string; error: string | null }>({
+      text: `SELECT job_id, (data->>'attempt')::int AS attempt, data->>'reason' AS reason,
+          nullif(concat_ws(' ', data->'error'->>'code', data->'error'->>'name'), '') AS error
+        FROM job_events WHERE type = 'status' AND data->>'status' = 'queued' AND data ? 'reason'`,
+      values: [],
+    });
+    const endedBy = new Map(requeues.map((r) => [`${r.job_id}#${r.attempt}`, `${r.reason}${r.error ? ` (${r.error})` : ''}`]));
     const deliveries = await driver.query<{ id: string; job_id: string; event_type: string; status: string; attempts: number; last_error: string | null }>({
       text: 'SELECT id, job_id, event_type, status, attempts, last_error FROM webhook_deliveries',
       values: [],
@@ -568,12 +576,19 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const sameAttemptTwice: string[] = [];
     const unrecordedRepeats: string[] = [];
     let unrecordedRepeatCount = 0;
+    /** How the attempts whose side effect ran again had ended (a requeue's reason and error). */
+    const repeatCauses = new Map<string, number>();
+    const countCause = (call: EffectRecord) => {
+      const cause = endedBy.get(`${call.jobId}#${call.attempt}`) ?? 'unknown';
+      repeatCauses.set(cause, (repeatCauses.get(cause) ?? 0) + 1);
+    };
     const receiptMismatch: string[] = [];
     for (const [key, calls] of callsByStep) {
       const first = recordings.get(key)?.[0];
       if (first === undefined) {
         if (calls.length > 1) unrecordedRepeats.push(`${key}: attempts ${calls.map((c) => c.attempt).join(',')} (never recorded)`);
         unrecordedRepeatCount += Math.max(0, calls.length - 1);
+        calls.slice(0, -1).forEach(countCause);
         continue;
       }
       const onRecorded = calls.filter((c) => c.attempt === first);
@@ -582,6 +597,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       if (after.length > 0) repeatedAfterRecord.push(`${key} recorded on attempt ${first}, run again on ${after.map((c) => c.attempt).join(',')}`);
       if (onRecorded.length !== 1) sameAttemptTwice.push(`${key} recorded on attempt ${first}, side effect ${onRecorded.length} times on it`);
       unrecordedRepeatCount += before.length;
+      before.forEach(countCause);
       if (before.length > 0) unrecordedRepeats.push(`${key}: attempts ${before.map((c) => c.attempt).join(',')} before the one recorded (${first})`);
       const step = recorded.get(key);
       if (onRecorded.length === 1 && step?.result !== onRecorded[0]!.receipt) receiptMismatch.push(`${key}: recorded ${JSON.stringify(step?.result)}, made ${onRecorded[0]!.receipt}`);
@@ -652,6 +668,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         'steps recorded': recordedSteps.length,
         'side effects performed': effects.calls.length,
         'side effects repeated by attempts whose step was never recorded': unrecordedRepeatCount,
+        '… by how their attempt ended': [...repeatCauses].sort((a, b) => b[1] - a[1]).map(([cause, n]) => `${cause}: ${n}`).join(', ') || '-',
         'side effects repeated after their step was recorded': repeatedAfterRecord.length + sameAttemptTwice.length,
         'steps whose record was written twice by one attempt': recordedTwiceByOneAttempt,
         'webhook deliveries (all delivered)': `${deliveries.length} (${deliveries.filter((d) => d.status === 'succeeded').length})`,
