@@ -3,8 +3,8 @@
  * larger and longer): a few hundred jobs with durable steps, submitted over HTTP with
  * Idempotency-Keys (some sent twice), run by three worker processes while workers are SIGKILLed
  * and replaced, their PostgreSQL connections are cut (a TCP proxy that refuses for a while, then
- * `pg_terminate_backend`), the webhook receiver is down (503, then closed sockets) and waiting
- * jobs are superseded. After a bounded drain: nothing lost, one job per key, no recorded step's
+ * `pg_terminate_backend`), the webhook receiver is down (503, then closed sockets), one worker
+ * is paused (SIGSTOP) past its lease and waiting jobs are superseded. After a bounded drain: nothing lost, one job per key, no recorded step's
  * side effect run twice, every result applied once and never a superseded job's, every webhook
  * delivered. PostgreSQL only: several processes share the database.
  *
@@ -17,7 +17,7 @@ import { formatReport, runChaos } from './chaos/scenario.ts';
 
 const seed = Number(process.env.WAITLESS_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
-test(`chaos: 300 jobs through worker kills, connection cuts and a webhook outage (seed ${seed})`, async (t) => {
+test(`chaos: 300 jobs through worker kills, a paused worker, connection cuts and a webhook outage (seed ${seed})`, async (t) => {
   const lines: string[] = [];
   const report = await runChaos({
     seed,
@@ -35,7 +35,7 @@ test(`chaos: 300 jobs through worker kills, connection cuts and a webhook outage
     proxyCut: { atMs: 4000, forMs: 2500 },
     terminateAtMs: 9000,
     outage: { atMs: 3000, forMs: 6000 },
-    pause: undefined,
+    pause: { atMs: 10_000, forMs: 5000 },
     supersedeAtMs: 5000,
     lease: '2s',
     heartbeat: '500ms',
@@ -54,6 +54,7 @@ test(`chaos: 300 jobs through worker kills, connection cuts and a webhook outage
   // The faults did happen: a run where nothing was killed or cut proves nothing.
   assert.ok(Number(report.figures['workers SIGKILLed']) >= 3, `seed ${seed}: too few kills`);
   assert.equal(report.figures['PostgreSQL cuts (proxy)'], 1, `seed ${seed}`);
+  assert.equal(report.figures['worker SIGSTOPped past its lease'], 1, `seed ${seed}`);
   assert.ok(Number(report.figures['worker backends terminated']) > 0, `seed ${seed}: no worker backend was terminated`);
   assert.match(String(report.figures['requests at the receiver: 503 / closed / applied / duplicate / other events']), /^[1-9]\d* \/ [1-9]\d* \//, `seed ${seed}: the receiver's outage turned nothing away`);
 });
