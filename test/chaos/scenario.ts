@@ -477,10 +477,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       });
       return row!;
     };
+    const atFaultsEnd = await outstanding();
     let drainedIn: number | undefined;
+    /** When the last job finished (the deliveries may take longer: retries, a dead worker's lease). */
+    let jobsDrainedIn: number | undefined;
     try {
       await eventually(async () => {
         const left = await outstanding();
+        if (left.jobs === 0) jobsDrainedIn ??= Date.now() - chaosEnded;
         return left.jobs === 0 && left.deliveries === 0;
       }, 'jobs and webhook deliveries to drain', o.drainTimeoutMs);
       drainedIn = Date.now() - chaosEnded;
@@ -676,7 +680,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         'requests at the receiver: 503 / closed / applied / duplicate / other events': `${count('503')} / ${count('closed')} / ${count('applied')} / ${count('duplicate')} / ${count('other-event')}`,
         'deliveries sent again after a 2xx': [...receiver.acked.values()].reduce((n, k) => n + k - 1, 0),
         'results applied': receiver.applied.size,
-        'drain after the faults (s)': drainedIn === undefined ? `not drained in ${o.drainTimeoutMs / 1000}` : (drainedIn / 1000).toFixed(1),
+        'left when the faults ended: jobs / deliveries': `${atFaultsEnd.jobs} / ${atFaultsEnd.deliveries}`,
+        'drain after the faults, jobs / deliveries (s)': `${jobsDrainedIn === undefined ? '-' : (jobsDrainedIn / 1000).toFixed(1)} / ${drainedIn === undefined ? `not drained in ${o.drainTimeoutMs / 1000}` : (drainedIn / 1000).toFixed(1)}`,
         'whole run (s)': ((Date.now() - started) / 1000).toFixed(1),
       },
     };
