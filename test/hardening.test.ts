@@ -494,7 +494,7 @@ describe('rotating the job-token secret', () => {
       await a.waitless.rotateJobTokenSecret({ overlap: 0 });
       await eventually(async () => (await read(fresh)) === 401 && (await read(old)) === 401 && (await read(minted)) === 401, 'every earlier token refused', 10_000);
       assert.equal(await read(await mint()), 200);
-      await assert.rejects(a.waitless.rotateJobTokenSecret({ overlap: '2d' as never }), { name: 'InvalidOptionError' });
+      await assert.rejects(a.waitless.rotateJobTokenSecret({ overlap: '2w' as never }), { name: 'InvalidOptionError' });
     } finally {
       await server.close();
       await b.close();
@@ -594,7 +594,7 @@ describe('waitless keys rotate-job-tokens', () => {
             (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
           );
         });
-      const refused = await cli('2d');
+      const refused = await cli('2w');
       assert.equal(refused.code, 2);
       assert.match(refused.stderr, /overlap must be a duration/);
       const kept = await cli();

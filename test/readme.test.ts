@@ -35,7 +35,7 @@ interface Checked {
 const CHECKED: Checked[] = [
   {
     // Retention: a definition's own rule, the engine's, per tenant, and a dry run.
-    marker: "tenants: { acme: { default: '8760h' } }",
+    marker: "tenants: { acme: { default: '365d' } }",
     postlude: "export const counted: number = deleted.jobs + deleted.job_events + deleted.webhook_deliveries;",
   },
   {

@@ -40,6 +40,7 @@ describe('job model', () => {
     assert.equal(toMs('250ms'), 250);
     assert.equal(toMs('1.5s'), 1500);
     assert.equal(toMs('5m'), 300_000);
+    assert.equal(toMs('30d'), 30 * 86_400_000);
     assert.equal(toMs(42), 42);
     assert.throws(() => toMs('soon' as never), /Invalid duration/);
     assert.throws(() => toMs(-1), /Invalid/);

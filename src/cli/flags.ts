@@ -94,7 +94,7 @@ export const FLAGS = {
     type: 'string',
     env: 'WAITLESS_RETENTION',
     arg: 'D',
-    help: 'How long finished jobs are kept (with their events, steps and webhook\ndeliveries) before workers and prune delete them. Default: 720h (30 days).',
+    help: 'How long finished jobs are kept (with their events, steps and webhook\ndeliveries) before workers and prune delete them. Default: 30d.',
   },
   'retention-failed': {
     type: 'string',
@@ -106,7 +106,7 @@ export const FLAGS = {
     type: 'string',
     env: 'WAITLESS_RETENTION_TENANTS',
     arg: 'LIST',
-    help: 'Retention per tenant, winning over the rest: tenant=D, or tenant=D/F to keep\nits failed jobs for F, comma separated, e.g. acme=8760h,trial=24h/168h.',
+    help: 'Retention per tenant, winning over the rest: tenant=D, or tenant=D/F to keep\nits failed jobs for F, comma separated, e.g. acme=365d,trial=1d/7d.',
   },
   'no-prune': { type: 'boolean', env: 'WAITLESS_NO_PRUNE', help: 'Workers do not delete old jobs; run `waitless prune` (e.g. from cron) instead.' },
   // Arguments of one `prune`: a variable left in the environment must not change every run.

@@ -173,7 +173,7 @@ function retentionOption(forWorkers: boolean): RetentionOptions | false {
   const tenants: Record<string, { default: number; failed?: number }> = {};
   for (const entry of (values['retention-tenants'] ?? '').split(',').map((e) => e.trim()).filter(Boolean)) {
     const match = /^(.+)=([^=/]+)(?:\/([^=/]+))?$/.exec(entry);
-    if (!match) fail(`${origin('retention-tenants')} takes tenant=D or tenant=D/F entries, e.g. acme=8760h,trial=24h/168h; got "${entry}"`);
+    if (!match) fail(`${origin('retention-tenants')} takes tenant=D or tenant=D/F entries, e.g. acme=365d,trial=1d/7d; got "${entry}"`);
     const [, tenant, base, failedOfTenant] = match;
     const ms = (value: string) => {
       const n = durationOption(value, `${origin('retention-tenants')} (${tenant})`)!;

@@ -4,6 +4,7 @@
  * checked against them at compile time. Browser-safe: nothing here imports a Node module.
  */
 import { z } from 'zod';
+import { DURATION_PATTERN } from '../job/duration.ts';
 
 /** Body of `POST /v1/jobs/:id/tokens`, and the `token` member of a submit. */
 export const jobTokenRequestSchema = z.strictObject({
@@ -18,7 +19,7 @@ export const submitRequestSchema = z.strictObject({
   token: jobTokenRequestSchema.optional(),
   priority: z.number().int().min(-1000).max(1000).optional(),
   runAt: z.iso.datetime({ offset: true }).optional(),
-  delay: z.union([z.number().int().min(0), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/)]).optional(),
+  delay: z.union([z.number().int().min(0), z.string().regex(DURATION_PATTERN)]).optional(),
   supersede: z.strictObject({ key: z.string().min(1).max(255), policy: z.enum(['supersede', 'reject', 'queue']).default('supersede') }).optional(),
   context: z.unknown().optional(),
   concurrencyKey: z.string().min(1).max(255).optional(),

@@ -206,7 +206,7 @@ export interface JobOptions<Schema extends z.ZodType, Result> {
   limits?: JobLimits;
   /**
    * How long a finished job of this kind is kept (with its events, steps and webhook
-   * deliveries) before it is deleted: a duration (e.g. `'168h'`), or `{ default, failed }` to
+   * deliveries) before it is deleted: a duration (e.g. `'7d'`), or `{ default, failed }` to
    * keep failed and timed-out jobs for another time. A tenant's rule in the engine's
    * `retention.tenants` wins over this. Applied by processes that load this definition; the
    * others treat its jobs by their tenant's rule or the engine's. Default: the engine's

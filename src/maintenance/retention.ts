@@ -23,7 +23,7 @@ export interface RetentionRule {
  * job when it gives `failed` or `default`, for any other end when it gives `default`.
  */
 export interface RetentionOptions extends RetentionRule {
-  /** Every finished job not covered by a tenant's or its definition's rule. Default: `'720h'` (30 days). */
+  /** Every finished job not covered by a tenant's or its definition's rule. Default: `'30d'` (30 days). */
   default?: Duration;
   /** Failed and timed-out jobs not covered by a tenant's or definition's rule. Default: `default`. */
   failed?: Duration;
@@ -96,7 +96,7 @@ function retentionMs(value: Duration, what: string, fail: (message: string) => E
   try {
     ms = toMs(value, what);
   } catch {
-    throw fail(`${what} must be a duration such as 24h or 720h (30 days), or a number of milliseconds.`);
+    throw fail(`${what} must be a duration such as 24h or 30d, or a number of milliseconds.`);
   }
   if (ms < MIN_RETENTION_MS) throw fail(`${what} must be at least 1s, got ${JSON.stringify(value)}.`);
   if (ms > MAX_RETENTION_MS) throw fail(`${what} must be at most 100 years (876000h), got ${JSON.stringify(value)}.`);

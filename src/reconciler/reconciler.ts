@@ -77,7 +77,7 @@ export interface ReconcilerOptions {
    * How long a settled job and a handled webhook's id are remembered; then they are deleted
    * (every 10 minutes while started, in small batches, or on demand with `prune()`). Pending
    * jobs are never deleted. A webhook redelivered for a job forgotten by then is answered as
-   * for a job not tracked. Default: `"720h"` (30 days).
+   * for a job not tracked. Default: `"30d"` (30 days).
    */
   retention?: Duration;
 }
