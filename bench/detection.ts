@@ -55,6 +55,7 @@ import { createHttpApp } from '../src/http/app.ts';
 import { defineJob } from '../src/job/definition.ts';
 import { createReconciler, DEFAULT_CADENCE, type Reconciler } from '../src/reconciler/index.ts';
 import { toMs } from '../src/job/duration.ts';
+import { prng } from '../test/prng.ts';
 import { DEFAULT_POSTGRES_URL, dropSchema, freshSchema, numberOption, openEngine, printMachine, printTable, sleep, summarize, withClient } from './common.ts';
 
 const { values } = parseArgs({
@@ -101,18 +102,6 @@ function fail(message: string): never {
 }
 
 // ---------------------------------------------------------------- workload (seeded)
-
-/** mulberry32: a small seeded PRNG, so every run and every path sees the same workload. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Planned {
   index: number;

@@ -36,14 +36,7 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
   c.header('cache-control', 'no-cache');
   return streamSSE(c, async (stream) => {
     const subscription = hub.subscribe(p.tenant, p.jobId, p.after);
-    const closed = metrics.sseOpened('job');
-    let ended = false;
-    const release = () => {
-      closed();
-      if (ended) return;
-      ended = true;
-      p.onEnd?.();
-    };
+    const release = streamOpened('job', p.onEnd);
     stream.onAbort(() => {
       subscription.close();
       release();
@@ -67,6 +60,18 @@ export function streamJobEvents(c: Context, hub: EventHub, p: StreamParams): Res
       release();
     }
   });
+}
+
+/** Counts a stream as open until the answer is called (it acts once, however often called), then calls `onEnd`. */
+function streamOpened(kind: 'job' | 'tenant', onEnd: (() => void) | undefined): () => void {
+  const closed = metrics.sseOpened(kind);
+  let ended = false;
+  return () => {
+    if (ended) return;
+    ended = true;
+    closed();
+    onEnd?.();
+  };
 }
 
 function formatEvent(event: JobEvent): string {
@@ -97,14 +102,7 @@ export function streamTenantJobs(c: Context, hub: EventHub, p: TenantStreamParam
   return streamSSE(c, async (stream) => {
     // Fed by the hub from one read per window for every tenant stream of this process.
     const subscription = hub.subscribeTenant(p.tenant);
-    const closed = metrics.sseOpened('tenant');
-    let ended = false;
-    const release = () => {
-      closed();
-      if (ended) return;
-      ended = true;
-      p.onEnd?.();
-    };
+    const release = streamOpened('tenant', p.onEnd);
     stream.onAbort(() => {
       subscription.close();
       release();

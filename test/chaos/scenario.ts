@@ -24,6 +24,7 @@ import { type EffectRecord, type RawDelivery, startEffects, startReceiver } from
 import { eventually, openEngine, POSTGRES_URL, startServer, type TestEngine, type TestServer } from '../helpers.ts';
 import { freePort, tcpProxy, type TcpProxy } from '../tcp-proxy.ts';
 import { killAll, WorkerProcess, within } from '../worker-process.ts';
+import { prng } from '../prng.ts';
 
 /** A fault at a moment of the chaos phase, for a while. */
 export interface Window {
@@ -93,18 +94,6 @@ export interface ChaosReport {
 }
 
 // ---------------------------------------------------------------- seeded randomness
-
-/** mulberry32: a small seeded PRNG, so a seed replays the same plan and the same faults. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const between = (random: () => number, [low, high]: [number, number]) => Math.round(low + random() * (high - low));
 
