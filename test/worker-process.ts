@@ -50,11 +50,6 @@ export interface WorkerProcessOptions {
   env?: Record<string, string>;
   /** Extra CLI flags (`--concurrency 10`, `--lease 1s`, …). */
   args?: string[];
-  /**
-   * A script run in place of the CLI, given the same `worker` arguments, that logs "worker
-   * started" when it is. Default: `src/cli/main.ts`.
-   */
-  entry?: string;
 }
 
 /** SIGKILLs every worker (a SIGSTOPped one too) and waits for the exits, so none outlives its test. */
@@ -72,7 +67,7 @@ export class WorkerProcess {
   exitedAlready = false;
 
   constructor(o: WorkerProcessOptions) {
-    const args = [o.entry ?? 'src/cli/main.ts', 'worker', '--jobs', o.jobs, '--database', o.database, ...(o.schema ? ['--schema', o.schema] : []), ...(o.args ?? [])];
+    const args = ['src/cli/main.ts', 'worker', '--jobs', o.jobs, '--database', o.database, ...(o.schema ? ['--schema', o.schema] : []), ...(o.args ?? [])];
     this.child = spawn(process.execPath, args, {
       cwd: ROOT,
       // `info`, not `silent`: "worker started" is the readiness signal, and the log is what a

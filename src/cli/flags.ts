@@ -64,6 +64,18 @@ export const FLAGS = {
     arg: 'LIST',
     help: 'Delays between webhook attempts, e.g. 1s,5s,30s, or none.\nDefault: 5s,5m,30m,2h,5h,10h,10h.',
   },
+  'webhook-timeout': {
+    type: 'string',
+    env: 'WAITLESS_WEBHOOK_TIMEOUT',
+    arg: 'D',
+    help: 'How long a webhook receiver may take to answer; a delivery in flight is taken\nover by another process after 4 times this if its sender died. Default: 15s.',
+  },
+  'max-connections': {
+    type: 'string',
+    env: 'WAITLESS_MAX_CONNECTIONS',
+    arg: 'N',
+    help: 'PostgreSQL connections this process may open (its pool). Default: 10.',
+  },
   'submit-rate': {
     type: 'string',
     env: 'WAITLESS_SUBMIT_RATE',

@@ -60,7 +60,7 @@ Usage:
 
 Options (each also read from the variable named; a flag given wins over its variable):
 ${flagsHelp()}
-  D is a duration: milliseconds (500) or e.g. 500ms, 2s, 1m.
+  D is a duration: milliseconds (500) or e.g. 500ms, 2s, 1m, 1h, 30d.
 `;
 
 function fail(message: string): never {
@@ -134,8 +134,10 @@ function webhookOptions(): DispatcherOptions {
   const endpointsPerTenant = countOption('webhook-endpoints');
   const tenantConcurrency = countOption('webhook-tenant-concurrency');
   if (tenantConcurrency === 0) fail(`${origin('webhook-tenant-concurrency')} must be at least 1`);
+  const timeout = durationOption(values['webhook-timeout'], origin('webhook-timeout'));
   return {
     ...(allow.length ? { ssrf: { allow } } : {}),
+    ...(timeout !== undefined ? { timeout } : {}),
     ...(retry ? { retrySchedule: retry } : {}),
     ...(endpointsPerTenant !== undefined ? { endpointsPerTenant } : {}),
     ...(tenantConcurrency !== undefined ? { tenantConcurrency } : {}),
@@ -245,7 +247,11 @@ async function openServerEngine(options: Omit<WaitlessOptions, 'database' | 'sch
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const waitless = await waitForDatabase(database, () => createWaitless({ ...options, database, schema: values.schema, logger }), logger, { signal: stop.signal });
+    const maxConnections = countOption('max-connections');
+    if (maxConnections === 0) fail(`${origin('max-connections')} must be at least 1`);
+    const waitless = await waitForDatabase(database, () => createWaitless({ ...options, maxConnections, database, schema: values.schema, logger }), logger, {
+      signal: stop.signal,
+    });
     if (!waitless || stop.signal.aborted) {
       // A signal that came while a connection attempt was under way is honoured all the same.
       await waitless?.close();

@@ -19,7 +19,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { internals } from '../../src/internals.ts';
 import { chaosJobs, gated, pipeline, pipelineOutput, type PipelineResult } from './jobs.ts';
-import { EFFECTS_URL_ENV, MAX_CONNECTIONS_ENV, WEBHOOK_TIMEOUT_ENV } from './env.ts';
+import { EFFECTS_URL_ENV } from './env.ts';
 import { type EffectRecord, type RawDelivery, startEffects, startReceiver } from './outside.ts';
 import { eventually, openEngine, POSTGRES_URL, startServer, type TestEngine, type TestServer } from '../helpers.ts';
 import { freePort, tcpProxy, type TcpProxy } from '../tcp-proxy.ts';
@@ -184,14 +184,16 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const deaths: string[] = [];
     const spawnWorker = (): WorkerProcess => {
       const worker = new WorkerProcess({
-        entry: 'test/chaos/worker.ts',
+        // `waitless worker` as shipped; info-level logs carry its readiness line.
         jobs: 'test/chaos/jobs.ts',
         database: workerUrl.toString(),
         schema,
-        env: { [EFFECTS_URL_ENV]: effects.url, [WEBHOOK_TIMEOUT_ENV]: o.webhookTimeout, [MAX_CONNECTIONS_ENV]: String(o.maxConnections), LOG_LEVEL: 'warn' },
+        env: { [EFFECTS_URL_ENV]: effects.url, LOG_LEVEL: 'info' },
         args: [
           ...['--concurrency', String(o.concurrency), '--lease', o.lease, '--heartbeat', o.heartbeat, '--poll-interval', o.pollInterval],
-          ...['--webhook-allow', '127.0.0.1', '--webhook-retry', o.webhookRetry],
+          ...['--webhook-allow', '127.0.0.1', '--webhook-retry', o.webhookRetry, '--webhook-timeout', o.webhookTimeout],
+          // Small pools: several workers and other tests share one PostgreSQL server.
+          ...['--max-connections', String(o.maxConnections)],
         ],
       });
       workers.push(worker);
