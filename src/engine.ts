@@ -374,6 +374,8 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
   const schema = assertSchemaName(options.schema ?? 'waitless');
   const jobs = withLimits(collectJobs(options.jobs), checkLimits(options.limits, 'createWaitless'));
   const retentionPolicy = resolveRetentionOptions(options.retention || undefined, (message) => new InvalidOptionError(message));
+  const endpointsPerTenant = options.webhooks?.endpointsPerTenant ?? DEFAULT_ENDPOINTS_PER_TENANT;
+  if (!Number.isInteger(endpointsPerTenant) || endpointsPerTenant < 1) throw new InvalidOptionError('webhooks.endpointsPerTenant must be a whole number ≥ 1.');
   const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
   const driver = await openDriver(options, schema);
   try {
@@ -412,7 +414,7 @@ export async function createWaitless(options: WaitlessOptions): Promise<Waitless
         const unknown = events.find((e) => !(WEBHOOK_EVENTS as readonly string[]).includes(e));
         if (unknown) throw new InvalidWebhookError(`Unknown webhook event "${unknown}". Use: ${WEBHOOK_EVENTS.join(', ')}.`);
         await waitless.checkWebhookUrl(url);
-        const max = options.webhooks?.endpointsPerTenant ?? DEFAULT_ENDPOINTS_PER_TENANT;
+        const max = endpointsPerTenant;
         const endpoint = await webhooks.createEndpoint(tenant, url, events, max);
         if (!endpoint) {
           throw new TenantLimitError('too_many_endpoints', `Tenant "${tenant}" already has ${max} webhook endpoints, its limit. Delete one it no longer needs, then register this one.`, max);

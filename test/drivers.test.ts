@@ -29,6 +29,31 @@ describe('drivers', () => {
     }
   });
 
+  it("fail a transaction whose connection is lost between its statements, without crashing the process (PostgreSQL)", async () => {
+    const schema = freshSchema();
+    const waitless = await createWaitless({ jobs: [quick], database: POSTGRES_URL, schema, logger: silentLogger });
+    const { driver } = internals(waitless);
+    const admin = new pg.Client({ connectionString: POSTGRES_URL });
+    await admin.connect();
+    try {
+      await assert.rejects(
+        driver.transaction(async (tx) => {
+          const [{ pid }] = await tx.query<{ pid: number }>({ text: 'SELECT pg_backend_pid() AS pid', values: [] }) as [{ pid: number }];
+          // Idle in its transaction, as a lock holder waits between statements, when the server ends it.
+          await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+          await eventually(async () => (await admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).rowCount === 0, 'the backend gone');
+          await tx.query({ text: 'SELECT 1', values: [] });
+        }),
+      );
+      // The broken connection left the pool: the next statements run on a new one.
+      for (let i = 0; i < 12; i++) assert.equal((await driver.query<{ one: number }>({ text: 'SELECT 1 AS one', values: [] }))[0]?.one, 1);
+    } finally {
+      await admin.end();
+      await waitless.close();
+      await dropSchema(schema);
+    }
+  });
+
   it('keep waking workers after the LISTEN connection is killed, again and again (PostgreSQL)', async () => {
     const schema = freshSchema();
     const waitless = await createWaitless({ jobs: [quick], database: POSTGRES_URL, schema, logger: silentLogger });

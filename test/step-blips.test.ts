@@ -10,12 +10,14 @@ import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
+import pg from 'pg';
 import { z } from 'zod';
+import { startStep as startStepSql } from '../src/store/queries.ts';
 import { createWaitless, type Waitless } from '../src/engine.ts';
 import { internals } from '../src/internals.ts';
 import { defineJob } from '../src/job/definition.ts';
 import { JobWriteBuffer } from '../src/worker/job-writes.ts';
-import { createGates, dropSchema, eventually, finished, freshSchema, silentLogger } from './helpers.ts';
+import { createGates, dropSchema, eventually, finished, freshSchema, POSTGRES_URL, silentLogger } from './helpers.ts';
 import { freePort, tcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 const { gate, releaseAll } = createGates();
@@ -141,6 +143,36 @@ describe('a database blip while a step is recorded, on postgres', () => {
       assert.equal(await store.startStep(job.id, randomUUID(), 'pay-again', start), false);
       await waitless.cancel(job.id);
     });
+
+  it('answers a try sent while the earlier one is still committing as written, and applies it once', async () => {
+    const { store } = internals(waitless);
+    const { job } = await waitless.submit('ledger', {});
+    const [claimed] = await store.claim(['ledger'], 1, 'test-worker', 60_000);
+    assert.equal(claimed?.job.id, job.id);
+    const writeId = randomUUID();
+    // The first try, as the server still runs it after the client lost the connection: applied, not yet committed.
+    const first = new pg.Client({ connectionString: POSTGRES_URL });
+    await first.connect();
+    try {
+      await first.query(`SET search_path TO ${schema}`);
+      await first.query('BEGIN');
+      const sql = startStepSql(job.id, claimed.leaseToken, 'pay', writeId);
+      assert.equal((await first.query(sql.text, sql.values)).rowCount, 1);
+      const pid = (await first.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const retried = store.startStep(job.id, claimed.leaseToken, 'pay', writeId);
+      await eventually(
+        async () => (await first.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0]!.n === 1,
+        'the retry waiting on the first try',
+      );
+      await first.query('COMMIT');
+      assert.equal(await retried, true, 'written: not mistaken for a lost lease');
+      const started = (await waitless.events(job.id)).filter((e) => e.type === 'step');
+      assert.equal(started.length, 1, 'applied once');
+    } finally {
+      await first.end();
+      await waitless.cancel(job.id);
+    }
+  });
 
   it('drops a log line the database refused (not a blip) after one try, and counts it; the output beside it is kept', async () => {
     const { store } = internals(waitless);

@@ -74,6 +74,26 @@ describe('token buckets and slots', () => {
     assert.ok(slots.acquire('k'));
     assert.equal(slots.acquire('k'), undefined, 'a second release did not free a slot it no longer held');
   });
+
+  it('sweeps the full buckets of many tenants at most once a refill period', () => {
+    let now = 0;
+    const buckets = new TokenBuckets(1, 2, () => now);
+    // 10 000 tenants fill the map; each new one after that may sweep, but only once a refill period (2 s).
+    for (let i = 0; i < 10_000; i++) buckets.take(`t${i}`);
+    now = 1_000;
+    assert.equal(buckets.take('late-1'), 0);
+    assert.equal(buckets.take('t0'), 0, 'a tenant not swept keeps its bucket (one token left, refilled by one)');
+    assert.equal(buckets.take('t0'), 0);
+    assert.notEqual(buckets.take('t0'), 0, 'and it runs dry');
+    now = 3_500;
+    assert.equal(buckets.take('late-2'), 0, 'a sweep frees the tenants whose buckets are full again');
+    assert.equal(buckets.take('t1'), 0);
+    assert.equal(buckets.take('t1'), 0, 'a swept tenant starts with a full bucket');
+  });
+
+  it('refuses a webhook endpoint limit under 1', async () => {
+    await assert.rejects(openEngine('pglite', { jobs: [], webhooks: { endpointsPerTenant: 0 } }), InvalidOptionError);
+  });
 });
 
 // One backend: the submit rate and the stream slots are kept in memory, and the statements these

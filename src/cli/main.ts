@@ -134,6 +134,7 @@ function webhookOptions(): DispatcherOptions {
   const endpointsPerTenant = countOption('webhook-endpoints');
   const tenantConcurrency = countOption('webhook-tenant-concurrency');
   if (tenantConcurrency === 0) fail(`${origin('webhook-tenant-concurrency')} must be at least 1`);
+  if (endpointsPerTenant === 0) fail(`${origin('webhook-endpoints')} must be at least 1`);
   const timeout = durationOption(values['webhook-timeout'], origin('webhook-timeout'));
   return {
     ...(allow.length ? { ssrf: { allow } } : {}),

@@ -34,6 +34,8 @@ export class TokenBuckets {
   private readonly rate: number;
   private readonly burst: number;
   private readonly now: () => number;
+  /** When the last sweep ran: one a refill period at most, so a stream of new tenants is not an O(n) walk each. */
+  private sweptAt = -Infinity;
 
   constructor(rate: number, burst: number, now: () => number = performance.now.bind(performance)) {
     this.rate = rate;
@@ -49,7 +51,10 @@ export class TokenBuckets {
     bucket.at = now;
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
-      if (!this.buckets.has(key) && this.buckets.size >= SWEEP_AT) this.sweep(now);
+      if (!this.buckets.has(key) && this.buckets.size >= SWEEP_AT && now - this.sweptAt >= Math.max(1000, (this.burst / this.rate) * 1000)) {
+        this.sweptAt = now;
+        this.sweep(now);
+      }
       this.buckets.set(key, bucket);
       return 0;
     }

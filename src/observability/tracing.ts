@@ -260,6 +260,16 @@ export function withContext<T>(ctx: Context, fn: () => T): T {
   return context.with(ctx, fn);
 }
 
+/**
+ * Runs `fn` outside any trace: for the work a worker shares between jobs (its claim loop, its
+ * rounds of buffered writes), which would otherwise carry on in the context of whichever job
+ * set it going, and put spans of other jobs' claims and writes (pg or http instrumentation's)
+ * in that job's trace.
+ */
+export function detached<T>(fn: () => T): T {
+  return context.with(ROOT_CONTEXT, fn);
+}
+
 /** Runs a step in its span (INTERNAL, `step {name}`), child of the attempt's `process` span (or of the active one). */
 export function stepSpan<T>(stepName: string, parent: Context | undefined, fn: (span: Span) => Promise<T>): Promise<T> {
   return inSpan(SPAN.step(stepName), { parent, attributes: { [ATTR.STEP_NAME]: stepName } }, fn);

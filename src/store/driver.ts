@@ -18,6 +18,8 @@ export interface Queryable {
 export interface Driver extends Queryable {
   /** Which implementation this is, for logs and health output. */
   readonly kind: 'postgres' | 'pglite';
+  /** How many connections it may hold at once (PGlite: one session). */
+  readonly maxConnections: number;
   /** Runs `fn` inside one transaction; commits on return, rolls back on throw. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /**

@@ -189,7 +189,7 @@ export class JobStore {
     await Promise.all([this.heads.drain(), this.inserts.drain(), this.finishes.drain()]);
   }
 
-  async submit(params: SubmitParams): Promise<SubmitOutcome> {
+  async submit(params: SubmitParams, tries = 3): Promise<SubmitOutcome> {
     const id = uuidv7();
     // Where the result goes, what it is about and what it replaces are part of the request:
     // under the same key, another webhook, context or supersede key is another request.
@@ -245,9 +245,13 @@ export class JobStore {
     // The key was taken (possibly a moment ago by a concurrent request that has now committed).
     const key = params.idempotencyKey!;
     const [existing] = await this.driver.query<{ fingerprint: string; job_id: string }>(q.findIdempotencyKey(params.tenant, key));
+    // Gone between the insert and this read (its job was pruned, or the key expired): the key is
+    // free again, so the submit is tried anew and makes a new job.
+    if (!existing && tries > 1) return this.submit(params, tries - 1);
     if (!existing) throw new Error(`Idempotency key "${key}" vanished between insert and read; retry the request.`);
     if (existing.fingerprint !== fp) throw new IdempotencyConflictError(key, existing.job_id);
     const job = await this.get(params.tenant, existing.job_id);
+    if (!job && tries > 1) return this.submit(params, tries - 1);
     if (!job) throw new Error(`Job ${existing.job_id} of idempotency key "${key}" no longer exists.`);
     return { job, created: false };
   }
@@ -372,7 +376,8 @@ export class JobStore {
         rows.push(...claimed);
         left -= claimed.length;
         taken.set(key.tenant_id, (taken.get(key.tenant_id) ?? 0) + claimed.length);
-        if (claimed.length === want) again.push(key); // it may have more free slots and due jobs
+        // It may have more free slots and due jobs, unless it just took as many as its limit allows.
+        if (claimed.length === want && want < key.concurrency_limit) again.push(key);
       }
       for (const key of again) {
         if (left <= 0) {

@@ -135,11 +135,18 @@ export function createPgDriver(options: PgDriverOptions): Driver {
 
   return {
     kind: 'postgres',
+    maxConnections: pool.options.max,
     query: (sql) => run(pool, sql),
     async transaction(fn) {
       const client = await pool.connect().catch((error: unknown) => {
         throw unanswered(error);
       });
+      // A connection lost while the transaction waits between statements (it is checked out, so
+      // the pool's own listener is off) is reported here instead of crashing the process; the
+      // next statement fails, and the client is discarded rather than pooled again.
+      let broken: Error | undefined;
+      const onError = (error: Error) => (broken ??= error);
+      client.on('error', onError);
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
@@ -150,10 +157,11 @@ export function createPgDriver(options: PgDriverOptions): Driver {
         await client.query('COMMIT');
         return value;
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw error;
+        if (!broken) await client.query('ROLLBACK').catch(() => {});
+        throw broken ? unanswered(error) : error;
       } finally {
-        client.release();
+        client.off('error', onError);
+        client.release(broken);
       }
     },
     async exec(text) {

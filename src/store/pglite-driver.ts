@@ -46,6 +46,7 @@ export async function createPgliteDriver(options: PgliteDriverOptions): Promise<
 
   return {
     kind: 'pglite',
+    maxConnections: 1,
     query: (sql) => scoped((target) => run(target, sql)),
     transaction: (fn) =>
       db.transaction(async (tx) => {

@@ -611,12 +611,17 @@ const FENCE = `id = $1 AND lease_token = $2 AND status = 'running'`;
 /**
  * A direct write (a step's start, result or failure, token usage), fenced and applied once: it
  * carries an id (`$n`) the job row keeps, and a try whose id the row already holds (an earlier
- * try committed, but its answer was lost with the connection) changes nothing.
+ * try committed, but its answer was lost with the connection) changes nothing. The row is locked
+ * first (`held`), so a try that starts while an earlier one is still committing waits for it and
+ * then sees its id (not the row as it was when the statement began): it answers "written".
  */
-const ONCE = (n: string) => `${FENCE} AND last_write_id IS DISTINCT FROM ${n}`;
+const HELD = (n: string) => `held AS (SELECT id, last_write_id IS NOT DISTINCT FROM ${n} AS applied FROM jobs WHERE ${FENCE} FOR UPDATE)`;
 
-/** Answers a row for a direct write applied now (by `changed`) or by an earlier try. */
-const appliedOnce = (n: string) => `SELECT 1 FROM changed UNION ALL SELECT 1 FROM jobs WHERE ${FENCE} AND last_write_id = ${n}`;
+/** The update's condition: fenced, held, and not applied by an earlier try. */
+const ONCE = (n: string) => `${FENCE} AND last_write_id IS DISTINCT FROM ${n} AND id IN (SELECT id FROM held WHERE NOT applied)`;
+
+/** Answers a row when the direct write is applied, now or by an earlier try: the job was held under its lease. */
+const APPLIED = `SELECT 1 FROM held`;
 
 /** One buffered write of a running job: a chunk of output, or a progress report (JSON). */
 export interface JobWrite {
@@ -790,18 +795,18 @@ const stepSummary = (name: string, summary: string) => `steps = coalesce(steps, 
 
 /** Records that a step started (fenced): the summary and a `step` event. */
 export const startStep = (id: string, token: string, name: string, writeId: string): Sql => ({
-  text: `WITH changed AS (
+  text: `WITH ${HELD('$4')}, changed AS (
       UPDATE jobs SET ${stepSummary('$3', `jsonb_build_object('status', 'running', 'attempt', attempt, 'startedAt', now())`)},
         updated_at = now(), last_seq = last_seq + 1, last_write_id = $4
       WHERE ${ONCE('$4')} RETURNING id, tenant_id, last_seq, attempt
     ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'started', 'attempt', attempt)`)}
-    ${appliedOnce('$4')}`,
+    ${APPLIED}`,
   values: [id, token, name, writeId],
 });
 
 /** Records a step's result (fenced), with its summary and `step` event, in one statement. */
 export const completeStep = (id: string, token: string, name: string, result: unknown, startedAt: Date, writeId: string): Sql => ({
-  text: `WITH changed AS (
+  text: `WITH ${HELD('$6')}, changed AS (
       UPDATE jobs SET ${stepSummary(
         '$3',
         `jsonb_build_object('status', 'completed', 'attempt', attempt, 'startedAt', $5::timestamptz, 'finishedAt', now(),
@@ -814,13 +819,13 @@ export const completeStep = (id: string, token: string, name: string, result: un
       ON CONFLICT (job_id, name) DO UPDATE SET status = 'completed', result = EXCLUDED.result, checkpoint = NULL,
         attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
     ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'completed', 'attempt', attempt, 'durationMs', round(extract(epoch FROM now() - $5::timestamptz) * 1000))`)}
-    ${appliedOnce('$6')}`,
+    ${APPLIED}`,
   values: [id, token, name, json(result) ?? 'null', startedAt, writeId],
 });
 
 /** Records that a step threw (fenced); nothing of it is kept but its checkpoint. */
 export const failStep = (id: string, token: string, name: string, message: string, startedAt: Date, writeId: string): Sql => ({
-  text: `WITH changed AS (
+  text: `WITH ${HELD('$6')}, changed AS (
       UPDATE jobs SET ${stepSummary(
         '$3',
         `jsonb_build_object('status', 'failed', 'attempt', attempt, 'startedAt', $5::timestamptz, 'finishedAt', now(),
@@ -828,7 +833,7 @@ export const failStep = (id: string, token: string, name: string, message: strin
       )}, updated_at = now(), last_seq = last_seq + 1, last_write_id = $6
       WHERE ${ONCE('$6')} RETURNING id, tenant_id, last_seq, attempt
     ), ${appendEvent('step', `jsonb_build_object('name', $3::text, 'status', 'failed', 'attempt', attempt, 'error', $4::text)`)}
-    ${appliedOnce('$6')}`,
+    ${APPLIED}`,
   values: [id, token, name, message, startedAt, writeId],
 });
 
@@ -849,7 +854,7 @@ export const saveStepCheckpoint = (id: string, token: string, name: string, chec
 
 /** Adds a model call's token counts to the job's totals and to its model's (fenced). */
 export const recordUsage = (id: string, token: string, model: string, prompt: number, completion: number, total: number, writeId: string): Sql => ({
-  text: `WITH changed AS (UPDATE jobs SET usage = jsonb_build_object(
+  text: `WITH ${HELD('$7')}, changed AS (UPDATE jobs SET usage = jsonb_build_object(
       'promptTokens', coalesce((usage->>'promptTokens')::bigint, 0) + $4,
       'completionTokens', coalesce((usage->>'completionTokens')::bigint, 0) + $5,
       'totalTokens', coalesce((usage->>'totalTokens')::bigint, 0) + $6,
@@ -860,7 +865,7 @@ export const recordUsage = (id: string, token: string, model: string, prompt: nu
         'calls', coalesce((usage->'byModel'->$3->>'calls')::bigint, 0) + 1))),
       updated_at = now(), last_write_id = $7
     WHERE ${ONCE('$7')} RETURNING id)
-    ${appliedOnce('$7')}`,
+    ${APPLIED}`,
   values: [id, token, model, prompt, completion, total, writeId],
 });
 

@@ -34,15 +34,21 @@ export interface RetentionGroup {
   notNames: string[];
 }
 
-/** Rows deleted from each table (or, in a dry run, that would be). */
-export interface PruneCountsRow {
-  jobs: number;
-  job_events: number;
-  job_steps: number;
-  webhook_deliveries: number;
-  webhook_attempts: number;
-  idempotency_keys: number;
+/** Where a group's batches have got to: the last job a batch deleted, by `(finished_at, id)`. */
+export interface PruneCursor {
+  /** `finished_at` as PostgreSQL prints it (text keeps its microseconds). */
+  finishedAt: string;
+  id: string;
 }
+
+/** Before every job. */
+export const PRUNE_START: PruneCursor = { finishedAt: '-infinity', id: '00000000-0000-0000-0000-000000000000' };
+
+/** The tables a job's deletion counts rows of. */
+export const JOB_TABLES = ['jobs', 'job_events', 'job_steps', 'webhook_deliveries', 'webhook_attempts', 'idempotency_keys'] as const;
+
+/** Rows deleted from each table (or, in a dry run, that would be). */
+export type PruneCountsRow = Record<(typeof JOB_TABLES)[number], number>;
 
 const statusList = (kind: RetentionKind) => RETENTION_KINDS[kind].map((s) => `'${s}'`).join(', ');
 
@@ -51,7 +57,7 @@ const statusList = (kind: RetentionKind) => RETENTION_KINDS[kind].map((s) => `'$
  * a scan of the table. A job with a webhook delivery still due or under way is kept: its
  * attempt records against the delivery, and the payload links to the job.
  */
-const expiredJobs = (kind: RetentionKind) => `SELECT j.id, j.tenant_id, j.idempotency_key FROM jobs j
+const expiredJobs = (kind: RetentionKind) => `SELECT j.id, j.tenant_id, j.idempotency_key, j.finished_at FROM jobs j
     WHERE j.status IN (${statusList(kind)}) AND j.finished_at < now() - $1 * interval '1 millisecond'
       AND ($2::text IS NULL OR j.tenant_id = $2) AND ($3::text IS NULL OR j.name = $3)
       AND j.tenant_id <> ALL ($4::text[]) AND j.name <> ALL ($5::text[])
@@ -60,15 +66,21 @@ const expiredJobs = (kind: RetentionKind) => `SELECT j.id, j.tenant_id, j.idempo
 const groupValues = (g: RetentionGroup) => [g.retentionMs, g.tenant ?? null, g.name ?? null, g.notTenants, g.notNames];
 
 /**
- * Deletes up to `limit` expired jobs of the group, oldest first, with every row that belongs to
- * them, in one statement. The children are deleted explicitly (the foreign keys would cascade
- * anyway, and still do for tables added later) so that each table's count can be told. A job
- * locked by someone else (a recovery under way) is skipped, and looked at again next round.
+ * Deletes up to `limit` expired jobs of the group after `after`, oldest first, with every row
+ * that belongs to them, in one statement. The children are deleted explicitly (the foreign keys
+ * would cascade anyway, and still do for tables added later) so that each table's count can be
+ * told. A job locked by someone else (a recovery under way) is skipped, and looked at again
+ * next round. The next batch starts after this one's last job (`last_finished_at`, `last_id`):
+ * the finished jobs another rule keeps, older than the cutoff, are stepped over once a run, not
+ * once a batch.
  */
-export const deleteExpiredJobs = (g: RetentionGroup, limit: number): Sql => ({
+export const deleteExpiredJobs = (g: RetentionGroup, limit: number, after: PruneCursor): Sql => ({
   text: `WITH doomed AS (
       ${expiredJobs(g.kind)}
-      ORDER BY j.finished_at LIMIT $6 FOR UPDATE OF j SKIP LOCKED
+        AND j.finished_at >= $7::timestamptz AND (j.finished_at, j.id) > ($7::timestamptz, $8::uuid)
+      ORDER BY j.finished_at, j.id LIMIT $6 FOR UPDATE OF j SKIP LOCKED
+    ), last AS (
+      SELECT finished_at::text AS finished_at, id::text AS id FROM doomed ORDER BY finished_at DESC, id DESC LIMIT 1
     ), deliveries AS (
       DELETE FROM webhook_deliveries d USING doomed WHERE d.job_id = doomed.id RETURNING d.id
     ), attempts AS (
@@ -86,9 +98,16 @@ export const deleteExpiredJobs = (g: RetentionGroup, limit: number): Sql => ({
     )
     SELECT (SELECT count(*) FROM gone)::int AS jobs, (SELECT count(*) FROM events)::int AS job_events,
       (SELECT count(*) FROM steps)::int AS job_steps, (SELECT count(*) FROM deliveries)::int AS webhook_deliveries,
-      (SELECT count(*) FROM attempts)::int AS webhook_attempts, (SELECT count(*) FROM keys)::int AS idempotency_keys`,
-  values: [...groupValues(g), limit],
+      (SELECT count(*) FROM attempts)::int AS webhook_attempts, (SELECT count(*) FROM keys)::int AS idempotency_keys,
+      (SELECT finished_at FROM last) AS last_finished_at, (SELECT id FROM last) AS last_id`,
+  values: [...groupValues(g), limit, after.finishedAt, after.id],
 });
+
+/** What {@link deleteExpiredJobs} answers: the counts, and where its batch ended (null: it deleted nothing). */
+export interface DeletedJobsRow extends PruneCountsRow {
+  last_finished_at: string | null;
+  last_id: string | null;
+}
 
 /**
  * What {@link deleteExpiredJobs} would delete for the group, all batches together (a dry run).

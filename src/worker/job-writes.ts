@@ -5,6 +5,7 @@ import type { JobStore } from '../store/job-store.ts';
 import { storedBytes, toStoredJson } from '../store/json.ts';
 import { unreachableReason } from '../store/unreachable.ts';
 import type { JobWrite } from '../store/queries.ts';
+import { detached } from '../observability/tracing.ts';
 import type { AttemptLimits } from './attempt-limits.ts';
 
 /** A write as the handler made it; it gets its round's id when a round takes it. */
@@ -185,7 +186,9 @@ export class JobWriteBuffer {
     }
     clearTimeout(this.timer);
     this.timer = undefined;
-    this.round = this.writeRound().finally(() => {
+    // A round (and the timer it may set) writes for every job: it runs outside the trace of the
+    // job whose write started it.
+    this.round = detached(() => this.writeRound()).finally(() => {
       this.round = undefined;
       if (this.again) {
         this.again = false;

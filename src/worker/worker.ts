@@ -16,7 +16,7 @@ import { createJobContext, type WorkerJobContext } from './context.ts';
 import { JobWriteBuffer } from './job-writes.ts';
 import { retryWrite } from './write-retry.ts';
 import { metrics, type RunOutcome } from '../observability/metrics.ts';
-import { endProcessSpan, startProcessSpan, withContext } from '../observability/tracing.ts';
+import { detached, endProcessSpan, startProcessSpan, withContext } from '../observability/tracing.ts';
 
 /** How a worker runs. */
 export interface WorkerOptions {
@@ -239,7 +239,7 @@ export class Worker {
   private wake(): void {
     this.backlog = true;
     this.wakeRequested = true;
-    if (!this.claiming) void this.claimLoop();
+    if (!this.claiming) void detached(() => this.claimLoop());
   }
 
   private async claimLoop(): Promise<void> {
