@@ -66,6 +66,33 @@ async function eventually<T>(check: () => T | undefined, ms: number, what: strin
   }
 }
 
+/**
+ * A `waitless worker` process with the test's OpenTelemetry SDK preloaded, writing its finished
+ * spans to a file of its own; ready, and registered to be killed when the test ends.
+ */
+async function startTracedWorker(
+  t: { after: (fn: () => unknown) => void },
+  schema: string,
+  llmUrl: string,
+  extra: { args?: string[]; env?: Record<string, string> } = {},
+): Promise<{ worker: WorkerProcess; spansFile: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'waitless-spans-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const spansFile = join(dir, 'spans.jsonl');
+  const preload = pathToFileURL(new URL('./fixtures/otel-export-to-file.ts', import.meta.url).pathname).href;
+  const worker = new WorkerProcess({
+    jobs: 'test/fixtures/tracing-jobs.ts',
+    database: POSTGRES_URL,
+    schema,
+    args: [...(extra.args ?? []), '--poll-interval', '200ms'],
+    env: { NODE_OPTIONS: `--import=${preload}`, WAITLESS_TEST_SPANS_FILE: spansFile, [OPENAI_URL_ENV]: llmUrl, ...extra.env },
+  });
+  // Registered before anything awaits it, so a failing test never leaves it running.
+  t.after(() => killAll([worker]));
+  await within(worker.ready, 20_000, 'the worker process to start');
+  return { worker, spansFile };
+}
+
 const only = (spans: SpanRecord[], predicate: (span: SpanRecord) => boolean, what: string): SpanRecord => {
   const found = spans.filter(predicate);
   assert.equal(found.length, 1, `exactly one ${what}, got ${found.length}: ${JSON.stringify(spans.map((s) => s.name))}`);
@@ -81,21 +108,7 @@ test('one trace runs from a submit in this process through the worker process: a
   t.after(() => engine.close());
   const server = await startServer(engine.waitless);
   t.after(() => server.close());
-  const dir = mkdtempSync(join(tmpdir(), 'waitless-spans-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const spansFile = join(dir, 'spans.jsonl');
-
-  const preload = pathToFileURL(new URL('./fixtures/otel-export-to-file.ts', import.meta.url).pathname).href;
-  const worker = new WorkerProcess({
-    jobs: 'test/fixtures/tracing-jobs.ts',
-    database: POSTGRES_URL,
-    schema: engine.schema,
-    args: ['--webhook-allow', '127.0.0.1', '--poll-interval', '200ms'],
-    env: { NODE_OPTIONS: `--import=${preload}`, WAITLESS_TEST_SPANS_FILE: spansFile, [OPENAI_URL_ENV]: llm.baseURL },
-  });
-  // Registered before anything awaits it, so a failing test never leaves it running.
-  t.after(() => killAll([worker]));
-  await within(worker.ready, 20_000, 'the worker process to start');
+  const { worker, spansFile } = await startTracedWorker(t, engine.schema, llm.baseURL, { args: ['--webhook-allow', '127.0.0.1'] });
 
   // Over HTTP, from a caller that sends its own trace context (the server instruments no HTTP).
   const callerTrace = 'a1'.repeat(16);
@@ -262,20 +275,8 @@ test('a worker stopped by SIGTERM sends the spans its SDK still held before it e
   t.after(() => llm.close());
   const engine = await openEngine('postgres', { jobs: [tracedSummary] });
   t.after(() => engine.close());
-  const dir = mkdtempSync(join(tmpdir(), 'waitless-spans-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const spansFile = join(dir, 'spans.jsonl');
-  const preload = pathToFileURL(new URL('./fixtures/otel-export-to-file.ts', import.meta.url).pathname).href;
-  const worker = new WorkerProcess({
-    jobs: 'test/fixtures/tracing-jobs.ts',
-    database: POSTGRES_URL,
-    schema: engine.schema,
-    args: ['--poll-interval', '200ms'],
-    // Spans are held in a batch the SDK would send only an hour later.
-    env: { NODE_OPTIONS: `--import=${preload}`, WAITLESS_TEST_SPANS_FILE: spansFile, WAITLESS_TEST_SPANS_BATCH: '1', [OPENAI_URL_ENV]: llm.baseURL },
-  });
-  t.after(() => killAll([worker]));
-  await within(worker.ready, 20_000, 'the worker process to start');
+  // Spans are held in a batch the SDK would send only an hour later.
+  const { worker, spansFile } = await startTracedWorker(t, engine.schema, llm.baseURL, { env: { WAITLESS_TEST_SPANS_BATCH: '1' } });
   const { job } = await engine.waitless.submit(tracedSummary, { text: 'last job before shutdown' });
   await within(engine.waitless.result(job.id), 15_000, 'the job to complete');
   assert.equal(existsSync(spansFile), false, 'nothing sent yet: the batch holds the spans');
