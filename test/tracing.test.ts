@@ -16,7 +16,9 @@ import { pathToFileURL } from 'node:url';
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import { z } from 'zod';
 import { createHttpHandler } from '../src/http/app.ts';
+import { defineJob } from '../src/job/definition.ts';
 import { internals } from '../src/internals.ts';
 import { openEngine, POSTGRES_URL, startServer } from './helpers.ts';
 import { startFakeOpenAI } from './fixtures/fake-openai.ts';
@@ -286,4 +288,40 @@ test('a worker stopped by SIGTERM sends the spans its SDK still held before it e
   const spans = readFileSync(spansFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as SpanRecord);
   const processSpan = only(spans, (s) => s.name === 'process traced-summary', 'process span');
   assert.equal(processSpan.attributes['messaging.message.id'], job.id);
+});
+
+test("a worker's claims and rounds of writes run outside the trace of the job that set them going", async (t) => {
+  const quick = defineJob({
+    name: 'quick-traced',
+    input: z.object({ n: z.number() }),
+    run: async ({ n }, ctx) => {
+      ctx.write(`chunk ${n}`);
+      await ctx.flush();
+      return { n };
+    },
+  });
+  const engine = await openEngine('postgres', { jobs: [quick] });
+  t.after(() => engine.close());
+  // What auto-instrumentation (pg, http) would parent its spans on: the active span when a claim or a round of writes is sent.
+  const { driver } = internals(engine.waitless);
+  const query = driver.query.bind(driver);
+  const seen: Array<{ statement: string; span: string | undefined }> = [];
+  driver.query = ((sql: Parameters<typeof driver.query>[0]) => {
+    const statement = sql.text.includes('lease_token = gen_random_uuid()') ? 'claim' : sql.text.includes('last_round_id = p.round') ? 'writes' : undefined;
+    if (statement) seen.push({ statement, span: trace.getActiveSpan()?.spanContext().spanId });
+    return query(sql);
+  });
+  // More jobs than the worker runs at once: each one finishing starts the next claim from inside its own run.
+  const ids = [];
+  for (let n = 0; n < 4; n++) ids.push((await engine.waitless.submit(quick, { n })).job.id);
+  const worker = engine.waitless.startWorker({ concurrency: 1, pollInterval: '1h' });
+  t.after(() => worker.stop());
+  for (const id of ids) await within(engine.waitless.result(id), 10_000, 'the job to complete');
+  assert.ok(seen.filter((s) => s.statement === 'claim').length >= 4, `a claim a job at least: ${JSON.stringify(seen)}`);
+  assert.ok(seen.some((s) => s.statement === 'writes'), 'rounds of writes were sent');
+  assert.deepEqual(
+    seen.filter((s) => s.span !== undefined),
+    [],
+    'no claim and no round of writes ran inside a job span',
+  );
 });
